@@ -1,0 +1,146 @@
+"""The ``lbdns`` command: serve, check, and the client commands that talk to a server's API.
+
+Only this module exits the process. Errors are ``LbdnsError``s printed as
+``file: path: reason`` lines; the exit code is 1 on any error, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import LbdnsError, ZoneErrors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lbdns", description="Load-aware authoritative DNS.")
+    parser.add_argument("--version", action="version", version=f"lbdns {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(commands)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ZoneErrors as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    except LbdnsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", type=Path, help="config file (YAML)")
+    p.add_argument("--zones", help="folder of zone files (default: zones)")
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("zones", "dns", "http", "state", "data_dir", "log_format", "log_level")
+    return {key: getattr(args, key, None) for key in keys}
+
+
+def _serve_command(commands) -> None:
+    p = commands.add_parser("serve", help="serve the zones over DNS and the HTTP API")
+    _server_options(p)
+    p.add_argument(
+        "--dns",
+        action="append",
+        metavar="HOST:PORT",
+        help="DNS listen address, UDP and TCP; repeat for more "
+        "(default: 0.0.0.0 and :: on port 53 as root, else 5353)",
+    )
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="HTTP API address (default 127.0.0.1:8053; 'off' to disable)",
+    )
+    p.add_argument("--state", metavar="URL", help="memory:// (default) or redis://host:port/db")
+    p.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        metavar="DIR",
+        help="where the embedded store keeps host changes",
+    )
+    p.add_argument("--log-format", dest="log_format", choices=("text", "json"))
+    p.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import config as config_module
+    from . import logs
+    from .server import Server
+
+    config = config_module.load(args.config, config_overrides(args))
+    logs.setup(config.log_format, config.log_level)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        uvloop = None
+
+    async def run() -> None:
+        server = Server(config)
+        try:
+            await server.start()
+            server.install_signal_handlers()
+            await server.serve_forever()
+        finally:
+            await server.close()
+
+    if uvloop is not None:
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
+    return 0
+
+
+def _check_command(commands) -> None:
+    p = commands.add_parser("check", help="validate the config and zone files")
+    _server_options(p)
+    p.set_defaults(run=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from . import config as config_module
+    from .errors import ZoneErrors as Errors
+    from .zone import load_folder
+
+    errors = []
+    config = None
+    try:
+        config = config_module.load(args.config, config_overrides(args))
+    except Errors as exc:
+        errors.extend(exc.errors)
+    except LbdnsError as exc:
+        errors.append(exc)
+    zones_dir = config.zones if config else Path(args.zones or "zones")
+    zones = {}
+    try:
+        zones = load_folder(zones_dir)
+    except Errors as exc:
+        errors.extend(exc.errors)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error(s)", file=sys.stderr)
+        return 1
+    for zone in zones.values():
+        print(
+            f"ok: {zone.origin} from {zone.source}: {len(zone.farms)} farm(s), serial {zone.serial}"
+        )
+    return 0
+
+
+# Each entry adds one subcommand. Client commands (hosts, farms, status, agent) add theirs here.
+COMMANDS = [_serve_command, _check_command]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

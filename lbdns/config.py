@@ -1,0 +1,209 @@
+"""The server config: one frozen object per process, from a YAML file and the command line.
+
+Every key is documented in docs/config.md. Unknown keys are errors that name their path. The
+command line overrides the file. Parse -> validate -> normalise into a new ``Config``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import yamlfile
+from .auth import Token, parse_tokens
+from .errors import ConfigError, LbdnsError, ZoneErrors
+from .transport import parse_address
+
+DEFAULT_HTTP = "127.0.0.1:8053"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def default_dns_port() -> int:
+    # Port 53 needs root (or CAP_NET_BIND_SERVICE); otherwise a high port, as the README shows.
+    return 53 if os.geteuid() == 0 else 5353
+
+
+@dataclass(frozen=True)
+class Config:
+    zones: Path = Path("zones")
+    dns: tuple[tuple[str, int], ...] = ()
+    http: tuple[str, int] | None = ("127.0.0.1", 8053)
+    state: str = "memory://"
+    data_dir: Path | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1000
+    tokens: tuple[Token, ...] = ()
+    redis_prefix: str = "lbdns:"
+    stale_budget: float = 5.0  # seconds without the shared store before its data counts as stale
+    explain_queries: bool = False  # answer CH TXT _lbdns.<farm> with a short explanation
+    query_log: float = 0.0  # fraction of queries to log (0 = off)
+    query_log_rate: float = 100.0  # at most this many query-log lines per second
+    advice: bool = False  # tell overloaded hosts to shed connections in the report reply
+    scale_target: float = 0.7  # utilisation the scale advice aims for
+    max_body: int = 1024 * 1024  # bytes of an HTTP request body
+    source: str | None = None  # the file it came from
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def dns_addresses(self) -> tuple[tuple[str, int], ...]:
+        if self.dns:
+            return self.dns
+        port = default_dns_port()
+        return (("0.0.0.0", port), ("::", port))
+
+
+Fail = Callable[[yamlfile.Where, str], None]
+
+
+def _number(kind, low=None, high=None):
+    def parse(value: Any, where: yamlfile.Where, fail: Fail):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(where, f"must be a number, got {value!r}")
+            return None
+        if kind is int and not isinstance(value, int):
+            fail(where, f"must be an integer, got {value!r}")
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            fail(where, f"must be between {low} and {high}, got {value!r}")
+            return None
+        return kind(value)
+
+    return parse
+
+
+def _choice(options):
+    def parse(value: Any, where: yamlfile.Where, fail: Fail):
+        if value not in options:
+            fail(where, f"must be one of {', '.join(options)}, got {value!r}")
+            return None
+        return value
+
+    return parse
+
+
+def _string(value: Any, where: yamlfile.Where, fail: Fail):
+    if not isinstance(value, str) or not value:
+        fail(where, f"must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
+def _path(value: Any, where: yamlfile.Where, fail: Fail):
+    text = _string(value, where, fail)
+    return Path(text) if text else None
+
+
+def _bool(value: Any, where: yamlfile.Where, fail: Fail):
+    if not isinstance(value, bool):
+        fail(where, f"must be true or false, got {value!r}")
+        return None
+    return value
+
+
+def _dns(value: Any, where: yamlfile.Where, fail: Fail):
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for i, item in enumerate(items):
+        item_where = (*where, i) if isinstance(value, list) else where
+        try:
+            out.append(parse_address(str(item), default_dns_port()))
+        except ValueError as exc:
+            fail(item_where, str(exc))
+    return tuple(out)
+
+
+def _http(value: Any, where: yamlfile.Where, fail: Fail):
+    if value in (None, False, "off", "none"):
+        return None
+    try:
+        return parse_address(str(value), 8053)
+    except ValueError as exc:
+        fail(where, str(exc))
+        return None
+
+
+def _state(value: Any, where: yamlfile.Where, fail: Fail):
+    text = _string(value, where, fail)
+    if text and not text.startswith(("memory://", "redis://", "rediss://", "redis+sentinel://")):
+        fail(where, "must be memory://, redis://, rediss:// or redis+sentinel://")
+        return None
+    return text
+
+
+def _tokens(value: Any, where: yamlfile.Where, fail: Fail):
+    return parse_tokens(value, lambda w, reason: fail(w, reason))
+
+
+# key -> parser. A new setting is one line here, one field above and one row in docs/config.md.
+FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
+    "zones": _path,
+    "dns": _dns,
+    "http": _http,
+    "state": _state,
+    "data_dir": _path,
+    "log_format": _choice(LOG_FORMATS),
+    "log_level": _choice(LOG_LEVELS),
+    "tcp_idle_timeout": _number(float, 0.1, 3600),
+    "tcp_max_connections": _number(int, 1, 1_000_000),
+    "tokens": _tokens,
+    "redis_prefix": _string,
+    "stale_budget": _number(float, 0.1, 3600),
+    "explain_queries": _bool,
+    "query_log": _number(float, 0.0, 1.0),
+    "query_log_rate": _number(float, 0.0, 1_000_000),
+    "advice": _bool,
+    "scale_target": _number(float, 0.05, 1.0),
+    "max_body": _number(int, 1024, 64 * 1024 * 1024),
+}
+
+
+def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read the config file (if any), apply command-line ``overrides``, validate everything.
+
+    Raises ``ZoneErrors`` (a list of ``ConfigError``) naming every bad key.
+    """
+    errors: list[LbdnsError] = []
+    values: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        doc = yamlfile.load(path, ConfigError)
+        source = str(path)
+        data = doc.data if doc.data is not None else {}
+        if not isinstance(data, dict):
+            raise ZoneErrors([doc.error(ConfigError, (), "a config file must be a mapping")])
+
+        def fail(where: yamlfile.Where, reason: str) -> None:
+            errors.append(doc.error(ConfigError, where, reason))
+
+        for key, value in data.items():
+            parser = FIELDS.get(key)
+            if parser is None:
+                fail((key,), f"unknown key (expected one of {', '.join(sorted(FIELDS))})")
+                continue
+            parsed = parser(value, (key,), fail)
+            if parsed is not None:
+                values[key] = parsed
+        # Relative paths in a config file are relative to the file.
+        for key in ("zones", "data_dir"):
+            if key in values and not values[key].is_absolute():
+                values[key] = path.parent / values[key]
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+
+        def fail_cli(where: yamlfile.Where, reason: str, key=key) -> None:
+            errors.append(
+                ConfigError(reason, source="command line", path=f"--{key.replace('_', '-')}")
+            )
+
+        parsed = FIELDS[key](value, (key,), fail_cli)
+        if parsed is not None or key == "http":
+            values[key] = parsed
+    if errors:
+        raise ZoneErrors(errors)
+    return replace(Config(), source=source, **values)

@@ -1,0 +1,71 @@
+"""Policies: which host(s) of a farm answer a query.
+
+A policy is one small module with one pure function::
+
+    def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]
+
+``candidates`` are the hosts that may be answered right now (already filtered by state and
+address family), each with its load normalised by capacity. ``ask`` says how many records are
+wanted and carries the per-farm sequence number and random source. The policy returns the
+chosen candidates (at most ``ask.want``, at least one when ``candidates`` is not empty) and
+never changes its inputs. Policies are found by name in ``POLICIES`` and bound when a zone loads.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    capacity: float
+    load: float  # the host's load divided by its capacity (0 when unknown)
+
+
+@dataclass(slots=True)
+class Ask:
+    want: int  # how many records to return
+    seq: int  # this farm's answer counter, for rotations
+    rng: random.Random
+
+
+Policy = Callable[[Sequence[Candidate], Ask], Sequence[Candidate]]
+
+
+def _table() -> dict[str, Policy]:
+    from . import least_load, lowest_score, random_choice, round_robin, weighted_round_robin
+
+    return {
+        "least-load": least_load.choose,
+        "lowest-score": lowest_score.choose,
+        "round-robin": round_robin.choose,
+        "weighted-round-robin": weighted_round_robin.choose,
+        "random": random_choice.choose,
+    }
+
+
+POLICIES: Mapping[str, Policy] = _table()
+
+SCORE_METRICS = ("connections", "cpu", "load1", "memory")
+
+
+def score_weights(value: Any) -> dict[str, float]:
+    """Parse a farm's ``score`` setting: a metric name, or a mapping metric -> weight."""
+    if isinstance(value, str):
+        value = {value: 1.0}
+    if not isinstance(value, dict) or not value:
+        raise ValueError("score must be a metric name or a mapping of metric to weight")
+    weights = {}
+    for metric, weight in value.items():
+        if not isinstance(metric, str) or not metric:
+            raise ValueError(f"score metric {metric!r} must be a name")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"score weight of {metric!r} must be a non-negative number")
+        weights[metric] = float(weight)
+    if not any(weights.values()):
+        raise ValueError("score needs at least one positive weight")
+    return weights

@@ -1,0 +1,153 @@
+"""Authoritative resolution: from a question to the sections of an answer (RFC 1034 4.3.2).
+
+This knows zones and farms but nothing of the wire: it returns records as dnslib objects, and
+for a farm name it returns the farm itself so that the wire path can ask it for hosts on every
+query. The result depends only on zone data, so the wire path caches it until the registry
+changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dnslib import QTYPE, RCODE, RR
+
+from . import name as dname
+from .farm import Farm
+from .registry import Registry
+from .zone import Zone
+
+MAX_CNAME_CHAIN = 8
+ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The sections of an answer. ``farm`` is set when the last name is a farm to ask."""
+
+    rcode: int
+    aa: bool
+    answer: tuple[RR, ...] = ()
+    authority: tuple[RR, ...] = ()
+    additional: tuple[RR, ...] = ()
+    farm: Farm | None = None
+    farm_owner: str = ""  # the owner name of the farm's records (after any CNAME)
+    zone: Zone | None = None
+
+
+REFUSED = Resolution(RCODE.REFUSED, aa=False)
+
+
+def resolve(registry: Registry, qname: str, qtype: int) -> Resolution:
+    """Answer ``qname``/``qtype`` (class IN) from the registry's zones."""
+    zone = registry.zone_of(qname)
+    if zone is None:
+        return REFUSED  # not ours: never recurse
+    answer: list[RR] = []
+    seen: set[str] = set()
+    current = qname
+    while True:
+        rrsets = zone.rrsets.get(current)
+        farm_spec = zone.farms.get(current)
+        if rrsets is None and farm_spec is None and current not in zone.names:
+            rrsets = _wildcard(zone, current)
+            if rrsets is None:
+                # Also after a CNAME: the chain ends in a missing name, rcode NXDOMAIN.
+                return _negative(zone, RCODE.NXDOMAIN, answer)
+            rrsets = {t: tuple(_rename(rr, current) for rr in rrs) for t, rrs in rrsets.items()}
+        rrsets = rrsets or {}
+        if qtype == QTYPE.ANY:
+            return _any(zone, current, rrsets, farm_spec, registry, answer)
+        if farm_spec is not None and qtype in ADDRESS_TYPES:
+            farm = registry.farms.get(current)
+            return Resolution(
+                RCODE.NOERROR,
+                aa=True,
+                answer=tuple(answer),
+                farm=farm,
+                farm_owner=current,
+                zone=zone,
+            )
+        if qtype in rrsets:
+            answer.extend(rrsets[qtype])
+            authority, additional = _extras(zone, current, qtype)
+            return Resolution(
+                RCODE.NOERROR,
+                aa=True,
+                answer=tuple(answer),
+                authority=authority,
+                additional=additional,
+                zone=zone,
+            )
+        cname = rrsets.get(QTYPE.CNAME)
+        if cname and qtype != QTYPE.CNAME:
+            answer.append(cname[0])
+            seen.add(current)
+            target = str(cname[0].rdata.label).lower()
+            if target in seen or len(seen) > MAX_CNAME_CHAIN:
+                return Resolution(RCODE.NOERROR, aa=True, answer=tuple(answer), zone=zone)
+            target_zone = registry.zone_of(target)
+            if target_zone is None:
+                # Out of our zones: the resolver follows it (RFC 1034 4.3.2 step 3a).
+                return Resolution(RCODE.NOERROR, aa=True, answer=tuple(answer), zone=zone)
+            zone = target_zone
+            current = target
+            continue
+        return _negative(zone, RCODE.NOERROR, answer)
+
+
+def _wildcard(zone: Zone, qname: str):
+    # RFC 4592: the closest encloser is the longest existing ancestor; only '*.<encloser>'
+    # can synthesise an answer.
+    ancestor = dname.parent(qname)
+    while ancestor is not None and dname.is_subdomain(ancestor, zone.origin):
+        if ancestor in zone.names:
+            return zone.rrsets.get(f"*.{ancestor}")
+        ancestor = dname.parent(ancestor)
+    return None
+
+
+def _rename(rr: RR, owner: str) -> RR:
+    return RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+
+
+def _negative(zone: Zone, rcode: int, answer: list[RR]) -> Resolution:
+    # RFC 2308: the SOA in the authority section, with TTL min(SOA TTL, SOA MINIMUM).
+    soa = RR(zone.origin, QTYPE.SOA, ttl=zone.negative_ttl, rdata=zone.soa.rdata)
+    return Resolution(rcode, aa=True, answer=tuple(answer), authority=(soa,), zone=zone)
+
+
+def _extras(zone: Zone, owner: str, qtype: int) -> tuple[tuple[RR, ...], tuple[RR, ...]]:
+    """Authority and additional sections of a positive answer: NS glue at the apex."""
+    if owner != zone.origin or qtype not in (QTYPE.NS, QTYPE.SOA):
+        return (), ()
+    ns_rrs = zone.rrsets[zone.origin].get(QTYPE.NS, ())
+    authority = ns_rrs if qtype == QTYPE.SOA else ()
+    additional: list[RR] = []
+    for ns in ns_rrs:
+        target = str(ns.rdata.label).lower()
+        if not dname.is_subdomain(target, zone.origin):
+            continue
+        for t in ADDRESS_TYPES:
+            additional.extend(zone.rrsets.get(target, {}).get(t, ()))
+    return tuple(authority), tuple(additional)
+
+
+def _any(zone, owner, rrsets, farm_spec, registry, answer) -> Resolution:
+    # RFC 8482: answer ANY with one RRset rather than all of them. A farm name answers its
+    # addresses as for an A query; other names their first RRset in a fixed type order.
+    if farm_spec is not None:
+        return Resolution(
+            RCODE.NOERROR,
+            aa=True,
+            answer=tuple(answer),
+            farm=registry.farms.get(owner),
+            farm_owner=owner,
+            zone=zone,
+        )
+    for t in (QTYPE.A, QTYPE.AAAA, QTYPE.CNAME, QTYPE.MX, QTYPE.TXT, QTYPE.SOA, QTYPE.NS):
+        if t in rrsets:
+            return Resolution(RCODE.NOERROR, aa=True, answer=(*answer, *rrsets[t]), zone=zone)
+    for rrs in rrsets.values():
+        return Resolution(RCODE.NOERROR, aa=True, answer=(*answer, *rrs), zone=zone)
+    return _negative(zone, RCODE.NOERROR, answer)

@@ -1,0 +1,161 @@
+"""The lbdns server process: zones, registry, store, DNS listeners and the HTTP API together.
+
+Start-up errors (a bad zone, a port in use) are fatal and raised to the CLI. Errors from a change
+request (a reload with a bad file) are reported to the caller and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from .config import Config
+from .errors import LbdnsError, ZoneErrors
+from .registry import Registry
+from .store import open_store
+from .transport import (
+    TcpLimits,
+    TcpServer,
+    TransportStats,
+    UdpListener,
+    bind_tcp,
+    bind_udp,
+)
+from .wire import Answerer
+from .zone import load_folder
+
+log = logging.getLogger("lbdns")
+
+
+class Server:
+    """One lbdns server. ``start`` binds everything; ``serve_forever`` runs until stopped."""
+
+    def __init__(self, config: Config, registry: Registry | None = None):
+        self.config = config
+        self.registry = registry or Registry()
+        self.answerer = Answerer(self.registry)
+        self.store = open_store(config, self.registry)
+        self.stats = TransportStats()
+        self.udp: list[UdpListener] = []
+        self.tcp = TcpServer(
+            self.answerer.respond,
+            TcpLimits(config.tcp_idle_timeout, config.tcp_max_connections),
+            self.stats,
+        )
+        self.dns_addresses: list[tuple[str, int]] = []
+        self.http_address: tuple[str, int] | None = None
+        self.started = time.time()
+        self.reloads: dict[str, int] = {"ok": 0, "error": 0}
+        self._http_runner: Any = None
+        self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task] = set()
+
+    # -- zones ------------------------------------------------------------------------------
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the zone files; swap them in only if all are valid. Raises ``ZoneErrors``."""
+        try:
+            zones = load_folder(self.config.zones, self.registry.zones)
+        except ZoneErrors:
+            self.reloads["error"] += 1
+            raise
+        self.registry.load_zones(zones)
+        self.store.zones_loaded()
+        self.reloads["ok"] += 1
+        log.info(
+            "zones loaded: %s", ", ".join(f"{z.origin} (serial {z.serial})" for z in zones.values())
+        )
+        return {
+            "zones": {z.origin: {"serial": z.serial, "source": z.source} for z in zones.values()}
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.registry.load_zones(load_folder(self.config.zones))
+        await self.store.start()
+        for host, port in self.config.dns_addresses():
+            try:
+                udp_sock = bind_udp(host, port)
+            except OSError as exc:
+                if ":" in host and host == "::" and not self.config.dns:
+                    log.warning("IPv6 is not available (%s); serving IPv4 only", exc.strerror)
+                    continue
+                raise LbdnsError(f"cannot listen on UDP {host}:{port}: {exc.strerror}") from None
+            port = udp_sock.getsockname()[1]  # port 0 picks a free port; TCP takes the same one
+            try:
+                tcp_sock = bind_tcp(host, port)
+            except OSError as exc:
+                udp_sock.close()
+                raise LbdnsError(f"cannot listen on TCP {host}:{port}: {exc.strerror}") from None
+            listener = UdpListener(udp_sock, self.answerer.respond, self.stats)
+            listener.start(loop)
+            self.udp.append(listener)
+            await self.tcp.start(tcp_sock)
+            self.dns_addresses.append((host, port))
+            log.info("DNS on %s port %d (UDP and TCP)", host, port)
+        if self.config.http is not None:
+            await self._start_http()
+        dns = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.dns_addresses)
+        http = "{}:{}".format(*self.http_address) if self.http_address else "off"
+        log.info("ready dns=%s http=%s state=%s", dns, http, self.store.name)
+
+    async def _start_http(self) -> None:
+        from aiohttp import web
+
+        from .web.app import build_app
+
+        app = build_app(self)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = self.config.http
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise LbdnsError(f"cannot listen on HTTP {host}:{port}: {exc.strerror}") from None
+        self._http_runner = runner
+        sockets = site._server.sockets if site._server else []
+        self.http_address = sockets[0].getsockname()[:2] if sockets else (host, port)
+        log.info("HTTP API on http://%s:%d/", *self.http_address)
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run a background task for the server's lifetime, keeping a reference to it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reload()
+        except ZoneErrors as exc:
+            log.error("reload failed, the old zones keep serving:\n%s", exc)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        await self._stopping.wait()
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for listener in self.udp:
+            listener.close()
+        await self.tcp.close()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        await self.store.close()
+        log.info("stopped")

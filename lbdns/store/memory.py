@@ -1,0 +1,85 @@
+"""The embedded store: state in this process, host changes persisted to the data dir.
+
+Reports are not persisted (they go stale within seconds anyway). Host changes made through the
+API (added, changed, removed hosts and their admin states) are written to
+``<data_dir>/hosts.json`` with an atomic replace and fsync before the API call returns, and
+applied on top of the zone files at every start and reload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..farm import Farm, Host, Report
+from ..registry import Registry
+from ..zone import HostSpec
+from .base import Store, apply_report
+from .overlay import Overlay
+
+log = logging.getLogger("lbdns.store")
+
+
+class MemoryStore(Store):
+    name = "memory"
+
+    def __init__(self, registry: Registry, data_dir: Path | None):
+        super().__init__(registry)
+        self.path = (data_dir / "hosts.json") if data_dir is not None else None
+        self.overlay = Overlay()
+
+    async def start(self) -> None:
+        if self.path is not None and self.path.exists():
+            try:
+                self.overlay = Overlay.from_json(json.loads(self.path.read_text()))
+            except (OSError, ValueError) as exc:
+                # Refuse to start rather than silently forget hosts an operator added.
+                raise RuntimeError(f"{self.path}: cannot read saved hosts: {exc}") from None
+            log.info("loaded %d saved host changes from %s", len(self.overlay), self.path)
+        self.zones_loaded()
+
+    def zones_loaded(self) -> None:
+        self.overlay.apply(self.registry)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        data: Any = self.overlay.to_json()
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def report(self, farm: Farm, host: Host, report: Report) -> bool:
+        if not apply_report(host, report):
+            return False
+        farm.changed()
+        return True
+
+    async def put_host(self, farm: Farm, spec: HostSpec) -> Host:
+        self.overlay.put(farm.name, spec)
+        self._save()
+        return self.registry.put_host(farm, spec)
+
+    async def remove_host(self, farm: Farm, host_name: str) -> None:
+        self.overlay.remove(farm.name, host_name)
+        self._save()
+        self.registry.remove_host(farm, host_name)
+
+    async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
+        self.overlay.set_admin(farm.name, host.name, admin, when)
+        self._save()
+        host.admin = admin
+        host.drain_started = when if admin == "draining" else None
+        farm.changed()

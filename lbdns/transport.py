@@ -1,0 +1,232 @@
+"""DNS transports: UDP and TCP listeners that only frame bytes and hand them to the answerer.
+
+UDP reads a non-blocking socket straight from the event loop's reader callback and drains it in
+batches: no transport object, no task or future per packet (each would add system calls and
+allocations to every query). TCP (RFC 7766) accepts pipelined queries, answers each as soon as it
+is read, and closes idle connections; a cap bounds how many are open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("lbdns.dns")
+
+Respond = Callable[[bytes, str, bool], "bytes | None"]
+
+UDP_BATCH = 64  # datagrams read per readiness event before yielding to the loop
+UDP_RCVBUF = 4 * 1024 * 1024  # the default 208 KiB drops bursts of queries
+MAX_TCP_MESSAGE = 65535
+
+
+@dataclass
+class TransportStats:
+    udp_queries: int = 0
+    udp_send_errors: int = 0
+    tcp_queries: int = 0
+    tcp_connections: int = 0
+    tcp_refused: int = 0
+    tcp_timeouts: int = 0
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` or ``:PORT`` to (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    elif text.count(":") > 1:
+        host, port = text, ""  # a bare IPv6 address
+    else:
+        host, port = text, ""
+    if not port:
+        return host or "0.0.0.0", default_port
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bad port in {text!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_RCVBUF)
+                break
+            except OSError:
+                continue
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpListener:
+    """Serves one bound UDP socket from the loop's reader callback."""
+
+    def __init__(self, sock: socket.socket, respond: Respond, stats: TransportStats):
+        self.sock = sock
+        self.respond = respond
+        self.stats = stats
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        sendto = self.sock.sendto
+        respond = self.respond
+        count = 0
+        try:
+            for _ in range(UDP_BATCH):
+                try:
+                    data, address = recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # e.g. ICMP errors surfacing on the socket
+                    if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                        continue
+                    raise
+                count += 1
+                response = respond(data, address[0], False)
+                if response is not None:
+                    try:
+                        sendto(response, address)
+                    except OSError:
+                        self.stats.udp_send_errors += 1  # full buffer or gone: UDP may drop
+        finally:
+            self.stats.udp_queries += count
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class TcpLimits:
+    def __init__(self, idle_timeout: float = 10.0, max_connections: int = 1000):
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+
+
+class TcpConnection(asyncio.Protocol):
+    """One DNS-over-TCP connection: length-prefixed queries in, answers out as they are ready."""
+
+    def __init__(self, server: TcpServer):
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.client = ""
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # asyncio or uvloop transport
+        self.transport = transport
+        server = self.server
+        if len(server.connections) >= server.limits.max_connections:
+            server.stats.tcp_refused += 1
+            transport.abort()
+            return
+        server.connections.add(self)
+        server.stats.tcp_connections += 1
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if peer else ""
+        transport.set_write_buffer_limits(high=256 * 1024)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.server.limits.idle_timeout, self._timeout)
+
+    def _timeout(self) -> None:
+        self.server.stats.tcp_timeouts += 1
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._arm()
+        buffer = self.buffer
+        respond = self.server.respond
+        while len(buffer) >= 2:
+            length = (buffer[0] << 8) | buffer[1]
+            if len(buffer) < 2 + length:
+                break
+            message = bytes(buffer[2 : 2 + length])
+            del buffer[: 2 + length]
+            self.server.stats.tcp_queries += 1
+            response = respond(message, self.client, True)
+            if response is None:
+                # A message we drop over TCP (no header, or a response): the stream cannot be
+                # trusted any further (RFC 7766 says the server may close).
+                self.transport.close()
+                return
+            self.transport.write(len(response).to_bytes(2, "big") + response)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its queries until it does.
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.server.connections.discard(self)
+
+
+class TcpServer:
+    def __init__(self, respond: Respond, limits: TcpLimits, stats: TransportStats):
+        self.respond = respond
+        self.limits = limits
+        self.stats = stats
+        self.connections: set[TcpConnection] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: TcpConnection(self), sock=sock)
+        self.servers.append(server)
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        for server in self.servers:
+            await server.wait_closed()

@@ -1,0 +1,1 @@
+"""The HTTP side of lbdns: report ingest, admin API, status page and metrics (aiohttp)."""

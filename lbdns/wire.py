@@ -1,0 +1,342 @@
+"""The DNS wire path: query bytes in, response bytes out. Shared by UDP and TCP.
+
+Most queries never reach a full parse or pack. A response is mostly bytes that change only when
+the zones or a farm's membership change; per query only the ID, two flag bits (RD, CD), the echoed
+question (kept byte for byte, mixed case included) and the EDNS OPT record differ. So:
+
+* ``respond`` parses the header, the question and an OPT record by hand (a few microseconds);
+* it looks up a ``Template`` by the lowercased question; names in the template point at offset 12,
+  where the echoed question sits, so the query's own question bytes can be spliced in;
+* for a farm name it asks the farm which hosts to name, and looks up the template for that choice;
+* on a miss it resolves with ``resolve`` and packs a template with dnslib, once.
+
+Refusals come in a fixed order, each counted: drop what has no header or is a response; FORMERR
+for a malformed question or OPT; NOTIMP for opcodes other than QUERY; BADVERS for EDNS > 0;
+REFUSED for other classes, zone transfers and names outside our zones.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import Counter
+from dataclasses import dataclass
+
+from dnslib import AAAA as AAAA_RDATA
+from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import A as A_RDATA
+
+from . import name as dname
+from .farm import NODATA, SERVFAIL, Farm
+from .registry import Registry
+from .resolve import Resolution, resolve
+
+log = logging.getLogger("lbdns.dns")
+
+EDNS_UDP_SIZE = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
+MAX_TCP_SIZE = 65535
+CACHE_LIMIT = 50_000  # distinct questions remembered before the cache starts over
+CHOICES_LIMIT = 4096  # distinct host choices remembered per farm name
+
+QR = 0x8000
+AA = 0x0400
+TC = 0x0200
+RD_CD = 0x0110  # the query bits a response copies
+DO = 0x8000
+
+_unpack_counts = struct.Struct("!HHHH").unpack_from
+_unpack_rr = struct.Struct("!HHIH").unpack_from
+_pack_u16 = struct.Struct("!H").pack
+
+_OPT_TYPE = 41
+_TRANSFER_TYPES = (251, 252)  # IXFR, AXFR: refused, lbdns has no secondaries
+_UNSUPPORTED_TYPES = (41, 253, 254)  # OPT as a question, MAILB, MAILA
+_PLAIN_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_EDNS_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+
+
+def _opt(do: bool, ext_rcode: int = 0) -> bytes:
+    return (
+        b"\x00\x00\x29"
+        + _pack_u16(EDNS_UDP_SIZE)
+        + bytes((ext_rcode, 0))
+        + _pack_u16(DO if do else 0)
+        + b"\x00\x00"
+    )
+
+
+_OPT_PLAIN = _opt(False)
+_OPT_DO = _opt(True)
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A packed response minus ID, RD/CD bits, question and OPT record."""
+
+    flags: int
+    counts: bytes  # QD/AN/NS/AR counts without OPT
+    counts_edns: bytes  # the same with AR + 1
+    tail: bytes  # everything after the question
+    lean: Template | None  # the same without the additional section, when that is droppable
+
+
+@dataclass(slots=True)
+class FarmEntry:
+    """A question whose answer names hosts of a farm: one template per choice of hosts."""
+
+    name_wire: bytes  # the lowercased question name
+    qtype: int  # the question's type
+    resolution: Resolution
+    farm: Farm
+    farm_qtype: int  # A or AAAA (ANY asks for A)
+    by_choice: dict[tuple[str, ...] | str, Template]
+
+
+class FormErr(Exception):
+    """The query is malformed; the response echoes what could be parsed."""
+
+
+class Answerer:
+    """Turns query bytes into response bytes from the registry's zones and farms."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.cache: dict[bytes, Template | FarmEntry] = {}
+        self.cache_version = -1
+        self.rcodes: Counter[int] = Counter()
+        self.dropped = 0
+        self.errors = 0
+
+    # -- the per-query path -----------------------------------------------------------------
+
+    def respond(self, data: bytes, client: str, tcp: bool = False) -> bytes | None:
+        """The response to one query, or None to send nothing. Never raises."""
+        try:
+            return self._respond(data, client, tcp)
+        except Exception:  # a bug must cost one query, not the server
+            self.errors += 1
+            if self.errors & (self.errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... only
+                log.exception("internal error answering a query from %s", client)
+            return self._header_only(data, RCODE.SERVFAIL) if len(data) >= 12 else None
+
+    def _respond(self, data: bytes, client: str, tcp: bool) -> bytes | None:
+        size = len(data)
+        if size < 12:
+            self.dropped += 1
+            return None
+        qflags = (data[2] << 8) | data[3]
+        if qflags & QR:
+            self.dropped += 1  # a response sent to us: answering could start a loop
+            return None
+        qdcount, ancount, nscount, arcount = _unpack_counts(data, 4)
+        if qdcount != 1:
+            return self._header_only(data, RCODE.FORMERR)
+        # The question name: plain labels only, no compression.
+        pos = 12
+        while True:
+            if pos >= size:
+                return self._header_only(data, RCODE.FORMERR)
+            length = data[pos]
+            if length == 0:
+                break
+            if length > 63:
+                return self._header_only(data, RCODE.FORMERR)
+            pos += length + 1
+        qend = pos + 5  # past the root label, type and class
+        if qend > size or qend - 12 > 259:
+            return self._header_only(data, RCODE.FORMERR)
+        question = data[12:qend]
+        opcode = (qflags >> 11) & 0xF
+        edns = -1  # no OPT
+        do = False
+        if arcount or ancount or nscount:
+            if ancount or nscount:
+                return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+            try:
+                edns, do, version = self._find_opt(data, qend, arcount)
+            except FormErr:
+                return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+            if version:
+                # BADVERS = 16: upper bits 1 in the OPT record, lower bits 0 in the header.
+                return self._error(data, qflags, question, 0, edns, do, ext_rcode=1)
+        if opcode:
+            return self._error(data, qflags, question, RCODE.NOTIMP, edns, do)
+        qtype = (data[qend - 4] << 8) | data[qend - 3]
+        if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
+            return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
+
+        if self.cache_version != self.registry.version:
+            self.cache.clear()
+            self.cache_version = self.registry.version
+        key = data[12 : qend - 2].lower()  # the question's name and type
+        entry = self.cache.get(key)
+        if entry is None:
+            entry = self._entry(key, qtype)
+        if entry.__class__ is not Template:
+            entry = self._farm_template(entry, client)
+
+        template = entry
+        limit = MAX_TCP_SIZE if tcp else (512 if edns < 0 else min(edns, EDNS_UDP_SIZE))
+        length = qend + len(template.tail) + (0 if edns < 0 else 11)
+        if length > limit and template.lean is not None:
+            template = template.lean
+            length = qend + len(template.tail) + (0 if edns < 0 else 11)
+        flags = template.flags | (qflags & RD_CD)
+        self.rcodes[flags & 0xF] += 1
+        if length > limit:
+            flags |= TC
+            if edns < 0:
+                return data[:2] + _pack_u16(flags) + _PLAIN_COUNTS_TC + question
+            return (
+                data[:2]
+                + _pack_u16(flags)
+                + _EDNS_COUNTS_TC
+                + question
+                + (_OPT_DO if do else _OPT_PLAIN)
+            )
+        if edns < 0:
+            return data[:2] + _pack_u16(flags) + template.counts + question + template.tail
+        return (
+            data[:2]
+            + _pack_u16(flags)
+            + template.counts_edns
+            + question
+            + template.tail
+            + (_OPT_DO if do else _OPT_PLAIN)
+        )
+
+    def _farm_template(self, entry: FarmEntry, client: str) -> Template:
+        choice = entry.farm.choose(entry.farm_qtype, client)
+        template = entry.by_choice.get(choice)
+        if template is None:
+            if len(entry.by_choice) >= CHOICES_LIMIT:
+                entry.by_choice.clear()
+            template = entry.by_choice[choice] = self._farm_pack(entry, choice)
+        return template
+
+    @staticmethod
+    def _find_opt(data: bytes, pos: int, count: int) -> tuple[int, bool, int]:
+        """Walk the additional section; return (udp size, DO, version) of its OPT, or -1."""
+        size = len(data)
+        found = (-1, False, 0)
+        for _ in range(count):
+            owner = pos
+            while True:  # skip the owner name, which may be compressed
+                if pos >= size:
+                    raise FormErr
+                length = data[pos]
+                if length == 0:
+                    pos += 1
+                    break
+                if length >= 0xC0:
+                    pos += 2
+                    break
+                if length > 63:
+                    raise FormErr
+                pos += length + 1
+            if pos + 10 > size:
+                raise FormErr
+            rtype, rclass, ttl, rdlength = _unpack_rr(data, pos)
+            pos += 10 + rdlength
+            if pos > size:
+                raise FormErr
+            if rtype == _OPT_TYPE:
+                if found[0] >= 0 or data[owner] != 0:
+                    raise FormErr  # RFC 6891 6.1.1: one OPT, owned by the root
+                # Payload sizes below 512 mean 512 (RFC 6891 6.2.5).
+                found = (max(rclass, 512), bool(ttl & DO), (ttl >> 16) & 0xFF)
+        return found
+
+    # -- building templates (the slow path, once per question and zone version) -------------
+
+    def _entry(self, key: bytes, qtype: int) -> Template | FarmEntry:
+        name_wire = key[:-2]
+        if qtype in _TRANSFER_TYPES:
+            refused = Resolution(RCODE.REFUSED, False)
+            entry: Template | FarmEntry = self._pack(name_wire, qtype, refused)
+        elif qtype in _UNSUPPORTED_TYPES:
+            entry = self._pack(name_wire, qtype, Resolution(RCODE.NOTIMP, False))
+        else:
+            resolution = resolve(self.registry, dname.from_wire(name_wire), qtype)
+            if resolution.farm is not None:
+                farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
+                entry = FarmEntry(name_wire, qtype, resolution, resolution.farm, farm_qtype, {})
+            else:
+                entry = self._pack(name_wire, qtype, resolution)
+        if len(self.cache) >= CACHE_LIMIT:
+            self.cache.clear()  # a flood of random names must not grow memory without bound
+        self.cache[key] = entry
+        return entry
+
+    def _farm_pack(self, entry: FarmEntry, choice: tuple[str, ...] | str) -> Template:
+        key, qtype = entry.name_wire, entry.qtype
+        res = entry.resolution
+        farm = entry.farm
+        if choice == SERVFAIL:
+            return self._pack(key, qtype, Resolution(RCODE.SERVFAIL, aa=False))
+        if choice == NODATA:
+            soa = RR(
+                res.zone.origin, QTYPE.SOA, ttl=res.zone.negative_ttl, rdata=res.zone.soa.rdata
+            )
+            return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, res.answer, (soa,)))
+        rdata = A_RDATA if entry.farm_qtype == QTYPE.A else AAAA_RDATA
+        records = [
+            RR(res.farm_owner, entry.farm_qtype, ttl=farm.spec.ttl, rdata=rdata(address))
+            for address in farm.addresses(choice, entry.farm_qtype)
+        ]
+        return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, (*res.answer, *records)))
+
+    @staticmethod
+    def _pack(name_wire: bytes, qtype: int, res: Resolution) -> Template:
+        qname = dname.from_wire(name_wire)
+        # qtype may be one dnslib has no name for; DNSQuestion takes the number as is.
+        record = DNSRecord(
+            DNSHeader(id=0, qr=1, aa=int(res.aa), ra=0, rcode=res.rcode),
+            q=DNSQuestion(qname, qtype, CLASS.IN),
+        )
+        for rr in res.answer:
+            record.add_answer(rr)
+        for rr in res.authority:
+            record.add_auth(rr)
+        lean = None
+        if res.additional:
+            lean = Answerer._pack(
+                name_wire, qtype, Resolution(res.rcode, res.aa, res.answer, res.authority)
+            )
+            for rr in res.additional:
+                record.add_ar(rr)
+        packed = record.pack()
+        qend = 12 + len(name_wire) + 4
+        flags = (packed[2] << 8) | packed[3]
+        counts = packed[4:12]
+        arcount = (counts[6] << 8) | counts[7]
+        return Template(
+            flags=flags,
+            counts=counts,
+            counts_edns=counts[:6] + _pack_u16(arcount + 1),
+            tail=packed[qend:],
+            lean=lean,
+        )
+
+    # -- error responses --------------------------------------------------------------------
+
+    def _header_only(self, data: bytes, rcode: int) -> bytes:
+        self.rcodes[rcode] += 1
+        flags = QR | (((data[2] << 8) | data[3]) & (0x7800 | RD_CD)) | rcode
+        return data[:2] + _pack_u16(flags) + b"\x00" * 8
+
+    def _error(
+        self,
+        data: bytes,
+        qflags: int,
+        question: bytes,
+        rcode: int,
+        edns: int,
+        do: bool,
+        ext_rcode: int = 0,
+    ) -> bytes:
+        self.rcodes[(ext_rcode << 4) | rcode] += 1
+        flags = QR | (qflags & (0x7800 | RD_CD)) | rcode  # opcode echoed, AA clear
+        if edns < 0:
+            return data[:2] + _pack_u16(flags) + _PLAIN_COUNTS_TC + question
+        return data[:2] + _pack_u16(flags) + _EDNS_COUNTS_TC + question + _opt(do, ext_rcode)

@@ -1,0 +1,124 @@
+"""Helpers for black-box tests: start a real ``lbdns serve`` process and talk to it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_ZONES = ROOT / "zones"
+READY = re.compile(r"ready dns=(\S*) http=(\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LbdnsProcess:
+    """``lbdns serve`` in a subprocess, on port 0 addresses it reports once ready."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        zones: Path = EXAMPLE_ZONES,
+        config: Path | None = None,
+        dns: tuple[str, ...] = ("127.0.0.1:0",),
+        http: str | None = "127.0.0.1:0",
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ):
+        self.tmp = tmp
+        self.args = [sys.executable, "-m", "lbdns", "serve", "--zones", str(zones)]
+        if config is not None:
+            self.args += ["-c", str(config)]
+        for address in dns:
+            self.args += ["--dns", address]
+        self.args += ["--http", http or "off"]
+        self.args += list(extra)
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = tmp / f"lbdns-{id(self)}.log"
+        self.proc: subprocess.Popen | None = None
+        self.dns: list[tuple[str, int]] = []
+        self.http_url: str | None = None
+
+    def start(self, timeout: float = 15.0) -> LbdnsProcess:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.tmp
+        )
+        deadline = time.monotonic() + timeout
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")[offset:] if offset else self.log()
+            match = READY.search(text)
+            if match:
+                self.dns = []
+                for item in filter(None, match.group(1).split(",")):
+                    host, _, port = item.rpartition(":")
+                    self.dns.append((host.strip("[]"), int(port)))
+                http = match.group(2)
+                self.http_url = None if http == "off" else f"http://{http}"
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lbdns exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"lbdns did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def host(self) -> str:
+        return self.dns[0][0]
+
+    @property
+    def port(self) -> int:
+        return self.dns[0][1]
+
+    def query(self, qname: str, rdtype: str = "A", tcp: bool = False, **kw) -> dns.message.Message:
+        message = dns.message.make_query(qname, rdtype, **kw)
+        if tcp:
+            return dns.query.tcp(message, self.host, port=self.port, timeout=3)
+        return dns.query.udp(message, self.host, port=self.port, timeout=3)
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> LbdnsProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool) or (
+        f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None
+    )
