@@ -171,7 +171,10 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
     values: dict[str, Any] = {}
     source = None
     if path is not None:
-        doc = yamlfile.load(path, ConfigError)
+        try:
+            doc = yamlfile.load(path, ConfigError)
+        except ConfigError as exc:
+            raise ZoneErrors([exc]) from None
         source = str(path)
         data = doc.data if doc.data is not None else {}
         if not isinstance(data, dict):

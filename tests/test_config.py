@@ -1,0 +1,72 @@
+"""Config files: every bad key or value is an error naming the file, line and key."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lbdns import config
+from lbdns.errors import ZoneErrors
+
+BAD = [
+    ("bogus: 1\n", "line 1: bogus: unknown key"),
+    ("dns: 127.0.0.1:99999\n", "dns: bad port"),
+    ("http: 'x:y'\n", "http: bad port"),
+    ("state: postgres://x\n", "state: must be memory://"),
+    ("log_format: xml\n", "log_format: must be one of text, json"),
+    ("tcp_idle_timeout: -1\n", "tcp_idle_timeout: must be between"),
+    ("tcp_max_connections: 1.5\n", "tcp_max_connections: must be an integer"),
+    ("explain_queries: 'yes please'\n", "explain_queries: must be true or false"),
+    ("tokens: {a: 1}\n", "tokens: must be a list"),
+    ("tokens:\n  - {name: a, secret: short, role: admin}\n", "tokens.0.secret: a secret must be"),
+    ("tokens:\n  - {name: a, secret: longenough, role: king}\n", "tokens.0.role: must be one of"),
+    ("tokens:\n  - {secret: longenough, role: admin}\n", "tokens.0.name: every token needs a name"),
+    (
+        "tokens:\n  - {name: a, secret: longenough, role: register, networks: [nope]}\n",
+        "tokens.0.networks.0: 'nope' is not an address range",
+    ),
+    ("- just\n- a list\n", "a config file must be a mapping"),
+    ("dns: [\n", "invalid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_bad_config_is_rejected_with_path_and_reason(tmp_path, text, expected):
+    path = tmp_path / "lbdns.yaml"
+    path.write_text(text)
+    with pytest.raises(ZoneErrors) as info:
+        config.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert expected in message
+
+
+def test_command_line_overrides_file_and_paths_are_relative_to_file(tmp_path):
+    path = tmp_path / "conf" / "lbdns.yaml"
+    path.parent.mkdir()
+    path.write_text("zones: z\ndns: ['127.0.0.1:1053']\nhttp: 127.0.0.1:9000\n")
+    loaded = config.load(path, {"http": "127.0.0.1:9001"})
+    assert loaded.zones == path.parent / "z"
+    assert loaded.dns == (("127.0.0.1", 1053),)
+    assert loaded.http == ("127.0.0.1", 9001)
+    assert config.load(path, {"http": "off"}).http is None
+
+
+def test_bad_command_line_value_names_the_flag():
+    with pytest.raises(ZoneErrors) as info:
+        config.load(None, {"dns": ["127.0.0.1:notaport"]})
+    assert "--dns" in str(info.value)
+
+
+def test_check_command_reports_config_errors(tmp_path):
+    path = tmp_path / "lbdns.yaml"
+    path.write_text("bogus: 1\nlog_level: loud\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "lbdns", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "bogus: unknown key" in result.stderr
+    assert "log_level: must be one of" in result.stderr
