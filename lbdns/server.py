@@ -7,6 +7,7 @@ request (a reload with a bad file) are reported to the caller and the server kee
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
@@ -79,19 +80,33 @@ class Server:
         self.registry.load_zones(load_folder(self.config.zones))
         await self.store.start()
         for host, port in self.config.dns_addresses():
-            try:
-                udp_sock = bind_udp(host, port)
-            except OSError as exc:
-                if ":" in host and host == "::" and not self.config.dns:
-                    log.warning("IPv6 is not available (%s); serving IPv4 only", exc.strerror)
-                    continue
-                raise LbdnsError(f"cannot listen on UDP {host}:{port}: {exc.strerror}") from None
-            port = udp_sock.getsockname()[1]  # port 0 picks a free port; TCP takes the same one
-            try:
-                tcp_sock = bind_tcp(host, port)
-            except OSError as exc:
-                udp_sock.close()
-                raise LbdnsError(f"cannot listen on TCP {host}:{port}: {exc.strerror}") from None
+            for attempt in range(20):
+                try:
+                    udp_sock = bind_udp(host, port)
+                except OSError as exc:
+                    if ":" in host and host == "::" and not self.config.dns:
+                        log.warning("IPv6 is not available (%s); serving IPv4 only", exc.strerror)
+                        udp_sock = None
+                        break
+                    raise LbdnsError(
+                        f"cannot listen on UDP {host}:{port}: {exc.strerror}"
+                    ) from None
+                bound = udp_sock.getsockname()[1]  # port 0 picks a free port; TCP takes it too
+                try:
+                    tcp_sock = bind_tcp(host, bound)
+                    break
+                except OSError as exc:
+                    udp_sock.close()
+                    # With port 0 the free UDP port may be busy for TCP (a client's ephemeral
+                    # port): pick another rather than fail.
+                    if port == 0 and exc.errno == errno.EADDRINUSE and attempt < 19:
+                        continue
+                    raise LbdnsError(
+                        f"cannot listen on TCP {host}:{bound}: {exc.strerror}"
+                    ) from None
+            if udp_sock is None:
+                continue
+            port = bound
             listener = UdpListener(udp_sock, self.answerer.respond, self.stats)
             listener.start(loop)
             self.udp.append(listener)

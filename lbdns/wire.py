@@ -129,8 +129,10 @@ class Answerer:
             self.dropped += 1  # a response sent to us: answering could start a loop
             return None
         qdcount, ancount, nscount, arcount = _unpack_counts(data, 4)
+        opcode = (qflags >> 11) & 0xF
         if qdcount != 1:
-            return self._header_only(data, RCODE.FORMERR)
+            # An opcode we do not implement may have any sections (UPDATE, RFC 2136): NOTIMP.
+            return self._header_only(data, RCODE.NOTIMP if opcode else RCODE.FORMERR)
         # The question name: plain labels only, no compression.
         pos = 12
         while True:
@@ -146,12 +148,12 @@ class Answerer:
         if qend > size or qend - 12 > 259:
             return self._header_only(data, RCODE.FORMERR)
         question = data[12:qend]
-        opcode = (qflags >> 11) & 0xF
         edns = -1  # no OPT
         do = False
         if arcount or ancount or nscount:
             if ancount or nscount:
-                return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+                rcode = RCODE.NOTIMP if opcode else RCODE.FORMERR
+                return self._error(data, qflags, question, rcode, -1, False)
             try:
                 edns, do, version = self._find_opt(data, qend, arcount)
             except FormErr:
@@ -307,7 +309,8 @@ class Answerer:
                 record.add_ar(rr)
         packed = record.pack()
         qend = 12 + len(name_wire) + 4
-        flags = (packed[2] << 8) | packed[3]
+        # dnslib's header sets RD by default; the query's own RD and CD bits go in per query.
+        flags = ((packed[2] << 8) | packed[3]) & ~RD_CD
         counts = packed[4:12]
         arcount = (counts[6] << 8) | counts[7]
         return Template(
