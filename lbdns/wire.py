@@ -231,6 +231,10 @@ class Answerer:
                     pos += 1
                     break
                 if length >= 0xC0:
+                    # Never followed, but a pointer must point back before this name: one that
+                    # points here or further on is a loop or garbage (RFC 1035 4.1.4).
+                    if pos + 1 >= size or ((length & 0x3F) << 8 | data[pos + 1]) >= owner:
+                        raise FormErr
                     pos += 2
                     break
                 if length > 63:

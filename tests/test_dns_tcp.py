@@ -1,0 +1,143 @@
+"""DNS over TCP (RFC 7766): pipelining, framing, idle timeout and the connection cap."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import dns.message
+import pytest
+from dnsclient import counts_of, header, question, tcp_connect, tcp_recv, tcp_send
+from support import ROOT, LbdnsProcess
+
+ZONES = ROOT / "tests" / "zones" / "auth"
+IDLE_TIMEOUT = 1.0
+MAX_CONNECTIONS = 3
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tcp")
+    config = tmp / "lbdns.yaml"
+    config.write_text(f"tcp_idle_timeout: {IDLE_TIMEOUT}\ntcp_max_connections: {MAX_CONNECTIONS}\n")
+    with LbdnsProcess(tmp, zones=ZONES, config=config, http=None) as proc:
+        yield proc
+
+
+NAMES = [
+    ("mail.example.test.", "A"),
+    ("chat.example.test.", "A"),
+    ("missing.example.test.", "A"),
+    ("example.test.", "NS"),
+    ("big.example.test.", "TXT"),
+    ("elsewhere.org.", "A"),
+]
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True if the server closes ``sock`` within ``within`` seconds (EOF or reset)."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_pipelined_queries_on_one_connection(server):
+    queries = []
+    for i in range(120):
+        name, rdtype = NAMES[i % len(NAMES)]
+        queries.append((1000 + i, question(name, rdtype)))
+    with tcp_connect(server.host, server.port, timeout=5) as sock:
+        sock.sendall(
+            b"".join(struct.pack("!H", 12 + len(q)) + header(qid=i) + q for i, q in queries)
+        )
+        answers = {}
+        for _ in queries:
+            raw = tcp_recv(sock)
+            assert raw is not None
+            answers[struct.unpack("!H", raw[:2])[0]] = raw
+    assert set(answers) == {i for i, _ in queries}
+    for qid, q in queries:
+        raw = answers[qid]
+        assert raw[12 : 12 + len(q)] == q  # each answer belongs to its own question
+        message = dns.message.from_wire(raw)
+        assert message.rcode() in (0, 3, 5)
+        if q == question("big.example.test.", "TXT"):
+            assert counts_of(raw)[1] == 12  # complete over TCP
+
+
+def test_query_split_over_many_writes(server):
+    payload = header(qid=77) + question("mail.example.test.")
+    framed = struct.pack("!H", len(payload)) + payload
+    with tcp_connect(server.host, server.port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(framed)):
+            sock.sendall(framed[i : i + 1])
+            time.sleep(0.002)
+        raw = tcp_recv(sock)
+    assert raw is not None and raw[:2] == b"\x00\x4d" and counts_of(raw)[1] == 1
+
+
+def test_idle_connection_is_closed(server):
+    with tcp_connect(server.host, server.port) as sock:
+        started = time.monotonic()
+        assert closed_by_peer(sock, within=IDLE_TIMEOUT + 3)
+        waited = time.monotonic() - started
+    assert IDLE_TIMEOUT * 0.8 <= waited <= IDLE_TIMEOUT + 2
+
+
+def test_activity_keeps_a_connection_open(server):
+    with tcp_connect(server.host, server.port) as sock:
+        for i in range(4):  # 4 x 0.4 s > the idle timeout, but never idle that long
+            tcp_send(sock, header(qid=i) + question("mail.example.test."))
+            assert tcp_recv(sock) is not None
+            time.sleep(IDLE_TIMEOUT * 0.4)
+        tcp_send(sock, header(qid=9) + question("mail.example.test."))
+        assert tcp_recv(sock) is not None
+        assert closed_by_peer(sock, within=IDLE_TIMEOUT + 3)
+
+
+def test_connection_cap_refuses_extra_connections(server):
+    held = []
+    try:
+        for i in range(MAX_CONNECTIONS):
+            sock = tcp_connect(server.host, server.port)
+            tcp_send(sock, header(qid=i) + question("mail.example.test."))
+            assert tcp_recv(sock) is not None
+            held.append(sock)
+        extra = tcp_connect(server.host, server.port)
+        try:
+            try:
+                tcp_send(extra, header(qid=99) + question("mail.example.test."))
+                refused = tcp_recv(extra) is None
+            except (ConnectionResetError, BrokenPipeError):
+                refused = True
+            assert refused
+        finally:
+            extra.close()
+        # The held connections still work.
+        for i, sock in enumerate(held):
+            tcp_send(sock, header(qid=50 + i) + question("mail.example.test."))
+            assert tcp_recv(sock) is not None
+        # Once one closes, a new connection is accepted again.
+        held.pop().close()
+        deadline = time.monotonic() + 3
+        while True:
+            sock = tcp_connect(server.host, server.port)
+            try:
+                tcp_send(sock, header(qid=7) + question("mail.example.test."))
+                if tcp_recv(sock) is not None:
+                    break
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            finally:
+                sock.close()
+            assert time.monotonic() < deadline, "the cap did not free a slot"
+            time.sleep(0.05)
+    finally:
+        for sock in held:
+            sock.close()
