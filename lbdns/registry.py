@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 
 from . import name as dname
+from .drain import DrainOptions
 from .farm import Clock, Farm, Host
 from .zone import HostSpec, Zone
 
@@ -24,12 +25,22 @@ class Registry:
         self.zones: Mapping[str, Zone] = {}
         self.farms: dict[str, Farm] = {}
         self.version = 0
+        # (farm, host) -> the threshold and grace of a running drain, kept across reloads.
+        self.drain_options: dict[tuple[str, str], DrainOptions] = {}
+        # Hosts of the farms before the last reload, so that a host the store puts back (one
+        # added through the API) keeps its report and state instead of starting as new.
+        self._departed: dict[tuple[str, str], Host] = {}
         # Zone origins, longest first, for finding the zone of a name.
         self._origins: tuple[str, ...] = ()
 
     def load_zones(self, zones: Mapping[str, Zone]) -> None:
         """Serve ``zones`` from now on. Farms that stay keep their hosts' reports and states."""
         old_farms = self.farms
+        self._departed = {
+            (farm_name, host_name): host
+            for farm_name, farm in old_farms.items()
+            for host_name, host in farm.hosts.items()
+        }
         farms: dict[str, Farm] = {}
         for zone in zones.values():
             for farm_name, spec in zone.farms.items():
@@ -61,13 +72,22 @@ class Registry:
         return None
 
     def farm(self, farm_name: str) -> Farm | None:
-        return self.farms.get(farm_name.lower() if farm_name.endswith(".") else farm_name + ".")
+        """The farm named ``farm_name``, with or without the trailing dot, in any case."""
+        full = farm_name if farm_name.endswith(".") else farm_name + "."
+        return self.farms.get(full.lower())
 
     def put_host(self, farm: Farm, spec: HostSpec) -> Host:
         """Add a host to a farm or replace its spec (addresses, capacity, labels)."""
         host = farm.hosts.get(spec.name)
         if host is None:
+            departed = self._departed.pop((farm.name, spec.name), None)
             host = farm.hosts[spec.name] = Host(spec)
+            if departed is not None:
+                host.report = departed.report
+                host.admin = departed.admin
+                host.drain_started = departed.drain_started
+                host.last_answered = departed.last_answered
+                host.answers = departed.answers
         else:
             host.spec = spec
         farm.changed()
@@ -76,5 +96,10 @@ class Registry:
 
     def remove_host(self, farm: Farm, host_name: str) -> None:
         farm.hosts.pop(host_name, None)
+        self.drain_options.pop((farm.name, host_name), None)
         farm.changed()
         self.bump()
+
+    def settled(self) -> None:
+        """The store has put back its hosts after a reload: forget the hosts that stayed away."""
+        self._departed = {}

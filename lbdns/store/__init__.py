@@ -10,6 +10,7 @@ sees it) and makes it durable or shared. The query path never calls the store.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,4 +35,5 @@ def open_store(config: Config, registry: Registry) -> Store:
 
 
 def default_data_dir() -> Path:
-    return Path("data")
+    """Where host changes are kept when no data dir is given: $LBDNS_DATA_DIR, else ./data."""
+    return Path(os.environ.get("LBDNS_DATA_DIR") or "data")

@@ -4,6 +4,11 @@ Reports are not persisted (they go stale within seconds anyway). Host changes ma
 API (added, changed, removed hosts and their admin states) are written to
 ``<data_dir>/hosts.json`` with an atomic replace and fsync before the API call returns, and
 applied on top of the zone files at every start and reload.
+
+The data dir is ``--data-dir`` (config ``data_dir``), else ``$LBDNS_DATA_DIR``, else ``data``
+in the working directory: changes are kept unless the operator points the store elsewhere. The
+server refuses to start when the data dir cannot be written, rather than accept changes it would
+lose.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..drain import DrainOptions
+from ..errors import LbdnsError
 from ..farm import Farm, Host, Report
 from ..registry import Registry
 from ..zone import HostSpec
+from . import default_data_dir
 from .base import Store, apply_report
 from .overlay import Overlay
 
@@ -28,16 +36,33 @@ class MemoryStore(Store):
 
     def __init__(self, registry: Registry, data_dir: Path | None):
         super().__init__(registry)
-        self.path = (data_dir / "hosts.json") if data_dir is not None else None
+        self.data_dir = data_dir if data_dir is not None else default_data_dir()
+        self.path = self.data_dir / "hosts.json"
         self.overlay = Overlay()
 
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "path": str(self.path), "changes": len(self.overlay)}
+
     async def start(self) -> None:
-        if self.path is not None and self.path.exists():
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            writable = os.access(self.data_dir, os.W_OK)
+        except OSError as exc:
+            raise LbdnsError(
+                f"cannot create the data dir: {exc.strerror} (set --data-dir)",
+                source=str(self.data_dir),
+            ) from None
+        if not writable:
+            raise LbdnsError(
+                "the data dir is not writable, so host changes would be lost (set --data-dir)",
+                source=str(self.data_dir),
+            )
+        if self.path.exists():
             try:
                 self.overlay = Overlay.from_json(json.loads(self.path.read_text()))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 # Refuse to start rather than silently forget hosts an operator added.
-                raise RuntimeError(f"{self.path}: cannot read saved hosts: {exc}") from None
+                raise LbdnsError(f"cannot read saved hosts: {exc}", source=str(self.path)) from None
             log.info("loaded %d saved host changes from %s", len(self.overlay), self.path)
         self.zones_loaded()
 
@@ -45,8 +70,6 @@ class MemoryStore(Store):
         self.overlay.apply(self.registry)
 
     def _save(self) -> None:
-        if self.path is None:
-            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         data: Any = self.overlay.to_json()
@@ -73,13 +96,18 @@ class MemoryStore(Store):
         return self.registry.put_host(farm, spec)
 
     async def remove_host(self, farm: Farm, host_name: str) -> None:
-        self.overlay.remove(farm.name, host_name)
+        self.overlay.remove(farm.name, host_name, self.registry)
         self._save()
         self.registry.remove_host(farm, host_name)
 
     async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
-        self.overlay.set_admin(farm.name, host.name, admin, when)
+        # The drain's threshold and grace were put in the registry by the caller.
+        key = (farm.name, host.name)
+        drain = self.registry.drain_options.setdefault(key, DrainOptions())
+        self.overlay.set_admin(farm.name, host.name, admin, when, drain)
         self._save()
         host.admin = admin
         host.drain_started = when if admin == "draining" else None
+        if admin != "draining":
+            self.registry.drain_options.pop(key, None)
         farm.changed()
