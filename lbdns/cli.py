@@ -142,5 +142,15 @@ def _check(args: argparse.Namespace) -> int:
 COMMANDS = [_serve_command, _check_command]
 
 
+def _admin_commands(commands) -> None:
+    from .cli_admin import COMMANDS as admin_commands
+
+    for register in admin_commands:
+        register(commands)
+
+
+COMMANDS.append(_admin_commands)
+
+
 if __name__ == "__main__":
     sys.exit(main())

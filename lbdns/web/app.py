@@ -106,4 +106,4 @@ def build_app(server: Server) -> web.Application:
 
 
 # The parts of the API, each a module of this package with a ``routes`` table.
-PARTS: list[str] = []
+PARTS: list[str] = ["admin"]
