@@ -1,0 +1,701 @@
+"""The shared store: several lbdns servers, one picture of every farm, kept in Redis.
+
+What lives in Redis (``P`` is ``redis_prefix``, default ``lbdns:``):
+
+* ``P hosts`` hash, ``"<farm> <host>"`` -> the host's API change (the overlay of overlay.py:
+  added or changed spec, removal, admin state and since when) as JSON;
+* ``P reports`` hash, ``"<farm> <host>"`` -> the host's last accepted report as JSON;
+* ``P version`` a counter incremented by every change;
+* ``P epoch`` a random id written when the membership was seeded. A Redis without it is empty
+  (new, or restarted without persistence) and is re-seeded before it takes writes;
+* ``P changes`` pub/sub channel: ``"<version> <json>"`` for every change, in version order;
+* ``P answers`` pub/sub channel: each server's answers per host since its last message.
+
+Every write is one Lua script (change the hash, increment the version, publish), so all servers
+see the changes in one order. The server that accepted a change applies it locally once Redis
+acknowledged it, and every server (itself included) applies the published change in version
+order; a gap in the versions or a reconnect makes a server re-read everything. The query path
+never waits on Redis: it reads the local registry, which a background task keeps in step.
+
+While Redis is unreachable, writes raise ``Unavailable`` (HTTP 503) and nothing is applied; the
+servers answer from their last snapshot, whose report ages stand still for ``stale_budget``
+seconds and then count from the real receipt times again (so the farm's stale and
+all-unhealthy rules apply). docs/cluster.md describes the operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from ..drain import DrainOptions
+from ..errors import ConfigError, Unavailable
+from ..farm import Farm, Host, Report
+from ..registry import Registry
+from ..zone import HostSpec
+from .base import Store, apply_report
+from .overlay import HostChange, Overlay, _zone_entry, spec_digest
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+log = logging.getLogger("lbdns.store")
+
+# How often each server publishes its answer counts and checks the connection (seconds).
+EXCHANGE_INTERVAL = 0.15
+PING_INTERVAL = 0.5
+# Redis calls give up after this long: an ingest or admin call then gets 503, not a hang.
+CALL_TIMEOUT = 1.0
+CONNECT_TIMEOUT = 0.5
+RECONNECT_MAX = 1.0
+WRITE_BATCH = 256
+
+# KEYS: hash, version, epoch; ARGV: field, patch (JSON object merged into the stored one),
+# channel, origin. Returns {version, merged JSON}; {-1} when the store is empty (not seeded).
+HOST_SCRIPT = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, ''} end
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local change = {}
+if current then change = cjson.decode(current) end
+for k, v in pairs(cjson.decode(ARGV[2])) do change[k] = v end
+local value = cjson.encode(change)
+redis.call('HSET', KEYS[1], ARGV[1], value)
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], version .. ' ' .. cjson.encode(
+  {op = 'host', key = ARGV[1], change = change, origin = ARGV[4]}))
+return {version, value}
+"""
+
+# KEYS: hash, version, epoch; ARGV: field, report JSON, channel, origin.
+REPORT_SCRIPT = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, ''} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], version .. ' {"op":"report","key":' .. cjson.encode(ARGV[1])
+  .. ',"origin":' .. cjson.encode(ARGV[4]) .. ',"report":' .. ARGV[2] .. '}')
+return {version, ''}
+"""
+
+
+class RedisErrors:
+    """The exception classes of redis-py, imported only when the Redis store is used."""
+
+    def __init__(self) -> None:
+        from redis.exceptions import RedisError
+
+        self.any: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+
+def field(farm: str, host: str) -> str:
+    return f"{farm} {host}"
+
+
+def split_field(key: str) -> tuple[str, str]:
+    farm, _, host = key.partition(" ")
+    return farm, host
+
+
+def report_from_json(data: dict[str, Any]) -> Report:
+    return Report(
+        seq=int(data["seq"]),
+        received=float(data["received"]),
+        interval=float(data["interval"]),
+        healthy=bool(data["healthy"]),
+        metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
+    )
+
+
+def display_url(url: str) -> str:
+    """The URL without its password, for logs and the status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``."""
+    rest = url[len("redis+sentinel://") :]
+    password = None
+    if "@" in rest:
+        auth, rest = rest.rsplit("@", 1)
+        password = unquote(auth.partition(":")[2]) or None
+    hosts_text, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts_text or not parts:
+        raise ConfigError(f"{url!r}: expected redis+sentinel://host:port[,host:port]/service[/db]")
+    hosts = []
+    for item in hosts_text.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{url!r}: sentinel address {item!r} must be host:port")
+        hosts.append((host.strip("[]"), int(port)))
+    db = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return hosts, parts[0], db, password
+
+
+class RedisStore(Store):
+    """The Redis store. ``start`` connects (or keeps trying in the background)."""
+
+    name = "redis"
+
+    def __init__(self, registry: Registry, url: str, config: Config):
+        super().__init__(registry)
+        self.url = url
+        self.display_url = display_url(url)
+        prefix = config.redis_prefix
+        self.key_hosts = prefix + "hosts"
+        self.key_reports = prefix + "reports"
+        self.key_version = prefix + "version"
+        self.key_epoch = prefix + "epoch"
+        self.channel_changes = prefix + "changes"
+        self.channel_answers = prefix + "answers"
+        self.stale_budget = config.stale_budget
+        self.server_id = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+        self.overlay = Overlay()
+        self.version = 0  # the last change applied here
+        self.epoch: str | None = None
+        # Answers the other servers gave, per farm and host, since this server started.
+        self.peer_answers: dict[str, dict[str, int]] = {}
+        self.counters = {"resyncs": 0, "reseeds": 0, "lost": 0, "writes": 0, "refused": 0}
+        self._client: Any = None
+        self._errors: RedisErrors | None = None
+        self._connected = False
+        self._ever_connected = False
+        self._lost_at: float | None = None
+        self._lost_reason = "not connected yet"
+        self._broken = False  # set when a call fails: the follower reconnects and re-reads
+        self._need_resync = False
+        self._synced = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._queue: list[tuple[str, list[str], list[str], asyncio.Future]] = []
+        self._wake = asyncio.Event()
+        self._sent_answers: dict[tuple[str, str], int] = {}
+        # Reports as received, while their ages are held during an outage (see _hold_ages).
+        self._real_reports: dict[tuple[str, str], Report] = {}
+        self._held_reports: dict[tuple[str, str], Report] = {}
+        self._budget_spent = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        options: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": CALL_TIMEOUT,
+            # Retries are ours to make (the reconnect loop); a write must fail fast with 503.
+            "retry": Retry(NoBackoff(), 0),
+            "decode_responses": True,
+        }
+        if self.url.startswith("redis+sentinel://"):
+            from redis.asyncio.sentinel import Sentinel
+
+            hosts, service, db, password = parse_sentinel_url(self.url)
+            sentinel = Sentinel(
+                hosts,
+                sentinel_kwargs={
+                    "socket_connect_timeout": CONNECT_TIMEOUT,
+                    "socket_timeout": CALL_TIMEOUT,
+                },
+                **options,
+            )
+            return sentinel.master_for(service, db=db, password=password)
+        return redis.from_url(self.url, **options)
+
+    async def start(self) -> None:
+        self._errors = RedisErrors()
+        self._client = self._make_client()
+        loop = asyncio.get_running_loop()
+        for coro in (self._follow(), self._write_loop(), self._tick()):
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout=3.0)
+        except TimeoutError:
+            log.warning(
+                "shared state %s is unreachable (%s): serving the zone files' hosts and "
+                "retrying in the background; writes get 503 until it answers",
+                self.display_url,
+                self._lost_reason,
+            )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for _, _, _, future in self._queue:
+            if not future.done():
+                future.set_exception(Unavailable("the server is stopping"))
+        self._queue.clear()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    def healthy(self) -> bool:
+        return self._connected and not self._broken
+
+    def status(self) -> dict[str, Any]:
+        now = self.registry.clock()
+        return {
+            "kind": self.name,
+            "healthy": self.healthy(),
+            "connected": self._connected,
+            "url": self.display_url,
+            "server_id": self.server_id,
+            "version": self.version,
+            "unreachable_for": None if self._lost_at is None else round(now - self._lost_at, 3),
+            "last_error": None if self.healthy() else self._lost_reason,
+            "stale_budget": self.stale_budget,
+            **self.counters,
+        }
+
+    def zones_loaded(self) -> None:
+        self.overlay.apply(self.registry)
+
+    # -- connection state -------------------------------------------------------------------
+
+    def _set_connected(self) -> None:
+        was_lost = self._lost_at is not None and self._ever_connected
+        self._connected = True
+        self._broken = False
+        if was_lost:
+            log.warning(
+                "shared state %s is back after %.1f s: re-read version %d",
+                self.display_url,
+                self.registry.clock() - (self._lost_at or 0.0),
+                self.version,
+            )
+        self._lost_at = None
+        self._ever_connected = True
+        self._synced.set()
+
+    def _set_lost(self, exc: BaseException | str) -> None:
+        reason = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
+        self._lost_reason = reason
+        self._broken = True
+        if not self._connected:
+            return
+        self._connected = False
+        self._lost_at = self.registry.clock()
+        self._budget_spent = False
+        self.counters["lost"] += 1
+        log.warning(
+            "lost shared state %s (%s): answering from the last snapshot; writes get 503; "
+            "report ages are held for %.1f s (stale_budget)",
+            self.display_url,
+            reason,
+            self.stale_budget,
+        )
+
+    def _unavailable(self) -> Unavailable:
+        self.counters["refused"] += 1
+        return Unavailable(
+            f"the shared state ({self.display_url}) is unreachable ({self._lost_reason}); "
+            "the change was not applied, try again"
+        )
+
+    # -- following the other servers --------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Subscribe, read everything, then apply each published change; reconnect on errors."""
+        assert self._errors is not None
+        delay = 0.05
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel_changes, self.channel_answers)
+                # Subscribed first, then read: no change can fall between the two.
+                await self._resync()
+                self._set_connected()
+                delay = 0.05
+                while not self._broken:
+                    if self._need_resync:
+                        await self._resync()
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
+                    if message is not None and message.get("type") == "message":
+                        self._on_message(message["channel"], message["data"])
+                self._set_lost(self._lost_reason)
+            except asyncio.CancelledError:
+                raise
+            except self._errors.any as exc:
+                self._set_lost(exc)
+            except Exception as exc:  # a bug must not stop the follower for good
+                log.exception("shared state follower failed")
+                self._set_lost(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _resync(self) -> None:
+        """Read the whole shared state and make the local registry match it."""
+        self._need_resync = False
+        client = self._client
+        if await client.get(self.key_epoch) is None:
+            await self._seed()
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.key_hosts)
+            pipe.hgetall(self.key_reports)
+            pipe.get(self.key_version)
+            pipe.get(self.key_epoch)
+            hosts, reports, version, epoch = await pipe.execute()
+        self._release_held_reports()
+        overlay = Overlay()
+        for key, value in hosts.items():
+            farm_name, host_name = split_field(key)
+            overlay.farms.setdefault(farm_name, {})[host_name] = HostChange.from_json(
+                host_name, json.loads(value)
+            )
+        self.overlay = overlay
+        self._rebuild_membership()
+        for key, value in reports.items():
+            farm_name, host_name = split_field(key)
+            farm = self.registry.farms.get(farm_name)
+            host = farm.hosts.get(host_name) if farm else None
+            if host is None:
+                continue
+            report = report_from_json(json.loads(value))
+            # Keep a newer local report (accepted here after Redis lost it, or in flight).
+            if host.report is None or report.received >= host.report.received:
+                host.report = report
+        for farm in self.registry.farms.values():
+            farm.changed()
+        self.version = int(version or 0)
+        self.epoch = epoch
+        self.counters["resyncs"] += 1
+
+    async def _seed(self) -> None:
+        """Redis holds no membership: write this server's view of the API changes into it."""
+        changes = self.overlay.to_json()["farms"]
+        count = sum(len(hosts) for hosts in changes.values())
+        async with self._client.pipeline(transaction=True) as pipe:
+            for farm_name, hosts in changes.items():
+                for host_name, change in hosts.items():
+                    # NX: when several servers seed at once, the first value of each host wins.
+                    pipe.hsetnx(self.key_hosts, field(farm_name, host_name), json.dumps(change))
+            pipe.set(self.key_epoch, secrets.token_hex(8), nx=True)
+            pipe.incr(self.key_version)
+            pipe.publish(self.channel_changes, "0 resync")
+            await pipe.execute()
+        if self._ever_connected:
+            self.counters["reseeds"] += 1
+            log.warning(
+                "shared state %s came back empty (restarted without persistence?): re-seeded the "
+                "membership from this server's last view (%d API host changes, the rest from the "
+                "zone files); loads return with the next reports",
+                self.display_url,
+                count,
+            )
+        else:
+            log.info(
+                "shared state %s holds no membership yet: seeded it from this server "
+                "(%d API host changes, the rest from the zone files)",
+                self.display_url,
+                count,
+            )
+
+    def _rebuild_membership(self) -> None:
+        """Zone-file hosts as the files say, then the overlay on top. Host objects that stay
+        keep their reports and answer counts."""
+        for farm in self.registry.farms.values():
+            specs = {spec.name: spec for spec in farm.spec.hosts}
+            api = self.overlay.farms.get(farm.name, {})
+            for name in list(farm.hosts):
+                change = api.get(name)
+                if name not in specs and (change is None or change.spec is None):
+                    del farm.hosts[name]
+            for name, spec in specs.items():
+                host = farm.hosts.get(name)
+                if host is None:
+                    host = farm.hosts[name] = Host(spec)
+                host.spec = spec
+                host.admin = "enabled"
+                host.drain_started = None
+        self.overlay.apply(self.registry)
+
+    def _on_message(self, channel: str, data: str) -> None:
+        if channel == self.channel_answers:
+            self._on_answers(data)
+            return
+        version_text, _, body = data.partition(" ")
+        if body == "resync":
+            self._need_resync = True
+            return
+        version = int(version_text)
+        if version <= self.version:
+            return  # already part of a full read
+        if version != self.version + 1:
+            self._need_resync = True  # a change went missing: re-read everything
+            return
+        self.version = version
+        change = json.loads(body)
+        farm_name, host_name = split_field(change["key"])
+        if change["op"] == "report":
+            if change["origin"] != self.server_id:
+                self._apply_report(farm_name, host_name, report_from_json(change["report"]))
+        elif change["op"] == "host":
+            # Applied even when it is this server's own change: in version order, so that two
+            # servers changing one host end with what Redis holds.
+            self._apply_host_change(farm_name, host_name, change["change"])
+
+    def _apply_report(self, farm_name: str, host_name: str, report: Report) -> None:
+        farm = self.registry.farms.get(farm_name)
+        host = farm.hosts.get(host_name) if farm else None
+        if farm is None or host is None:
+            return
+        if apply_report(host, report):
+            farm.changed()
+
+    def _apply_host_change(
+        self, farm_name: str, host_name: str, data: dict[str, Any]
+    ) -> Host | None:
+        change = HostChange.from_json(host_name, data)
+        self.overlay.farms.setdefault(farm_name, {})[host_name] = change
+        farm = self.registry.farms.get(farm_name)
+        if farm is None:
+            return None  # the farm is not in this server's zone files (yet)
+        if change.removed:
+            # A zone-file host stays away while its entry in the file is the one removed; an
+            # API host (no entry) is simply gone.
+            entry = _zone_entry(self.registry, farm_name, host_name)
+            if entry is None or spec_digest(entry) == change.removed_entry:
+                self.registry.remove_host(farm, host_name)
+            return None
+        if change.spec is not None:
+            self.registry.put_host(farm, change.spec)
+        host = farm.hosts.get(host_name)
+        if host is not None:
+            host.admin = change.admin or "enabled"
+            host.drain_started = change.admin_since if change.admin == "draining" else None
+            key = (farm_name, host_name)
+            if change.admin == "draining":
+                self.registry.drain_options[key] = change.drain or DrainOptions()
+            else:
+                self.registry.drain_options.pop(key, None)
+            farm.changed()
+        return host
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def _call(self, script: str, keys: list[str], args: list[str]) -> list[Any]:
+        if not self.healthy():
+            raise self._unavailable()
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys, args, future))
+        self._wake.set()
+        result = await future
+        if int(result[0]) < 0:
+            # Redis lost its data since this server last read it: re-seed before writing.
+            self._need_resync = True
+            self._broken = True
+            self._lost_reason = "Redis came back empty; re-seeding the membership"
+            raise self._unavailable()
+        self.counters["writes"] += 1
+        return result
+
+    async def _write_loop(self) -> None:
+        """Send the queued writes in pipelines: one round trip for many concurrent writes."""
+        assert self._errors is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[:WRITE_BATCH]
+                del self._queue[:WRITE_BATCH]
+                try:
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for script, keys, args, _ in batch:
+                            pipe.eval(script, len(keys), *keys, *args)
+                        results = await pipe.execute(raise_on_error=False)
+                except self._errors.any as exc:
+                    self._set_lost(exc)
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(self._unavailable())
+                    continue
+                for (*_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        log.error("shared state write failed: %s", result)
+                        future.set_exception(self._unavailable())
+                    else:
+                        future.set_result(result)
+
+    async def report(self, farm: Farm, host: Host, report: Report) -> bool:
+        previous = host.report
+        if not apply_report(host, report):
+            return False
+        host.report = previous  # applied for real once Redis has it
+        await self._call(
+            REPORT_SCRIPT,
+            [self.key_reports, self.key_version, self.key_epoch],
+            [
+                field(farm.name, host.name),
+                json.dumps(report.to_json()),
+                self.channel_changes,
+                self.server_id,
+            ],
+        )
+        self._apply_report(farm.name, host.name, report)
+        return True
+
+    async def _change_host(self, farm: Farm, host_name: str, patch: dict[str, Any]) -> Host | None:
+        version, merged = await self._call(
+            HOST_SCRIPT,
+            [self.key_hosts, self.key_version, self.key_epoch],
+            [field(farm.name, host_name), json.dumps(patch), self.channel_changes, self.server_id],
+        )
+        if int(version) <= self.version:
+            # The published change (and maybe later ones from other servers) got here first:
+            # applying this reply now would undo the later ones.
+            return farm.hosts.get(host_name)
+        return self._apply_host_change(farm.name, host_name, json.loads(merged))
+
+    async def put_host(self, farm: Farm, spec: HostSpec) -> Host:
+        host = await self._change_host(
+            farm, spec.name, {"spec": spec.to_json(), "removed": False, "removed_entry": None}
+        )
+        assert host is not None
+        return host
+
+    async def remove_host(self, farm: Farm, host_name: str) -> None:
+        entry = _zone_entry(self.registry, farm.name, host_name)
+        patch = {
+            "spec": None,
+            "admin": None,
+            "admin_since": None,
+            "drain": None,
+            "removed": True,
+            "removed_entry": spec_digest(entry) if entry is not None else None,
+        }
+        await self._change_host(farm, host_name, patch)
+
+    async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
+        # The drain's threshold and grace were put in the registry by the caller.
+        drain = self.registry.drain_options.get((farm.name, host.name), DrainOptions())
+        patch = {
+            "admin": None if admin == "enabled" else admin,
+            "admin_since": when,
+            "drain": drain.to_json() if admin == "draining" else None,
+        }
+        await self._change_host(farm, host.name, patch)
+
+    # -- answers and the clock --------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        assert self._errors is not None
+        last_ping = 0.0
+        while True:
+            await asyncio.sleep(EXCHANGE_INTERVAL)
+            now = self.registry.clock()
+            if not self.healthy():
+                self._hold_ages(now)
+                continue
+            try:
+                counts = self._answer_deltas()
+                if counts:
+                    message = {"origin": self.server_id, "at": now, "farms": counts}
+                    await self._client.publish(self.channel_answers, json.dumps(message))
+                if time.monotonic() - last_ping >= PING_INTERVAL:
+                    last_ping = time.monotonic()
+                    await self._client.ping()
+            except self._errors.any as exc:
+                self._set_lost(exc)
+
+    def _answer_deltas(self) -> dict[str, dict[str, int]]:
+        """This server's answers per host since the last exchange (``Host.answers`` grows)."""
+        out: dict[str, dict[str, int]] = {}
+        for farm in self.registry.farms.values():
+            for host in farm.hosts.values():
+                key = (farm.name, host.name)
+                sent = self._sent_answers.get(key, 0)
+                if host.answers < sent:
+                    sent = 0  # the counter restarted (a zone reload re-created the host)
+                if host.answers > sent:
+                    out.setdefault(farm.name, {})[host.name] = host.answers - sent
+                self._sent_answers[key] = host.answers
+        return out
+
+    def _on_answers(self, data: str) -> None:
+        message = json.loads(data)
+        if message.get("origin") == self.server_id:
+            return
+        at = float(message.get("at", self.registry.clock()))
+        for farm_name, counts in message.get("farms", {}).items():
+            farm = self.registry.farms.get(farm_name)
+            if farm is None:
+                continue
+            totals = self.peer_answers.setdefault(farm_name, {})
+            for host_name, count in counts.items():
+                totals[host_name] = totals.get(host_name, 0) + int(count)
+                host = farm.hosts.get(host_name)
+                if host is not None:
+                    # A drain waits for the last answer that named the host, on any server.
+                    host.last_answered = max(host.last_answered, at)
+            # The load-aware accounting counts the other servers' answers like its own.
+            hook = getattr(farm, "add_peer_answers", None)
+            if hook is not None:
+                hook(counts, at)
+
+    def _hold_ages(self, now: float) -> None:
+        """While Redis is away, report ages stand still for ``stale_budget`` seconds.
+
+        A failover of a few seconds should not turn every host stale; an outage longer than the
+        budget should, so that nothing is answered from old loads as if they were current.
+        """
+        if self._lost_at is None or not self._ever_connected or self._budget_spent:
+            return
+        elapsed = now - self._lost_at
+        spent = elapsed >= self.stale_budget
+        for farm in self.registry.farms.values():
+            for host in farm.hosts.values():
+                if host.report is None:
+                    continue
+                key = (farm.name, host.name)
+                if host.report is not self._held_reports.get(key):
+                    self._real_reports[key] = host.report
+                real = self._real_reports[key]
+                if spent:
+                    host.report = real
+                else:
+                    held = replace(real, received=real.received + elapsed)
+                    host.report = self._held_reports[key] = held
+            farm.changed()
+        if spent:
+            self._budget_spent = True
+            self._held_reports.clear()
+            self._real_reports.clear()
+            log.warning(
+                "shared state %s unreachable for %.1f s (stale_budget): reports count with "
+                "their real ages now",
+                self.display_url,
+                elapsed,
+            )
+
+    def _release_held_reports(self) -> None:
+        for (farm_name, host_name), held in self._held_reports.items():
+            farm = self.registry.farms.get(farm_name)
+            host = farm.hosts.get(host_name) if farm else None
+            if host is not None and host.report is held:
+                host.report = self._real_reports[(farm_name, host_name)]
+        self._held_reports.clear()
+        self._real_reports.clear()

@@ -1,0 +1,309 @@
+"""The Redis store in-process, two stores (two "servers") on one real ``redis-server``.
+
+Each test starts its own Redis on a free loopback port and kills or restarts it to make the
+faults happen. A fake clock is used where report ages matter; everything else is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+from redis_support import RedisProcess, redis_available
+from support import EXAMPLE_ZONES
+
+from lbdns.config import Config
+from lbdns.errors import Unavailable
+from lbdns.farm import STALE, UP, Report
+from lbdns.registry import Registry
+from lbdns.store.redis_store import RedisStore
+from lbdns.zone import HostSpec, load_folder
+
+pytestmark = [
+    pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),
+    pytest.mark.timeout(30),
+]
+
+FARM = "chat.example.test."
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_store(url: str, clock: Callable[[], float] = time.time, **config) -> RedisStore:
+    registry = Registry(clock=clock)
+    registry.load_zones(load_folder(EXAMPLE_ZONES))
+    return RedisStore(registry, url, Config(state=url, **config))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def run(coro) -> None:
+    asyncio.run(asyncio.wait_for(coro, 25))
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with RedisProcess(tmp_path / "redis") as server:
+        yield server
+
+
+def report(seq: int, connections: float, received: float, interval: float = 1.0) -> Report:
+    return Report(seq, received, interval, True, {"connections": connections})
+
+
+def test_every_change_reaches_the_other_server(redis_server):
+    async def main() -> None:
+        a, b = make_store(redis_server.url), make_store(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
+            assert a.healthy() and b.healthy()
+
+            spec = HostSpec(name="web4", a=("192.0.2.13",), capacity=4.0)
+            await a.put_host(farm_a, spec)
+            assert "web4" in farm_a.hosts  # the server that accepted it: at once
+            await until(lambda: "web4" in farm_b.hosts)
+            assert farm_b.hosts["web4"].spec.capacity == 4.0
+
+            await a.set_admin(farm_a, farm_a.hosts["web1"], "draining", 1000.0)
+            await until(lambda: farm_b.hosts["web1"].admin == "draining")
+            assert farm_b.hosts["web1"].drain_started == 1000.0
+
+            accepted = await b.report(farm_b, farm_b.hosts["web2"], report(7, 42, time.time()))
+            assert accepted
+            await until(lambda: farm_a.hosts["web2"].report is not None)
+            assert farm_a.hosts["web2"].report.metrics["connections"] == 42
+            # An older sequence number is ignored, on the server that got it and everywhere.
+            assert not await b.report(farm_b, farm_b.hosts["web2"], report(6, 1, time.time()))
+
+            await b.remove_host(farm_b, "web3")
+            await until(lambda: "web3" not in farm_a.hosts)
+            await a.remove_host(farm_a, "web4")
+            await until(lambda: "web4" not in farm_b.hosts)
+
+            # A third server that starts later reads the same membership.
+            c = make_store(redis_server.url)
+            await c.start()
+            try:
+                hosts_c = c.registry.farms[FARM].hosts
+                assert sorted(hosts_c) == sorted(farm_a.hosts) == ["web1", "web2"]
+                assert hosts_c["web1"].admin == "draining"
+                assert hosts_c["web2"].report.seq == 7
+            finally:
+                await c.close()
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+def test_two_servers_changing_one_host_agree(redis_server):
+    async def main() -> None:
+        a, b = make_store(redis_server.url), make_store(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
+            # Interleaved writes to the same host from both servers: each merges its fields
+            # into what Redis holds, so both end with the capacity and the admin state.
+            await asyncio.gather(
+                a.put_host(farm_a, HostSpec(name="web1", a=("192.0.2.10",), capacity=3.0)),
+                b.set_admin(farm_b, farm_b.hosts["web1"], "disabled", 5.0),
+            )
+            for farm in (farm_a, farm_b):
+                await until(lambda farm=farm: farm.hosts["web1"].admin == "disabled")
+                await until(lambda farm=farm: farm.hosts["web1"].spec.capacity == 3.0)
+            assert a.version == b.version
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+def test_writes_get_503_while_redis_is_away_and_nothing_is_half_applied(redis_server):
+    async def main() -> None:
+        a = make_store(redis_server.url)
+        await a.start()
+        try:
+            farm = a.registry.farms[FARM]
+            redis_server.kill()
+            await until(lambda: not a.healthy(), timeout=3)
+            with pytest.raises(Unavailable) as caught:
+                await a.put_host(farm, HostSpec(name="web9", a=("192.0.2.99",)))
+            assert caught.value.status == 503
+            assert "unreachable" in caught.value.reason and "not applied" in caught.value.reason
+            with pytest.raises(Unavailable):
+                await a.report(farm, farm.hosts["web1"], report(1, 5, time.time()))
+            assert "web9" not in farm.hosts
+            assert farm.hosts["web1"].report is None
+            assert a.status()["healthy"] is False
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_redis_back_with_its_data_resyncs_without_restart(tmp_path):
+    async def main(redis_server: RedisProcess) -> None:
+        a, b = make_store(redis_server.url), make_store(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
+            await a.put_host(farm_a, HostSpec(name="web4", a=("192.0.2.13",)))
+            await until(lambda: "web4" in farm_b.hosts)
+            redis_server.kill()
+            await until(lambda: not a.healthy() and not b.healthy(), timeout=3)
+            redis_server.start()  # same port, the append-only file brings the data back
+            await until(lambda: a.healthy() and b.healthy())
+            assert a.counters["reseeds"] == b.counters["reseeds"] == 0
+            await b.set_admin(farm_b, farm_b.hosts["web4"], "disabled", 1.0)
+            await until(lambda: farm_a.hosts["web4"].admin == "disabled")
+        finally:
+            await a.close()
+            await b.close()
+
+    with RedisProcess(tmp_path / "redis", persist=True) as server:
+        run(main(server))
+
+
+def test_redis_back_empty_is_reseeded_from_the_servers_view(redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="lbdns.store")
+
+    async def main() -> None:
+        a, b = make_store(redis_server.url), make_store(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
+            await a.put_host(farm_a, HostSpec(name="web4", a=("192.0.2.13",)))
+            await a.set_admin(farm_a, farm_a.hosts["web1"], "disabled", 1.0)
+            await b.remove_host(farm_b, "web3")
+            await b.report(farm_b, farm_b.hosts["web2"], report(1, 10, time.time()))
+            await until(lambda: "web3" not in farm_a.hosts and "web4" in farm_b.hosts)
+            await until(lambda: farm_a.hosts["web2"].report is not None)
+
+            redis_server.restart()  # no persistence: it comes back empty
+            await until(lambda: a.healthy() and b.healthy())
+            await until(lambda: a.counters["reseeds"] + b.counters["reseeds"] >= 1)
+
+            for farm in (farm_a, farm_b):
+                assert sorted(farm.hosts) == ["web1", "web2", "web4"]
+                assert farm.hosts["web1"].admin == "disabled"
+            client = aioredis.from_url(redis_server.url, decode_responses=True)
+            try:
+                stored = await client.hgetall("lbdns:hosts")
+                # The membership is back in Redis; the loads are not (they come with reports).
+                assert json.loads(stored[f"{FARM} web1"])["admin"] == "disabled"
+                assert json.loads(stored[f"{FARM} web3"])["removed"] is True
+                assert f"{FARM} web4" in stored
+                assert await client.hgetall("lbdns:reports") == {}
+            finally:
+                await client.aclose()
+            # And it takes writes again, seen by the other server.
+            await b.set_admin(farm_b, farm_b.hosts["web1"], "enabled", 2.0)
+            await until(lambda: farm_a.hosts["web1"].admin == "enabled")
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+    assert "came back empty" in caplog.text and "re-seeded the membership" in caplog.text
+
+
+def test_report_ages_are_held_for_the_stale_budget_then_count(redis_server):
+    clock = FakeClock()
+
+    async def main() -> None:
+        a = make_store(redis_server.url, clock=clock, stale_budget=10.0)
+        await a.start()
+        try:
+            farm = a.registry.farms[FARM]
+            host = farm.hosts["web1"]
+            received = clock.now
+            await a.report(farm, host, report(1, 3, received, interval=1.0))
+            assert farm.host_state(host, clock.now) == UP
+            redis_server.kill()
+            await until(lambda: not a.healthy(), timeout=3)
+            # 8 s later: without the budget the report (stale after 2 x 1 s) would be stale.
+            clock.now += 8.0
+            await until(lambda: farm.host_state(farm.hosts["web1"], clock.now) == UP)
+            await asyncio.sleep(0.4)
+            assert farm.host_state(farm.hosts["web1"], clock.now) == UP
+            assert farm.view().states["web1"] == UP
+            # Past the budget: the real age counts and the farm's stale rules apply.
+            clock.now += 3.0
+            await until(lambda: farm.hosts["web1"].report.received == received)
+            assert farm.view().states["web1"] == STALE
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_answer_counts_are_exchanged(redis_server):
+    async def main() -> None:
+        a, b = make_store(redis_server.url), make_store(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
+            seen: list[dict] = []
+            farm_b.add_peer_answers = lambda counts, at: seen.append(dict(counts))
+            for _ in range(5):
+                farm_a.hosts["web2"].answers += 1
+            farm_a.hosts["web3"].answers += 2
+            await until(lambda: b.peer_answers.get(FARM, {}).get("web3") == 2)
+            assert b.peer_answers[FARM]["web2"] == 5
+            assert seen and sum(c.get("web2", 0) for c in seen) == 5
+            assert farm_b.hosts["web2"].last_answered > 0
+            # Own answers are not counted twice.
+            await asyncio.sleep(0.4)
+            assert a.peer_answers.get(FARM, {}) == {}
+            assert b.peer_answers[FARM]["web2"] == 5
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+def test_start_without_redis_serves_the_zone_files_and_connects_later(tmp_path):
+    redis_server = RedisProcess(tmp_path / "redis")
+
+    async def main() -> None:
+        a = make_store(redis_server.url)
+        await a.start()  # waits a bounded time, then serves the zone files' hosts
+        try:
+            assert not a.healthy()
+            assert sorted(a.registry.farms[FARM].hosts) == ["web1", "web2", "web3"]
+            redis_server.start()
+            await until(lambda: a.healthy())
+            farm = a.registry.farms[FARM]
+            await a.put_host(farm, HostSpec(name="web4", a=("192.0.2.13",)))
+            assert "web4" in farm.hosts
+        finally:
+            await a.close()
+            redis_server.kill()
+
+    run(main())
