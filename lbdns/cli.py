@@ -107,6 +107,23 @@ def _check_command(commands) -> None:
     p.set_defaults(run=_check)
 
 
+def _zones_folder(args: argparse.Namespace) -> Path:
+    # The config has errors: still check the zones it names, so that one run shows everything.
+    if args.zones:
+        return Path(args.zones)
+    if args.config is not None:
+        from . import yamlfile
+
+        try:
+            data = yamlfile.load(args.config, LbdnsError).data
+        except LbdnsError:
+            data = None
+        zones = data.get("zones") if isinstance(data, dict) else None
+        if isinstance(zones, str):
+            return args.config.parent / zones
+    return Path("zones")
+
+
 def _check(args: argparse.Namespace) -> int:
     from . import config as config_module
     from .errors import ZoneErrors as Errors
@@ -120,7 +137,7 @@ def _check(args: argparse.Namespace) -> int:
         errors.extend(exc.errors)
     except LbdnsError as exc:
         errors.append(exc)
-    zones_dir = config.zones if config else Path(args.zones or "zones")
+    zones_dir = config.zones if config else _zones_folder(args)
     zones = {}
     try:
         zones = load_folder(zones_dir)
@@ -150,6 +167,15 @@ def _admin_commands(commands) -> None:
 
 
 COMMANDS.append(_admin_commands)
+
+
+def _status_command(commands) -> None:
+    from .cli_status import register
+
+    register(commands)
+
+
+COMMANDS.append(_status_command)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,15 @@
-"""Logging: one line per event, human-readable by default, JSON with ``--log-format json``."""
+"""Logging: one line per event, human-readable by default, JSON with ``--log-format json``.
+
+Every logger of lbdns is a child of ``lbdns`` (``lbdns.dns``, ``lbdns.http``, ``lbdns.query``,
+...) and writes through the one handler set up here on the root logger, so both formats cover
+every event, including those of libraries. An event may carry structured fields:
+``log.info("query", extra={"fields": {"client": ip, ...}})``. The text format prints them after
+the message as ``key=value`` (values with spaces quoted); the JSON format adds them as keys.
+
+Text:  ``2026-01-02T03:04:05.678Z INFO lbdns.query: query client=127.0.0.1 qname=...``
+JSON:  ``{"time": "2026-01-02T03:04:05.678Z", "level": "info", "logger": "lbdns.query",
+"message": "query", "client": "127.0.0.1", ...}``
+"""
 
 from __future__ import annotations
 
@@ -6,20 +17,55 @@ import json
 import logging
 import sys
 import time
+from typing import Any
+
+# Keys of a JSON line that fields may not replace.
+RESERVED = ("time", "level", "logger", "message")
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(ch.isspace() or ch in "\"'=" for ch in text):
+        return json.dumps(text)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``; a traceback follows on indented lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        fields = _fields(record)
+        if fields:
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        if record.exc_info:
+            trace = self.formatException(record.exc_info)
+            line += "\n" + "\n".join("    " + row for row in trace.splitlines())
+        return line
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; a traceback is one string field, so it stays on the line."""
+
     def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+        line: dict[str, Any] = {
+            "time": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update(fields)
+        for key, value in _fields(record).items():
+            line[f"field_{key}" if key in RESERVED else key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -27,10 +73,7 @@ class JsonFormatter(logging.Formatter):
 
 def setup(log_format: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

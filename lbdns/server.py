@@ -38,6 +38,12 @@ class Server:
         self.config = config
         self.registry = registry or Registry()
         self.answerer = Answerer(self.registry)
+        if config.query_log > 0:
+            from .querylog import QueryLog
+
+            self.answerer.query_log = QueryLog(
+                self.answerer, config.query_log, config.query_log_rate
+            )
         self.store = open_store(config, self.registry)
         self.stats = TransportStats()
         self.udp: list[UdpListener] = []

@@ -13,7 +13,10 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from time import perf_counter
+
+from .latency import LatencyHistogram
 
 log = logging.getLogger("lbdns.dns")
 
@@ -32,6 +35,7 @@ class TransportStats:
     tcp_connections: int = 0
     tcp_refused: int = 0
     tcp_timeouts: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # sampled, see latency.py
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -120,7 +124,12 @@ class UdpListener:
                         continue
                     raise
                 count += 1
-                response = respond(data, address[0], False)
+                if count == 1:
+                    started = perf_counter()
+                    response = respond(data, address[0], False)
+                    self.stats.latency.observe(perf_counter() - started)
+                else:
+                    response = respond(data, address[0], False)
                 if response is not None:
                     try:
                         sendto(response, address)
@@ -181,6 +190,7 @@ class TcpConnection(asyncio.Protocol):
         self._arm()
         buffer = self.buffer
         respond = self.server.respond
+        first = True
         while len(buffer) >= 2:
             length = (buffer[0] << 8) | buffer[1]
             if len(buffer) < 2 + length:
@@ -188,7 +198,13 @@ class TcpConnection(asyncio.Protocol):
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
             self.server.stats.tcp_queries += 1
-            response = respond(message, self.client, True)
+            if first:
+                first = False
+                started = perf_counter()
+                response = respond(message, self.client, True)
+                self.server.stats.latency.observe(perf_counter() - started)
+            else:
+                response = respond(message, self.client, True)
             if response is None:
                 # A message we drop over TCP (no header, or a response): the stream cannot be
                 # trusted any further (RFC 7766 says the server may close).

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnslib import AAAA as AAAA_RDATA
@@ -104,15 +105,22 @@ class Answerer:
         self.cache: dict[bytes, Template | FarmEntry] = {}
         self.cache_version = -1
         self.rcodes: Counter[int] = Counter()
+        self.qtypes: Counter[int] = Counter()  # questions of class IN, by type
         self.dropped = 0
         self.errors = 0
+        # Called with (query, client, tcp, response) when the query log is on; None costs one
+        # attribute check per query when it is off.
+        self.query_log: Callable[[bytes, str, bool, bytes | None], None] | None = None
 
     # -- the per-query path -----------------------------------------------------------------
 
     def respond(self, data: bytes, client: str, tcp: bool = False) -> bytes | None:
         """The response to one query, or None to send nothing. Never raises."""
         try:
-            return self._respond(data, client, tcp)
+            response = self._respond(data, client, tcp)
+            if self.query_log is not None:
+                self.query_log(data, client, tcp, response)
+            return response
         except Exception:  # a bug must cost one query, not the server
             self.errors += 1
             if self.errors & (self.errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... only
@@ -166,6 +174,7 @@ class Answerer:
         qtype = (data[qend - 4] << 8) | data[qend - 3]
         if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
+        self.qtypes[qtype] += 1
 
         if self.cache_version != self.registry.version:
             self.cache.clear()

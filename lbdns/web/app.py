@@ -102,8 +102,11 @@ def build_app(server: Server) -> web.Application:
     for part in PARTS:
         module = __import__(f"{__package__}.{part}", fromlist=["routes"])
         app.add_routes(module.routes)
+        setup = getattr(module, "setup", None)  # a part may add startup work or app state
+        if setup is not None:
+            setup(app)
     return app
 
 
 # The parts of the API, each a module of this package with a ``routes`` table.
-PARTS: list[str] = ["admin"]
+PARTS: list[str] = ["status", "metrics", "admin", "ingest"]

@@ -1,0 +1,192 @@
+// The lbdns status page: polls /v1/status and redraws every zone, farm and host.
+// Plain script, no build step. The read token (when the server has tokens) comes from
+// #token=... in the address or the form, and is kept for this tab only.
+"use strict";
+
+const POLL_MS = 1000;
+const POINTS = 120; // seconds of history drawn per chart
+const PALETTE = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2",
+                 "#ca8a04", "#dc2626", "#4b5563", "#65a30d"];
+const SVG = "http://www.w3.org/2000/svg";
+
+let updates = 0;
+
+function token() {
+  const match = location.hash.match(/token=([^&]+)/);
+  if (match) {
+    sessionStorage.setItem("lbdns-token", decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname); // keep it out of the visible address
+  }
+  return sessionStorage.getItem("lbdns-token");
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else if (key === "style") node.style.cssText = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+function fmt(value, digits = 2) {
+  if (value === null || value === undefined) return "–";
+  return Number(value).toFixed(digits);
+}
+
+function pct(value) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}%`;
+}
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "never";
+  return seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.round(seconds / 60)} min`;
+}
+
+// One line chart: a polyline per host over the last POINTS samples (null values break it).
+function chart(title, series, colours, yMax, label) {
+  const width = 300, height = 100;
+  const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none",
+                           role: "img", "aria-label": title });
+  for (const frac of [0.25, 0.5, 0.75]) {
+    box.append(svg("line", { x1: 0, x2: width, y1: height * frac, y2: height * frac,
+                             stroke: "#e5e7eb", "stroke-width": 0.5 }));
+  }
+  for (const [name, values] of Object.entries(series)) {
+    const offset = POINTS - values.length;
+    let points = [];
+    const flush = () => {
+      if (points.length > 1) {
+        box.append(svg("polyline", { points: points.join(" "), fill: "none",
+                                     stroke: colours[name], "stroke-width": 1.5,
+                                     "vector-effect": "non-scaling-stroke" }));
+      }
+      points = [];
+    };
+    values.forEach((value, i) => {
+      if (value === null || value === undefined) return flush();
+      const x = ((offset + i) / (POINTS - 1)) * width;
+      const y = height - Math.min(value / yMax, 1) * (height - 4) - 2;
+      points.push(`${x.toFixed(1)},${y.toFixed(1)}`);
+    });
+    flush();
+  }
+  return el("div", { class: "chart" },
+    el("div", { class: "title" }, `${title} (last ${POINTS / 60} min, top = ${label})`), box);
+}
+
+function farmCard(farm) {
+  const colours = {};
+  farm.hosts.forEach((host, i) => { colours[host.name] = PALETTE[i % PALETTE.length]; });
+  const rows = farm.hosts.map((host) => el("tr", { "data-host": host.name, "data-state": host.state },
+    el("td", {}, el("span", { class: "swatch", style: `background:${colours[host.name]}` }), host.name),
+    el("td", {}, el("span", { class: `state ${host.state}` }, host.state)),
+    el("td", { class: "num" }, fmt(host.score, 3)),
+    el("td", { class: "num" }, host.connections ?? "–"),
+    el("td", { class: "num" }, host.capacity),
+    el("td", { class: "num" }, age(host.report_age)),
+    el("td", { class: "num" }, pct(host.share),
+       el("span", { class: "bar", style: `width:${Math.round((host.share || 0) * 60)}px` })),
+    el("td", { class: "num" }, host.answers),
+    el("td", {}, host.addresses.join(" "))));
+  const table = el("table", {},
+    el("thead", {}, el("tr", {}, ...["host", "state", "score", "connections", "capacity",
+      "report age", "answer share (1 min)", "answers", "addresses"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...rows));
+  const card = el("section", { class: "farm", "data-farm": farm.name },
+    el("h3", {}, farm.name),
+    el("div", { class: "facts" },
+      el("span", {}, "policy ", el("b", {}, farm.policy)),
+      el("span", {}, "utilisation ", el("b", {}, pct(farm.utilisation))),
+      el("span", {}, "balance (peak/mean) ", el("b", {}, fmt(farm.balance))),
+      el("span", {}, "up ", el("b", {}, farm.up), " · stale ", el("b", {}, farm.stale),
+         " · down ", el("b", {}, farm.down)),
+      el("span", {}, "TTL ", el("b", {}, `${farm.ttl} s`)),
+      el("span", {}, "all unhealthy: ", el("b", {}, farm.all_unhealthy))),
+    table);
+  if (farm.history) {
+    const load = farm.history.load;
+    let peak = 0;
+    for (const values of Object.values(load)) {
+      for (const v of values) if (v !== null && v > peak) peak = v;
+    }
+    const yMax = peak > 0 ? peak * 1.1 : 1;
+    const share = {};
+    const names = Object.keys(farm.history.answers);
+    const length = farm.history.times.length;
+    for (const name of names) share[name] = [];
+    for (let i = 0; i < length; i++) {
+      const total = names.reduce((sum, n) => sum + (farm.history.answers[n][i] || 0), 0);
+      for (const name of names) {
+        share[name].push(total ? (farm.history.answers[name][i] || 0) / total : null);
+      }
+    }
+    card.append(el("div", { class: "charts" },
+      chart("load score per host", load, colours, yMax, fmt(yMax, 3)),
+      chart("answer share per host", share, colours, 1, "100%")));
+  }
+  return card;
+}
+
+function render(data) {
+  const zones = document.getElementById("zones");
+  const parts = data.zones.map((zone) => el("div", { class: "zone", "data-zone": zone.origin },
+    el("h2", {}, zone.origin, " ", el("small", {}, `serial ${zone.serial}`)),
+    ...(zone.farms.length ? zone.farms.map(farmCard) : [el("p", {}, "no farms")])));
+  zones.replaceChildren(...parts);
+  const dns = data.dns;
+  document.getElementById("summary").textContent =
+    `${data.zones.length} zone(s) · store ${data.store.kind}` +
+    `${data.store.healthy ? "" : " (UNHEALTHY)"} · ${dns.udp_queries} UDP / ` +
+    `${dns.tcp_queries} TCP queries · up ${Math.round(data.uptime)} s`;
+  updates += 1;
+  const updated = document.getElementById("updated");
+  updated.dataset.updates = String(updates);
+  updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+function showError(text) {
+  const box = document.getElementById("error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+async function poll() {
+  const headers = {};
+  const secret = token();
+  if (secret) headers.Authorization = `Bearer ${secret}`;
+  try {
+    const response = await fetch(`v1/status?history=${POINTS}`, { headers, cache: "no-store" });
+    const body = await response.json();
+    if (!response.ok) {
+      if (response.status === 401) document.getElementById("login").hidden = false;
+      showError(`${response.status}: ${body.error || response.statusText}`);
+    } else {
+      showError("");
+      document.getElementById("login").hidden = true;
+      render(body);
+    }
+  } catch (error) {
+    showError(`cannot reach the server: ${error}`);
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+document.getElementById("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem("lbdns-token", document.getElementById("token").value);
+  showError("");
+});
+
+poll();

@@ -1,0 +1,75 @@
+"""Helpers for the observability tests: scrape /metrics, read /v1/status, post reports."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def http(
+    url: str, body: Any = None, token: str | None = None, method: str | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def scrape(base: str, token: str | None = None) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}."""
+    status, body, headers = http(base + "/metrics", token=token)
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def status(base: str, token: str | None = None, history: int = 120) -> dict[str, Any]:
+    code, body, _ = http(f"{base}/v1/status?history={history}", token=token)
+    assert code == 200, body
+    return json.loads(body)
+
+
+def report(base: str, host: str, seq: int, connections: float, **extra: Any) -> int:
+    body = {
+        "farm": "chat.example.test.",
+        "host": host,
+        "seq": seq,
+        "interval": extra.pop("interval", 1.0),
+        "healthy": extra.pop("healthy", True),
+        "metrics": {"connections": connections},
+        **extra,
+    }
+    code, payload, _ = http(base + "/v1/report", body=body)
+    return code
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 5.0, step: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something true; fail with its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    result = None
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
