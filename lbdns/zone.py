@@ -79,6 +79,8 @@ class FarmSpec:
     watermark: float | None = None
     stale_after: float = 2.0  # a host is stale after this many of its report intervals
     all_unhealthy: str = "fail-open"
+    cache_time: float | None = None  # how long resolvers keep an answer (None: the TTL)
+    split: int = 4  # at most this many records when least-load splits a resolver's herd
     sorry_a: tuple[str, ...] = ()
     sorry_aaaa: tuple[str, ...] = ()
     hosts: tuple[HostSpec, ...] = ()
@@ -98,6 +100,7 @@ class Zone:
     farms: Mapping[str, FarmSpec]
     names: frozenset[str]  # every name that exists: owners, farms and empty non-terminals
     digest: str  # of the parsed content; a reload with another digest bumps the serial
+    where: str = "zone"  # the 'zone' key and its line, for errors that involve several files
 
     @property
     def ns_names(self) -> tuple[str, ...]:
@@ -131,7 +134,7 @@ def load_folder(folder: Path, previous: Mapping[str, Zone] | None = None) -> dic
                 ZoneError(
                     f"zone {zone.origin} is already defined in {zones[zone.origin].source}",
                     source=str(path),
-                    path="zone",
+                    path=zone.where,
                 )
             )
             continue
@@ -152,7 +155,7 @@ def _check_overlaps(zones: dict[str, Zone], errors: list[LbdnsError]) -> None:
                         f"zone {origin} lies inside zone {other} served from "
                         f"{zones[other].source}; delegations are not supported",
                         source=zone.source,
-                        path="zone",
+                        path=zone.where,
                     )
                 )
 
@@ -184,12 +187,18 @@ class ZoneParser:
     def parse(self) -> Zone:
         data = self.doc.data
         if not isinstance(data, dict):
-            raise ZoneErrors([self.doc.error(ZoneError, (), "a zone file must be a mapping")])
+            what = "the file is empty" if data is None else "a zone file must be a mapping"
+            raise ZoneErrors(
+                [self.doc.error(ZoneError, (), f"{what}: expected zone, soa, ns, records, farms")]
+            )
         known = {"zone", "ttl", "soa", "ns", "records", "farms"}
         for key in data:
             if key not in known:
                 self.fail((key,), f"unknown key (expected one of {', '.join(sorted(known))})")
         origin = data.get("zone")
+        if origin is None:
+            self.fail(("zone",), "zone is required: the zone's absolute name, like example.test.")
+            raise ZoneErrors(self.errors)
         if not isinstance(origin, str) or not origin.endswith("."):
             self.fail(("zone",), "zone must be an absolute name ending with '.'")
             raise ZoneErrors(self.errors)
@@ -233,6 +242,7 @@ class ZoneParser:
             farms=MappingProxyType(farms),
             names=frozenset(names),
             digest=digest,
+            where=yamlfile.describe(("zone",), self.doc.line_of(("zone",))),
         )
 
     def digest(self) -> str:
@@ -339,12 +349,14 @@ class ZoneParser:
                     continue
                 self.rrset(owner, rtype, values, record_ttl, (*where, rtype), rrsets)
             owner_types = rrsets.get(owner, {})
-            if QTYPE.CNAME in owner_types and len(owner_types) > 1:
-                self.fail(where, "a CNAME cannot stand beside other records at the same name")
-            if QTYPE.CNAME in owner_types and len(owner_types[QTYPE.CNAME]) > 1:
-                self.fail((*where, "CNAME"), "a name can have only one CNAME")
-            if QTYPE.CNAME in owner_types and owner == self.origin:
+            if QTYPE.CNAME not in owner_types:
+                continue
+            if owner == self.origin:
                 self.fail((*where, "CNAME"), "the zone apex cannot be a CNAME")
+            elif len(owner_types) > 1:
+                self.fail(where, "a CNAME cannot stand beside other records at the same name")
+            elif len(owner_types[QTYPE.CNAME]) > 1:
+                self.fail((*where, "CNAME"), "a name can have only one CNAME")
 
     def rrset(self, owner: str, rtype: Any, values: Any, ttl: int, where, rrsets) -> None:
         if not isinstance(rtype, str) or rtype.upper() not in STATIC_TYPES:
@@ -368,8 +380,13 @@ class ZoneParser:
             except ValueError as exc:
                 self.fail(item_where, f"bad {rtype} value {value!r}: {exc}")
                 continue
-            rr = RR(owner, getattr(QTYPE, rtype), ttl=ttl, rdata=rdata)
-            rrsets.setdefault(owner, {}).setdefault(getattr(QTYPE, rtype), []).append(rr)
+            rrset = rrsets.setdefault(owner, {}).setdefault(getattr(QTYPE, rtype), [])
+            # Compared in presentation form: dnslib's CAA equality ignores its fields.
+            if any(str(rr.rdata) == str(rdata) for rr in rrset):
+                # An RRset is a set (RFC 2181 5): a repeated value is most likely a typo.
+                self.fail(item_where, f"duplicate {rtype} value {value!r}")
+                continue
+            rrset.append(RR(owner, getattr(QTYPE, rtype), ttl=ttl, rdata=rdata))
 
     def rdata(self, rtype: str, value: Any):
         if rtype == "TXT":
@@ -479,6 +496,8 @@ FARM_KEYS = {
     "all_unhealthy",
     "sorry",
     "hosts",
+    "cache_time",
+    "split",
 }
 
 
@@ -533,6 +552,21 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
         fail((*where, "stale_after"), "must be between 1 and 100 report intervals")
     else:
         kwargs["stale_after"] = float(stale_after)
+    cache_time = body.get("cache_time")
+    if cache_time is not None:
+        if (
+            isinstance(cache_time, bool)
+            or not isinstance(cache_time, (int, float))
+            or not 0 < cache_time <= 86400
+        ):
+            fail((*where, "cache_time"), f"must be seconds from 0 to 86400, got {cache_time!r}")
+        else:
+            kwargs["cache_time"] = float(cache_time)
+    split = body.get("split", 4)
+    if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= 16:
+        fail((*where, "split"), f"must be an integer from 1 to 16, got {split!r}")
+    else:
+        kwargs["split"] = split
     mode = body.get("all_unhealthy", "fail-open")
     if mode not in ALL_UNHEALTHY:
         fail((*where, "all_unhealthy"), f"must be one of {', '.join(ALL_UNHEALTHY)}, got {mode!r}")

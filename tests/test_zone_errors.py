@@ -1,0 +1,258 @@
+"""Bad zone files: each is rejected with its file, line, path inside the file and reason."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from lbdns.errors import ZoneErrors
+from lbdns.zone import load_folder
+
+HEAD = """\
+zone: bad.test.
+soa: {mname: ns1, rname: hostmaster}
+ns: [ns1]
+records:
+  ns1: {A: 192.0.2.53}
+"""
+
+# (what, file body, substring the error must contain). "line N" counts from the file's top.
+CASES = [
+    ("empty file", "", "the file is empty"),
+    ("not a mapping", "- a\n- b\n", "line 1: (top): a zone file must be a mapping"),
+    ("YAML syntax", "zone: [x\n", "invalid YAML"),
+    ("duplicate key", "zone: a.test.\nzone: b.test.\n", "line 2: zone: duplicate key 'zone'"),
+    ("zone missing", "ttl: 5\n", "zone is required"),
+    ("zone relative", "zone: rel.test\n", "line 1: zone: zone must be an absolute name"),
+    ("zone bad label", "zone: a..test.\n", "has an empty label"),
+    ("unknown top key", HEAD + "colour: blue\n", "line 6: colour: unknown key"),
+    ("ttl negative", HEAD + "ttl: -1\n", "line 6: ttl: TTL must be an integer"),
+    ("ttl text", HEAD + "ttl: five\n", "line 6: ttl: TTL must be an integer"),
+    ("soa missing", "zone: bad.test.\nns: [ns.x.test.]\n", "soa is required"),
+    ("soa unknown field", HEAD.replace("hostmaster}", "hostmaster, colour: 1}"), "soa.colour"),
+    ("soa timer", HEAD.replace("hostmaster}", "hostmaster, retry: -3}"), "line 2: soa.retry"),
+    ("soa serial", HEAD.replace("hostmaster}", "hostmaster, serial: x}"), "soa.serial"),
+    ("soa mname", HEAD.replace("mname: ns1", "mname: 'a b'"), "soa.mname"),
+    ("ns missing", "zone: bad.test.\nsoa: {}\n", "ns is required"),
+    ("ns empty", "zone: bad.test.\nsoa: {}\nns: []\n", "ns is required"),
+    (
+        "in-zone ns without address",
+        "zone: bad.test.\nsoa: {}\nns: [ns1, ns.other.test.]\n",
+        "line 3: ns: in-zone nameserver ns1.bad.test. has no A or AAAA record",
+    ),
+    (
+        "records not a mapping",
+        HEAD.replace("records:\n  ns1: {A: 192.0.2.53}\n", "records: [1]\n"),
+        "records must be a mapping",
+    ),
+    ("owner not a mapping", HEAD + "  www: 192.0.2.1\n", "line 6: records.www: expected a mapping"),
+    ("owner outside the zone", HEAD + "  www.other.test.: {A: 192.0.2.1}\n", "is outside the zone"),
+    ("owner bad wildcard", HEAD + "  a.*: {A: 192.0.2.1}\n", "'*' is only allowed"),
+    ("owner too long label", HEAD + f"  {'a' * 64}: {{A: 192.0.2.1}}\n", "longer than 63"),
+    ("owner non-ascii", HEAD + "  héllo: {A: 192.0.2.1}\n", "IDNA"),
+    (
+        "unknown type",
+        HEAD + "  www: {HINFO: x}\n",
+        "line 6: records.www.HINFO: unsupported record type",
+    ),
+    ("bad A", HEAD + "  www: {A: 192.0.2.300}\n", "line 6: records.www.A: bad A value"),
+    ("A is IPv6", HEAD + "  www: {A: '2001:db8::1'}\n", "bad A value"),
+    ("bad AAAA", HEAD + "  www: {AAAA: 192.0.2.1}\n", "records.www.AAAA: bad AAAA value"),
+    (
+        "bad item in a list",
+        HEAD + "  www:\n    A:\n      - 192.0.2.1\n      - nope\n",
+        "line 9: records.www.A.1: bad A value 'nope'",
+    ),
+    (
+        "duplicate value",
+        HEAD + "  www: {A: [192.0.2.1, 192.0.2.1]}\n",
+        "records.www.A.1: duplicate A value",
+    ),
+    ("empty list", HEAD + "  www: {A: []}\n", "empty list of values"),
+    ("record ttl", HEAD + "  www: {A: 192.0.2.1, ttl: x}\n", "records.www.ttl: TTL must be"),
+    ("MX one field", HEAD + "  '@': {MX: mail}\n", "expected 'preference exchange'"),
+    ("MX preference", HEAD + "  '@': {MX: 'high mail'}\n", "preference must be an integer"),
+    ("MX preference range", HEAD + "  '@': {MX: '70000 mail'}\n", "preference must be 0-65535"),
+    ("SRV fields", HEAD + "  _s._tcp: {SRV: '1 2 3'}\n", "expected 'priority weight port target'"),
+    ("SRV port", HEAD + "  _s._tcp: {SRV: '1 2 70000 t'}\n", "port must be 0-65535"),
+    ("CAA fields", HEAD + "  '@': {CAA: '0 issue'}\n", "expected 'flags tag value'"),
+    ("CAA flags", HEAD + "  '@': {CAA: '256 issue x'}\n", "flags must be 0-255"),
+    ("CAA tag", HEAD + "  '@': {CAA: '0 is-sue x'}\n", "tag must be letters and digits"),
+    ("PTR target", HEAD + "  p: {PTR: 'a..b'}\n", "bad PTR value"),
+    ("CNAME target", HEAD + "  c: {CNAME: 'x y'}\n", "bad CNAME value"),
+    ("TXT mapping", HEAD + "  t: {TXT: {a: b}}\n", "bad TXT value"),
+    (
+        "CNAME and other data",
+        HEAD + "  c: {CNAME: ns1, TXT: x}\n",
+        "line 6: records.c: a CNAME cannot stand beside",
+    ),
+    ("two CNAMEs", HEAD + "  c: {CNAME: [ns1, ns2]}\n", "a name can have only one CNAME"),
+    ("apex CNAME", HEAD + "  '@': {CNAME: ns1}\n", "the zone apex cannot be a CNAME"),
+    (
+        "NS below the apex",
+        HEAD + "  sub: {NS: ns.other.test.}\n",
+        "line 6: records.sub.NS: NS below the apex is a delegation",
+    ),
+    (
+        "NS at the apex in records",
+        HEAD + "  '@': {NS: ns2}\n",
+        "put the apex NS records in the top-level 'ns' list",
+    ),
+    ("farms not a mapping", HEAD + "farms: [a]\n", "farms must be a mapping"),
+    (
+        "farm wildcard",
+        HEAD + "farms:\n  '*.f': {}\n",
+        "line 7: farms.*.f: a farm name cannot be a wildcard",
+    ),
+    (
+        "farm and static A",
+        HEAD + "  f: {A: 192.0.2.1}\nfarms:\n  f: {}\n",
+        "is a farm and also has static A",
+    ),
+    (
+        "farm and CNAME",
+        HEAD + "  f: {CNAME: ns1}\nfarms:\n  f: {}\n",
+        "is a farm and also has static CNAME",
+    ),
+    ("farm outside", HEAD + "farms:\n  f.other.test.: {}\n", "is outside the zone"),
+    (
+        "farm unknown key",
+        HEAD + "farms:\n  f:\n    colour: 1\n",
+        "line 8: farms.f.colour: unknown farm setting",
+    ),
+    (
+        "farm ttl",
+        HEAD + "farms:\n  f: {ttl: 99999}\n",
+        "farms.f.ttl: must be an integer from 0 to 86400",
+    ),
+    (
+        "farm policy",
+        HEAD + "farms:\n  f: {policy: best}\n",
+        "farms.f.policy: unknown policy 'best'",
+    ),
+    ("farm answers", HEAD + "farms:\n  f: {answers: 0}\n", "farms.f.answers"),
+    ("farm all_unhealthy", HEAD + "farms:\n  f: {all_unhealthy: panic}\n", "farms.f.all_unhealthy"),
+    ("farm sorry missing", HEAD + "farms:\n  f: {all_unhealthy: sorry}\n", "needs a sorry"),
+    (
+        "host without address",
+        HEAD + "farms:\n  f:\n    hosts:\n      h1: {capacity: 1}\n",
+        "line 9: farms.f.hosts.h1: a host needs an a or aaaa address",
+    ),
+    (
+        "host bad a",
+        HEAD + "farms:\n  f:\n    hosts:\n      h1: {a: '::1'}\n",
+        "farms.f.hosts.h1.a: a: '::1' is not an IPv4 address",
+    ),
+    (
+        "host bad aaaa",
+        HEAD + "farms:\n  f:\n    hosts:\n      h1: {aaaa: 1.2.3.4}\n",
+        "is not an IPv6 address",
+    ),
+    (
+        "host capacity",
+        HEAD + "farms:\n  f:\n    hosts:\n      h1: {a: 192.0.2.1, capacity: 0}\n",
+        "farms.f.hosts.h1.capacity: must be a positive number",
+    ),
+    (
+        "host unknown key",
+        HEAD + "farms:\n  f:\n    hosts:\n      h1: {a: 192.0.2.1, weight: 3}\n",
+        "farms.f.hosts.h1.weight: unknown host setting",
+    ),
+    (
+        "host name",
+        HEAD + "farms:\n  f:\n    hosts:\n      'bad name': {a: 192.0.2.1}\n",
+        "host names are 1-63",
+    ),
+]
+
+
+@pytest.mark.parametrize("what,body,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_zone_file(tmp_path, what, body, expected):
+    path = tmp_path / "bad.test.yaml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ZoneErrors) as info:
+        load_folder(tmp_path)
+    messages = [str(e) for e in info.value.errors]
+    assert any(expected in m for m in messages), f"{what}: {expected!r} not in {messages}"
+    for message in messages:
+        assert message.startswith(f"{path}: "), message
+
+
+def test_every_error_of_a_file_is_reported(tmp_path):
+    body = HEAD + "  a: {A: nope}\n  b: {MX: x}\n  c: {FOO: 1}\nfarms:\n  f: {ttl: -1}\n"
+    (tmp_path / "z.yaml").write_text(body)
+    with pytest.raises(ZoneErrors) as info:
+        load_folder(tmp_path)
+    paths = [e.path for e in info.value.errors]
+    assert paths == [
+        "line 6: records.a.A",
+        "line 7: records.b.MX",
+        "line 8: records.c.FOO",
+        "line 10: farms.f.ttl",
+    ]
+
+
+def test_errors_of_every_file_are_reported(tmp_path):
+    (tmp_path / "one.yaml").write_text(HEAD + "  a: {A: nope}\n")
+    (tmp_path / "two.yaml").write_text(HEAD.replace("bad.test.", "two.test.") + "x: 1\n")
+    (tmp_path / "notes.txt").write_text("not a zone file: ignored")
+    with pytest.raises(ZoneErrors) as info:
+        load_folder(tmp_path)
+    sources = sorted(e.source for e in info.value.errors)
+    assert sources == [str(tmp_path / "one.yaml"), str(tmp_path / "two.yaml")]
+
+
+def test_same_zone_in_two_files(tmp_path):
+    (tmp_path / "a.yaml").write_text(HEAD)
+    (tmp_path / "b.yaml").write_text(
+        "# the same zone again\n" + HEAD.replace("bad.test.", "BAD.test.")
+    )
+    with pytest.raises(ZoneErrors) as info:
+        load_folder(tmp_path)
+    (error,) = info.value.errors
+    assert str(error) == (
+        f"{tmp_path / 'b.yaml'}: line 2: zone: zone bad.test. is already defined in "
+        f"{tmp_path / 'a.yaml'}"
+    )
+
+
+def test_zone_inside_another_zone_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text(HEAD)
+    (tmp_path / "b.yaml").write_text(HEAD.replace("zone: bad.test.", "zone: sub.bad.test."))
+    with pytest.raises(ZoneErrors) as info:
+        load_folder(tmp_path)
+    (error,) = info.value.errors
+    assert "line 1: zone: zone sub.bad.test. lies inside zone bad.test." in str(error)
+    assert "delegations are not supported" in str(error)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ZoneErrors, match="zones folder does not exist"):
+        load_folder(tmp_path / "nope")
+
+
+def test_good_zone_with_every_feature_loads(tmp_path):
+    body = textwrap.dedent(
+        """\
+        zone: Good.Test.
+        ttl: 60
+        soa: {mname: ns1, rname: hostmaster.good.test., serial: 42, minimum: 10}
+        ns: ns1
+        records:
+          ns1: {a: 192.0.2.1}
+          "*.w": {A: 192.0.2.2}
+          w: {TXT: 12}
+          dup: {A: [192.0.2.1, 192.0.2.2]}
+        farms:
+          f:
+        """
+    )
+    (tmp_path / "good.yml").write_text(body)
+    zones = load_folder(tmp_path)
+    zone = zones["good.test."]
+    assert zone.serial == 42
+    assert zone.negative_ttl == 10
+    assert zone.ns_names == ("ns1.good.test.",)
+    assert "f.good.test." in zone.farms
+    assert {"*.w.good.test.", "w.good.test.", "good.test."} <= zone.names
