@@ -1,0 +1,87 @@
+"""Host changes made through the API survive a restart (the embedded store's data dir)."""
+
+from __future__ import annotations
+
+import json
+
+from admin_support import FARM, addresses, client, error_of, start, write_zone
+
+
+def membership(api) -> dict[str, tuple]:
+    return {
+        h["name"]: (tuple(h["a"]), h["capacity"], h["admin"], h["source"], h["labels"].get("role"))
+        for h in api.get(f"/v1/farms/{FARM}")["hosts"]
+    }
+
+
+def test_changes_survive_a_restart(tmp_path):
+    server = start(tmp_path)  # no --data-dir: ./data in the working directory
+    api = client(server)
+    api.put(f"/v1/farms/{FARM}/hosts/h4", {"a": "192.0.2.4", "labels": {"role": "web"}})
+    api.put(f"/v1/farms/{FARM}/hosts/h2", {"a": "192.0.2.22", "capacity": 5})
+    api.post(f"/v1/farms/{FARM}/hosts/h3/drain", {"grace": 30, "threshold": 2})
+    api.delete(f"/v1/farms/{FARM}/hosts/h1", force="true")
+    before = membership(api)
+    drain_before = api.get(f"/v1/farms/{FARM}/hosts/h3")["drain"]
+    server.stop()
+
+    saved = json.loads((tmp_path / "data" / "hosts.json").read_text())
+    assert set(saved["farms"][FARM]) == {"h1", "h2", "h3", "h4"}
+    assert not (tmp_path / "data" / "hosts.tmp").exists()
+
+    server = start(tmp_path)
+    api = client(server)
+    assert membership(api) == before
+    assert set(before) == {"h2", "h3", "h4"} and before["h2"][:2] == (("192.0.2.22",), 5)
+    drain_after = api.get(f"/v1/farms/{FARM}/hosts/h3")["drain"]
+    assert drain_after["started"] == drain_before["started"]
+    assert (drain_after["grace"], drain_after["threshold"]) == (30, 2)
+    assert addresses(server) <= {"192.0.2.22", "192.0.2.4"}
+    server.stop()
+
+
+def test_removed_zone_host_returns_when_its_entry_changes(tmp_path):
+    zones = tmp_path / "zones"
+    write_zone(zones)
+    server = start(tmp_path, extra=("--data-dir", str(tmp_path / "state")))
+    api = client(server)
+    api.delete(f"/v1/farms/{FARM}/hosts/h1", force="true")
+    # An unrelated edit of the zone file keeps the removal...
+    write_zone(zones, extra="www: {A: 192.0.2.81}")
+    api.post("/v1/reload")
+    assert "h1" not in membership(api)
+    server.stop()
+    assert (tmp_path / "state" / "hosts.json").exists()
+    assert not (tmp_path / "data").exists()
+    # ...also across a restart; a change of h1's own entry brings it back.
+    server = start(tmp_path, extra=("--data-dir", str(tmp_path / "state")))
+    api = client(server)
+    assert "h1" not in membership(api)
+    text = (zones / "admin.test.yaml").read_text().replace("192.0.2.1,", "192.0.2.101,")
+    (zones / "admin.test.yaml").write_text(text)
+    api.post("/v1/reload")
+    assert membership(api)["h1"][0] == ("192.0.2.101",)
+    server.stop()
+
+
+def test_unreadable_saved_state_stops_the_start(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "hosts.json").write_text("{broken")
+    try:
+        start(tmp_path)
+    except RuntimeError as exc:
+        assert "hosts.json" in str(exc) and "cannot read saved hosts" in str(exc)
+    else:
+        raise AssertionError("lbdns started with a broken hosts.json")
+
+
+def test_api_host_keeps_its_state_across_a_reload(tmp_path):
+    server = start(tmp_path)
+    api = client(server)
+    api.put(f"/v1/farms/{FARM}/hosts/h4", {"a": "192.0.2.4"})
+    api.post(f"/v1/farms/{FARM}/hosts/h4/disable")
+    api.post("/v1/reload")
+    host = api.get(f"/v1/farms/{FARM}/hosts/h4")
+    assert host["state"] == "disabled" and host["source"] == "api"
+    assert error_of(api.get, f"/v1/farms/{FARM}/hosts/h5").status == 404
+    server.stop()
