@@ -1,0 +1,252 @@
+"""Several real ``lbdns serve`` processes sharing one real ``redis-server``, and its faults.
+
+Each test starts Redis and two or three lbdns servers with ``--state redis://…``, changes
+state through one server's HTTP API (or through a Redis store in the test process, standing for
+another server), and checks the answers every server gives over real DNS while Redis or a
+server is killed and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from redis_support import RedisProcess, redis_available
+from support import LbdnsProcess
+
+from lbdns.config import Config
+from lbdns.farm import Report
+from lbdns.registry import Registry
+from lbdns.store.redis_store import RedisStore
+from lbdns.zone import load_folder
+
+pytestmark = [
+    pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),
+    pytest.mark.timeout(40),
+]
+
+FARM = "app.cluster.test."
+ZONE = """\
+zone: cluster.test.
+ttl: 300
+soa: {mname: ns1.cluster.test., rname: hostmaster.cluster.test.}
+ns: [ns1.cluster.test., ns2.cluster.test.]
+records:
+  ns1: {A: 192.0.2.53}
+  ns2: {A: 192.0.2.54}
+farms:
+  app:
+    ttl: 5
+    policy: lowest-score
+    all_unhealthy: ALL_UNHEALTHY
+    hosts:
+      web1: {a: 192.0.2.1}
+      web2: {a: 192.0.2.2}
+      web3: {a: 192.0.2.3}
+"""
+
+
+def zones(tmp: Path, all_unhealthy: str = "fail-open") -> Path:
+    folder = tmp / "zones"
+    folder.mkdir(exist_ok=True)
+    (folder / "cluster.test.yaml").write_text(ZONE.replace("ALL_UNHEALTHY", all_unhealthy))
+    return folder
+
+
+def servers(
+    tmp: Path, redis: RedisProcess, count: int, all_unhealthy: str = "fail-open", **config
+) -> list[LbdnsProcess]:
+    config_file = tmp / "lbdns.yaml"
+    config_file.write_text(json.dumps({"redis_prefix": "test:", **config}))
+    started = []
+    for _ in range(count):
+        process = LbdnsProcess(
+            tmp, zones=zones(tmp, all_unhealthy), config=config_file, extra=("--state", redis.url)
+        )
+        started.append(process.start())
+    return started
+
+
+def answer(server: LbdnsProcess) -> tuple[str, ...] | str:
+    """The A records a resolver gets for the farm name from ``server`` (or the rcode)."""
+    response = server.query(FARM, "A")
+    if response.rcode() != 0:
+        return f"rcode {response.rcode()}"
+    addresses = sorted(rr.address for rrset in response.answer for rr in rrset)
+    return tuple(addresses) if addresses else "nodata"
+
+
+def wait_answers(group: list[LbdnsProcess], expected, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [answer(s) for s in group]
+        if all(g == expected for g in got):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {expected} from every server, got {got}")
+        time.sleep(0.02)
+
+
+def api(server: LbdnsProcess, method: str, path: str, body=None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        server.http_url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def ok(result: tuple[int, dict]) -> dict:
+    status, body = result
+    assert status in (200, 201), body
+    return body
+
+
+class Writer:
+    """A Redis store in the test process: stands for another server that takes reports."""
+
+    def __init__(self, tmp: Path, url: str):
+        registry = Registry()
+        registry.load_zones(load_folder(tmp / "zones"))  # as the servers loaded it
+        self.store = RedisStore(registry, url, Config(state=url, redis_prefix="test:"))
+        self.farm = registry.farms[FARM]
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self.store.start())
+
+    def report(self, host: str, connections: float, seq: int, interval: float = 1.0) -> None:
+        report = Report(seq, time.time(), interval, True, {"connections": connections})
+        coro = self.store.report(self.farm, self.farm.hosts[host], report)
+        assert self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with RedisProcess(tmp_path / "redis") as server:
+        yield server
+
+
+def test_a_change_on_one_server_is_answered_by_all(tmp_path, redis_server):
+    group = servers(tmp_path, redis_server, 3)
+    try:
+        a, b, c = group
+        ok(api(a, "PUT", f"/v1/farms/{FARM}/hosts/web4", {"a": "192.0.2.4"}))
+        for name in ("web1", "web2", "web3"):
+            ok(api(b, "POST", f"/v1/farms/{FARM}/hosts/{name}/disable"))
+        wait_answers(group, ("192.0.2.4",))
+        ok(api(c, "POST", f"/v1/farms/{FARM}/hosts/web4/drain"))
+        ok(api(a, "POST", f"/v1/farms/{FARM}/hosts/web2/enable"))
+        wait_answers(group, ("192.0.2.2",))
+        hosts = {h["name"]: h for h in ok(api(a, "GET", f"/v1/farms/{FARM}"))["hosts"]}
+        assert hosts["web4"]["state"] == "draining"
+        health = ok(api(b, "GET", "/v1/health"))["store"]
+        assert health["kind"] == "redis" and health["healthy"] is True
+    finally:
+        for server in group:
+            server.stop()
+
+
+def test_a_killed_server_leaves_the_others_answering_the_same(tmp_path, redis_server):
+    group = servers(tmp_path, redis_server, 3)
+    writer = Writer(tmp_path, redis_server.url)
+    try:
+        a, b, c = group
+        for seq, (host, load) in enumerate([("web1", 30), ("web2", 5), ("web3", 20)]):
+            writer.report(host, load, seq, interval=30.0)
+        wait_answers(group, ("192.0.2.2",))
+        a.proc.kill()  # as a crash: no clean shutdown
+        a.proc.wait(timeout=5)
+        wait_answers([b, c], ("192.0.2.2",))
+        # The survivors still share changes: web2 drains, both move to the next least loaded.
+        ok(api(b, "POST", f"/v1/farms/{FARM}/hosts/web2/drain"))
+        wait_answers([b, c], ("192.0.2.3",))
+        writer.report("web1", 1, 10, interval=30.0)
+        wait_answers([b, c], ("192.0.2.1",))
+    finally:
+        writer.close()
+        for server in group:
+            server.stop()
+
+
+def test_redis_away_then_back_empty(tmp_path, redis_server):
+    group = servers(tmp_path, redis_server, 2, stale_budget=30)
+    try:
+        a, b = group
+        ok(api(a, "PUT", f"/v1/farms/{FARM}/hosts/web4", {"a": "192.0.2.4"}))
+        for name in ("web1", "web2", "web3"):
+            ok(api(a, "POST", f"/v1/farms/{FARM}/hosts/{name}/disable"))
+        wait_answers(group, ("192.0.2.4",))
+
+        redis_server.kill()
+        # Both keep answering from their last snapshot...
+        wait_answers(group, ("192.0.2.4",))
+        # ...and refuse writes with 503 and a message that says why, on either server.
+        deadline = time.monotonic() + 3
+        while True:
+            status, body = api(b, "POST", f"/v1/farms/{FARM}/hosts/web1/enable")
+            if status == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status == 503, body
+        assert "unreachable" in body["error"] and "not applied" in body["error"]
+        assert ok(api(a, "GET", "/v1/health"))["store"]["healthy"] is False
+        wait_answers(group, ("192.0.2.4",))
+
+        redis_server.start()  # no persistence: Redis comes back empty
+        deadline = time.monotonic() + 5
+        while not all(ok(api(s, "GET", "/v1/health"))["store"]["healthy"] for s in group):
+            assert time.monotonic() < deadline, "the servers did not reconnect"
+            time.sleep(0.05)
+        # The membership was re-seeded from the servers' view; the answers did not change.
+        wait_answers(group, ("192.0.2.4",))
+        assert any("came back empty" in s.log() for s in group)
+        # Writes work again and reach the other server.
+        ok(api(b, "POST", f"/v1/farms/{FARM}/hosts/web1/enable"))
+        ok(api(b, "POST", f"/v1/farms/{FARM}/hosts/web4/disable"))
+        wait_answers(group, ("192.0.2.1",))
+    finally:
+        for server in group:
+            server.stop()
+
+
+def test_after_the_stale_budget_the_farm_rules_for_stale_hosts_apply(tmp_path, redis_server):
+    group = servers(tmp_path, redis_server, 2, all_unhealthy="nodata", stale_budget=2.5)
+    writer = Writer(tmp_path, redis_server.url)
+    try:
+        for seq, (host, load) in enumerate([("web1", 30), ("web2", 5), ("web3", 20)]):
+            writer.report(host, load, seq, interval=0.5)  # stale after 2 x 0.5 s
+        wait_answers(group, ("192.0.2.2",))
+        redis_server.kill()
+        killed = time.monotonic()
+        writer.close()
+        time.sleep(1.5)
+        # Without the held ages the reports would be stale by now (1 s): still answered.
+        assert [answer(s) for s in group] == [("192.0.2.2",)] * 2
+        # Past the budget every host is stale; this farm's all-unhealthy rule says NODATA.
+        wait_answers(group, "nodata", timeout=4.0)
+        assert time.monotonic() - killed >= 2.4
+    finally:
+        for server in group:
+            server.stop()
+
+
+def wait(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
