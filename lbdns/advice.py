@@ -117,3 +117,14 @@ def shed_advice(farm: Farm, host: Host, now: float | None = None) -> int | None:
         return None
     shed = int(connections * (1.0 - mean / mine))
     return shed if shed >= 1 else None
+
+
+def advice_reply(farm: Farm, host: Host) -> dict[str, Any] | None:
+    """The ``advice`` of a report reply: ``{"shed": n, "reason": ...}``, or None."""
+    shed = shed_advice(farm, host)
+    if shed is None:
+        return None
+    return {
+        "shed": shed,
+        "reason": f"{host.name} carries more than {SHED_FACTOR:g} x the mean load of {farm.name}",
+    }
