@@ -100,20 +100,30 @@ class QueryLog:
             if addresses & set(host.spec.addresses(entry.farm_qtype))
         ]
         fields["hosts"] = ",".join(chosen) if chosen else "-"
-        fields["reason"] = self.reason(entry, chosen, rcode)
+        fields["reason"] = self.reason(entry, chosen, rcode, client)
         return fields
 
     @staticmethod
-    def reason(entry: FarmEntry, chosen: list[str], rcode: int) -> str:
+    def reason(entry: FarmEntry, chosen: list[str], rcode: int, client: str = "") -> str:
         farm = entry.farm
         view = farm.view()
         if not chosen:
-            if rcode == RCODE.NOERROR and entry.farm.spec.all_unhealthy == "sorry":
+            if rcode == RCODE.NOERROR and farm.spec.all_unhealthy == "sorry":
                 return "no host can be answered: sorry addresses"
             return f"no host can be answered: all-unhealthy {farm.spec.all_unhealthy}"
         parts = [
             f"{n} {view.states.get(n, '?')} score {view.scores.get(n, 0.0):.3g}" for n in chosen
         ]
+        # The farm remembers how it chose its last answer; it is this query's when the client
+        # and the hosts match (the log runs right after the answer, on the same thread).
+        last = getattr(farm, "last", None)
+        if last is not None and last.client == client and set(last.chosen) == set(chosen):
+            how = f"{farm.spec.policy} ({last.how})"
+            if last.candidates:
+                how += f" among {len(last.candidates)}"
+            if last.herd:
+                how += f", herd {last.herd:.3g}"
+            return f"{how}: " + "; ".join(parts)
         if all(view.states.get(n) == UP for n in chosen):
             up = sum(1 for s in view.states.values() if s == UP)
             return f"{farm.spec.policy} among {up} up: " + "; ".join(parts)

@@ -88,16 +88,30 @@ def test_reports_scores_ages_states_and_ingest(lbdns):
     assert 0 <= value(samples, "lbdns_host_report_age_seconds", farm=FARM, host="web1") < 5
     # Down hosts get no answers while others are up.
     assert value(samples, "lbdns_answers_total", farm=FARM, host="web3") == 0
-    assert value(samples, "lbdns_answers_total", farm=FARM, host="web1") + value(
-        samples, "lbdns_answers_total", farm=FARM, host="web2"
-    ) == 4
+    assert (
+        value(samples, "lbdns_answers_total", farm=FARM, host="web1")
+        + value(samples, "lbdns_answers_total", farm=FARM, host="web2")
+        == 4
+    )
+    batch = {
+        "reports": [
+            {"farm": FARM, "host": "web2", "seq": 2, "interval": 1.0, "metrics": {}},
+            {"farm": FARM, "host": "web9", "seq": 1, "interval": 1.0, "metrics": {}},
+        ]
+    }
+    assert http(lbdns.http_url + "/v1/reports", body=batch)[0] == 200
+    samples = scrape(lbdns.http_url)
     ingest = {
         labels: v for (name, labels), v in samples.items() if name == "lbdns_ingest_reports_total"
     }
     accepted = sum(v for labels, v in ingest.items() if ("result", "accepted") in labels)
     others = sum(v for labels, v in ingest.items() if ("result", "accepted") not in labels)
-    assert accepted == 3
-    assert others == 3  # the old seq, the unknown host, the bad body
+    assert accepted == 4
+    assert others == 4  # the old seq, the unknown host twice, the bad body
+    assert value(samples, "lbdns_ingest_reports_total", result="ignored", reason="old_seq") == 1
+    assert value(samples, "lbdns_ingest_reports_total", result="rejected", reason="invalid") == 1
+    unknown = value(samples, "lbdns_ingest_reports_total", result="rejected", reason="unknown_host")
+    assert unknown == 2
 
 
 def test_stale_hosts_and_answers_from_stale_data(lbdns):
