@@ -8,6 +8,8 @@ and so are never ASCII letters.
 
 from __future__ import annotations
 
+import re
+
 MAX_NAME_OCTETS = 255
 MAX_LABEL_OCTETS = 63
 
@@ -68,15 +70,43 @@ def to_wire(name: str) -> bytes:
     return bytes(out)
 
 
+# Octets a label of a served name can hold; others are written \\DDD, so that a question's name
+# with a '.', a backslash, white space or non-ASCII octets in a label never equals a served name.
+_ODD_OCTET = re.compile(rb"[^\x21-\x2d\x2f-\x5b\x5d-\x7e]")
+_ESCAPE = re.compile(r"\\(\d{3})")
+
+
 def from_wire(wire: bytes) -> str:
     """Dotted form of an uncompressed wire name (as parsed from a question)."""
-    labels = []
+    parts = []
+    for raw in _labels(wire):
+        if _ODD_OCTET.search(raw):
+            raw = _ODD_OCTET.sub(lambda m: b"\\%03d" % m[0][0], raw)
+        parts.append(raw.decode("ascii"))
+    return ".".join(parts) + "." if parts else "."
+
+
+def labels(wire: bytes) -> tuple[bytes, ...]:
+    """The labels of an uncompressed wire name, root excluded."""
+    return tuple(_labels(wire))
+
+
+def text_labels(name: str) -> tuple[bytes, ...]:
+    """The exact labels of a dotted name, undoing the \\DDD escapes of ``from_wire``."""
+    if name == ".":
+        return ()
+    return tuple(
+        _ESCAPE.sub(lambda m: chr(int(m[1])), label).encode("latin-1")
+        for label in name[:-1].split(".")
+    )
+
+
+def _labels(wire: bytes):
     i = 0
     while wire[i]:
         n = wire[i]
-        labels.append(wire[i + 1 : i + 1 + n].decode("ascii", "backslashreplace"))
+        yield wire[i + 1 : i + 1 + n]
         i += 1 + n
-    return ".".join(labels) + "." if labels else "."
 
 
 def parent(name: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnslib import QTYPE, RCODE, RR
+from dnslib import QTYPE, RCODE, RR, DNSLabel
 
 from . import name as dname
 from .farm import Farm
@@ -108,7 +108,8 @@ def _wildcard(zone: Zone, qname: str):
 
 
 def _rename(rr: RR, owner: str) -> RR:
-    return RR(owner, rr.rtype, rr.rclass, rr.ttl, rr.rdata)
+    # The owner comes from the question and may hold escaped octets: give dnslib exact labels.
+    return RR(DNSLabel(dname.text_labels(owner)), rr.rtype, rr.rclass, rr.ttl, rr.rdata)
 
 
 def _negative(zone: Zone, rcode: int, answer: list[RR]) -> Resolution:

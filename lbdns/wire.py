@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnslib import AAAA as AAAA_RDATA
-from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import A as A_RDATA
 
 from . import name as dname
@@ -180,6 +180,9 @@ class Answerer:
             self.cache.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
+        if qtype >= 0x41:
+            # lower() would also fold a type octet in 0x41-0x5A (HTTPS, 65): keep the type exact.
+            key = key[:-2] + data[qend - 4 : qend - 2]
         entry = self.cache.get(key)
         if entry is None:
             entry = self._entry(key, qtype)
@@ -303,7 +306,9 @@ class Answerer:
 
     @staticmethod
     def _pack(name_wire: bytes, qtype: int, res: Resolution) -> Template:
-        qname = dname.from_wire(name_wire)
+        # The exact labels: dnslib would IDNA-encode or split a text name with odd octets,
+        # and the template's offsets rely on the question packing to its own length.
+        qname = DNSLabel(dname.labels(name_wire))
         # qtype may be one dnslib has no name for; DNSQuestion takes the number as is.
         record = DNSRecord(
             DNSHeader(id=0, qr=1, aa=int(res.aa), ra=0, rcode=res.rcode),

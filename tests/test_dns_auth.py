@@ -440,3 +440,29 @@ def test_ipv6_listener_udp_and_tcp(server):
         )
         assert response.rcode() == dns.rcode.NOERROR
         assert response.answer[0][0].address == "192.0.2.25"
+
+
+# -- names with unusual octets ---------------------------------------------------------------
+
+ODD_LABELS = [b"\xc3\xa9t\xc3", b"a.b", b"sp ace", b"back\\slash", b"x\x00y", b"\\046", b"\xff"]
+
+
+@pytest.mark.parametrize("label", ODD_LABELS)
+def test_odd_octets_in_a_label(server, label):
+    def ask_raw(suffix: bytes) -> dns.message.Message:
+        q = bytes((len(label),)) + label + suffix + b"\x00\x01\x00\x01"
+        raw = udp(server.host, server.port, header() + q)
+        assert raw is not None
+        assert raw[12 : 12 + len(q)] == q
+        return dns.message.from_wire(raw)
+
+    # Under a wildcard: synthesised, owned by exactly the question's name.
+    response = ask_raw(b"\x04apps\x07example\x04test\x00")
+    assert response.rcode() == dns.rcode.NOERROR
+    assert response.answer[0].name == response.question[0].name
+    assert response.answer[0][0].address == "192.0.2.80"
+    # 'a.b' as one label is not the two labels a and b: no such name.
+    response = ask_raw(b"\x04deep\x07example\x04test\x00")
+    assert response.rcode() == dns.rcode.NXDOMAIN
+    assert response.answer == []
+    assert ask_raw(b"\x03org\x00").rcode() == dns.rcode.REFUSED
