@@ -1,0 +1,50 @@
+"""The OpenAPI document describes every route of the application and is served as it is."""
+
+from __future__ import annotations
+
+import json
+import runpy
+
+from admin_support import client, start
+from support import ROOT
+
+from lbdns.config import Config
+from lbdns.server import Server
+from lbdns.web.app import build_app
+
+DOC = ROOT / "lbdns" / "openapi.json"
+EXPANSIONS = {
+    "/v1/farms/{farm}/hosts/{host}/{action}": ("drain", "enable", "disable"),
+    "/v1/farms/{farm}/hosts:{action}": ("drain", "enable", "disable", "remove"),
+}
+
+
+def test_every_route_is_documented(tmp_path):
+    doc = json.loads(DOC.read_text())
+    app = build_app(Server(Config(data_dir=tmp_path)))
+    routes = set()
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        path = route.resource.canonical
+        for action in EXPANSIONS.get(path, (None,)):
+            routes.add((route.method.lower(), path.replace("{action}", action or "{action}")))
+    documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    assert routes - documented == set(), "routes missing from lbdns/openapi.json"
+    assert documented - routes == set(), "lbdns/openapi.json describes routes that do not exist"
+    assert len(routes) >= 20
+
+
+def test_document_matches_its_generator():
+    render = runpy.run_path(str(ROOT / "docs" / "openapi.py"))["render"]
+    assert DOC.read_text() == render(), "run python docs/openapi.py"
+
+
+def test_served_at_v1_openapi_json(tmp_path):
+    server = start(tmp_path)
+    try:
+        served = client(server).get("/v1/openapi.json")
+        assert served == json.loads(DOC.read_text())
+        assert served["openapi"].startswith("3.")
+    finally:
+        server.stop()
