@@ -8,7 +8,8 @@ What lives in Redis (``P`` is ``redis_prefix``, default ``lbdns:``):
 * ``P version`` a counter incremented by every change;
 * ``P epoch`` a random id written when the membership was seeded. A Redis without it is empty
   (new, or restarted without persistence) and is re-seeded before it takes writes;
-* ``P changes`` pub/sub channel: ``"<version> <json>"`` for every change, in version order;
+* ``P changes`` pub/sub channel: ``"<version> <server id> <json>"`` for every change, in
+  version order;
 * ``P answers`` pub/sub channel: each server's answers per host since its last message.
 
 Every write is one Lua script (change the hash, increment the version, publish), so all servers
@@ -70,8 +71,8 @@ for k, v in pairs(cjson.decode(ARGV[2])) do change[k] = v end
 local value = cjson.encode(change)
 redis.call('HSET', KEYS[1], ARGV[1], value)
 local version = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[3], version .. ' ' .. cjson.encode(
-  {op = 'host', key = ARGV[1], change = change, origin = ARGV[4]}))
+redis.call('PUBLISH', ARGV[3], version .. ' ' .. ARGV[4] .. ' ' .. cjson.encode(
+  {op = 'host', key = ARGV[1], change = change}))
 return {version, value}
 """
 
@@ -80,8 +81,8 @@ REPORT_SCRIPT = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, ''} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local version = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[3], version .. ' {"op":"report","key":' .. cjson.encode(ARGV[1])
-  .. ',"origin":' .. cjson.encode(ARGV[4]) .. ',"report":' .. ARGV[2] .. '}')
+redis.call('PUBLISH', ARGV[3], version .. ' ' .. ARGV[4] .. ' {"op":"report","key":'
+  .. cjson.encode(ARGV[1]) .. ',"report":' .. ARGV[2] .. '}')
 return {version, ''}
 """
 
@@ -435,8 +436,8 @@ class RedisStore(Store):
         if channel == self.channel_answers:
             self._on_answers(data)
             return
-        version_text, _, body = data.partition(" ")
-        if body == "resync":
+        version_text, _, rest = data.partition(" ")
+        if rest == "resync":
             self._need_resync = True
             return
         version = int(version_text)
@@ -446,11 +447,13 @@ class RedisStore(Store):
             self._need_resync = True  # a change went missing: re-read everything
             return
         self.version = version
+        origin, _, body = rest.partition(" ")
+        if origin == self.server_id and body.startswith('{"op":"report"'):
+            return  # this server's own report, applied when Redis acknowledged it
         change = json.loads(body)
         farm_name, host_name = split_field(change["key"])
         if change["op"] == "report":
-            if change["origin"] != self.server_id:
-                self._apply_report(farm_name, host_name, report_from_json(change["report"]))
+            self._apply_report(farm_name, host_name, report_from_json(change["report"]))
         elif change["op"] == "host":
             # Applied even when it is this server's own change: in version order, so that two
             # servers changing one host end with what Redis holds.
