@@ -178,5 +178,14 @@ def _status_command(commands) -> None:
 COMMANDS.append(_status_command)
 
 
+def _agent_command(commands) -> None:
+    from .agent.main import register_command
+
+    register_command(commands)
+
+
+COMMANDS.append(_agent_command)
+
+
 if __name__ == "__main__":
     sys.exit(main())

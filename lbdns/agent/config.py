@@ -1,0 +1,600 @@
+"""The agent's config: one frozen ``AgentConfig`` from a YAML file (agents/agent.example.yaml).
+
+Every key is documented in docs/agent.md and in the example. Unknown keys and bad values are
+errors that name the file, the line, the key path and the reason; all of them are reported at
+once (``ZoneErrors`` of ``ConfigError``s), as ``lbdns check`` does for the server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import yamlfile
+from ..errors import ConfigError, LbdnsError, ZoneErrors
+from ..name import NameError_
+from ..name import absolute as absolute_name
+from ..zone import check_host_name, parse_host
+from .measure import METHODS
+
+Fail = Callable[[yamlfile.Where, str], None]
+
+BUILTIN_METRICS = ("connections", "cpu", "load1", "memory")
+METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # what the server accepts
+MAX_METRICS = 32  # the server refuses reports with more
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str  # base URL, no trailing slash
+    token: str | None = None  # report token
+    register_token: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricSource:
+    """A custom metric source: a command (argv) or a local HTTP URL returning JSON numbers."""
+
+    name: str | None  # metric name when the source prints a single number
+    command: tuple[str, ...] | None = None
+    url: str | None = None
+    timeout: float = 1.0
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: str  # "tcp" or "http"
+    target: str  # host:port or URL
+    host: str = ""  # tcp only
+    port: int = 0
+    status: tuple[int, ...] = (200,)  # http only: accepted status codes
+    timeout: float = 1.0
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.target}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    capacity: float = 1.0
+    labels: dict[str, str] = field(default_factory=dict)
+    drain_timeout: float = 300.0  # seconds to wait for "drained" on SIGTERM
+    drain_grace: float | None = None  # passed to the server's drain (None: its default)
+    drain_threshold: float | None = None
+    force_remove: bool = False  # remove even when the drain did not finish in time
+    enable: bool = True  # on start, enable a host left draining by an earlier shutdown
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"capacity": self.capacity, "labels": dict(self.labels)}
+        if self.a:
+            body["a"] = list(self.a)
+        if self.aaaa:
+            body["aaaa"] = list(self.aaaa)
+        return body
+
+
+@dataclass(frozen=True)
+class Advice:
+    command: tuple[str, ...] | None = None  # "{n}" in an argument is replaced by the number
+    url: str | None = None  # POSTed {"shed": n, "farm": ..., "host": ...}
+    timeout: float = 5.0
+    min_interval: float = 30.0  # seconds between two hand-overs
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    farm: str
+    host: str
+    interval: float = 1.0
+    servers: tuple[Server, ...] = ()
+    timeout: float = 2.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    ports: tuple[int, ...] = ()
+    connections_method: str = "auto"
+    cpu_window: float = 10.0
+    metrics: tuple[MetricSource, ...] = ()
+    checks: tuple[Check, ...] = ()
+    fail_after: int = 3
+    recover_after: int = 2
+    register: Registration | None = None
+    advice: Advice | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    log_every: float = 60.0
+    source: str | None = None
+
+
+# -- value parsers: each returns the parsed value or None after calling fail --------------------
+
+
+def _number(value: Any, where, fail: Fail, low: float, high: float, integer: bool = False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        fail(where, f"must be a number, got {value!r}")
+        return None
+    if integer and not isinstance(value, int):
+        fail(where, f"must be an integer, got {value!r}")
+        return None
+    if not low <= value <= high:
+        fail(where, f"must be between {low:g} and {high:g}, got {value!r}")
+        return None
+    return value
+
+
+def _string(value: Any, where, fail: Fail) -> str | None:
+    if not isinstance(value, str) or not value:
+        fail(where, f"must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
+def _bool(value: Any, where, fail: Fail) -> bool | None:
+    if not isinstance(value, bool):
+        fail(where, f"must be true or false, got {value!r}")
+        return None
+    return value
+
+
+def _url(value: Any, where, fail: Fail) -> str | None:
+    text = _string(value, where, fail)
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(where, f"must be an http:// or https:// URL, got {text!r}")
+        return None
+    try:
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        fail(where, f"has a bad port: {text!r}")
+        return None
+    return text
+
+
+def _command(value: Any, where, fail: Fail) -> tuple[str, ...] | None:
+    # A string runs through /bin/sh (pipes and all); a list runs as is, without a shell.
+    if isinstance(value, str) and value.strip():
+        return ("/bin/sh", "-c", value)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    fail(where, "must be a shell command line (string) or a non-empty list of arguments")
+    return None
+
+
+def _keys(body: Any, where, fail: Fail, allowed: set[str], what: str) -> bool:
+    if not isinstance(body, dict):
+        fail(where, f"must be a mapping ({what})")
+        return False
+    ok = True
+    for key in body:
+        if key not in allowed:
+            fail((*where, key), f"unknown key (expected one of {', '.join(sorted(allowed))})")
+            ok = False
+    return ok
+
+
+def _secret(body: dict, prefix: str, where, fail: Fail) -> str | None:
+    """``<prefix>``, ``<prefix>_file`` or ``<prefix>_env``: at most one, a string of 8+ chars."""
+    keys = [k for k in (prefix, f"{prefix}_file", f"{prefix}_env") if k in body]
+    if not keys:
+        return None
+    if len(keys) > 1:
+        fail((*where, keys[1]), f"give only one of {', '.join(keys)}")
+        return None
+    key = keys[0]
+    value = body[key]
+    if not isinstance(value, str) or not value:
+        fail((*where, key), f"must be a non-empty string, got {value!r}")
+        return None
+    if key.endswith("_file"):
+        try:
+            value = Path(value).read_text().strip()
+        except OSError as exc:
+            fail((*where, key), f"cannot read {value}: {exc.strerror}")
+            return None
+    elif key.endswith("_env"):
+        name = value
+        value = os.environ.get(name)
+        if not value:
+            fail((*where, key), f"environment variable {name} is not set")
+            return None
+    if len(value) < 8:
+        fail((*where, key), "a token is at least 8 characters")
+        return None
+    return value
+
+
+SECRET_KEYS = {"token", "token_file", "token_env"}
+REGISTER_SECRET_KEYS = {"register_token", "register_token_file", "register_token_env"}
+SERVER_KEYS = {"url"} | SECRET_KEYS | REGISTER_SECRET_KEYS
+
+
+def _servers(value: Any, where, fail: Fail, token: str | None, register_token: str | None):
+    if not isinstance(value, list) or not value:
+        fail(where, "must be a list of server URLs or {url, token...} mappings")
+        return ()
+    out = []
+    seen = set()
+    for i, item in enumerate(value):
+        item_where = (*where, i)
+        if isinstance(item, str):
+            item = {"url": item}
+            url_where = item_where
+        else:
+            url_where = (*item_where, "url")
+            if not _keys(item, item_where, fail, SERVER_KEYS, "url and token"):
+                continue
+            if "url" not in item:
+                fail(item_where, "a server needs a url")
+                continue
+        url = _url(item["url"], url_where, fail)
+        own = _secret(item, "token", item_where, fail)
+        own_register = _secret(item, "register_token", item_where, fail)
+        if url is None:
+            continue
+        url = url.rstrip("/")
+        if url in seen:
+            fail(url_where, f"duplicate server {url}")
+            continue
+        seen.add(url)
+        report_token = own or token
+        out.append(Server(url, report_token, own_register or register_token or report_token))
+    return tuple(out)
+
+
+def _ports(value: Any, where, fail: Fail) -> tuple[int, ...]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for i, item in enumerate(items):
+        item_where = (*where, i) if isinstance(value, list) else where
+        port = _number(item, item_where, fail, 1, 65535, integer=True)
+        if port is not None and port not in out:
+            out.append(port)
+    if not out and isinstance(value, list):
+        fail(where, "list at least one port")
+    return tuple(out)
+
+
+CONNECTION_KEYS = {"ports", "method"}
+
+
+def _connections(value: Any, where, fail: Fail, values: dict) -> None:
+    if not _keys(value, where, fail, CONNECTION_KEYS, "ports and method"):
+        return
+    if "ports" not in value:
+        fail(where, "ports: list the local ports the application listens on")
+    else:
+        values["ports"] = _ports(value["ports"], (*where, "ports"), fail)
+    method = value.get("method", "auto")
+    if method not in METHODS:
+        fail((*where, "method"), f"must be one of {', '.join(METHODS)}, got {method!r}")
+    else:
+        values["connections_method"] = method
+
+
+METRIC_KEYS = {"name", "command", "url", "timeout"}
+
+
+def _metrics(value: Any, where, fail: Fail, interval: float) -> tuple[MetricSource, ...]:
+    if not isinstance(value, list):
+        fail(where, "must be a list of {command: ...} or {url: ...} sources")
+        return ()
+    out = []
+    names: set[str] = set()
+    for i, item in enumerate(value):
+        item_where = (*where, i)
+        if not _keys(item, item_where, fail, METRIC_KEYS, "name, command or url, timeout"):
+            continue
+        if ("command" in item) == ("url" in item):
+            fail(item_where, "give exactly one of command or url")
+            continue
+        name = item.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not METRIC_NAME.match(name):
+                fail(
+                    (*item_where, "name"),
+                    "metric names are a lower-case letter then letters, digits or '_' "
+                    f"(at most 64), got {name!r}",
+                )
+                continue
+            if name in BUILTIN_METRICS:
+                fail((*item_where, "name"), f"{name!r} is measured by the agent itself")
+                continue
+            if name in names:
+                fail((*item_where, "name"), f"duplicate metric name {name!r}")
+                continue
+            names.add(name)
+        timeout = _number(
+            item.get("timeout", min(1.0, interval)), (*item_where, "timeout"), fail, 0.01, 60
+        )
+        if "command" in item:
+            command = _command(item["command"], (*item_where, "command"), fail)
+            if command is not None and timeout is not None:
+                out.append(MetricSource(name, command=command, timeout=float(timeout)))
+        else:
+            url = _url(item["url"], (*item_where, "url"), fail)
+            if url is not None and timeout is not None:
+                out.append(MetricSource(name, url=url, timeout=float(timeout)))
+    return tuple(out)
+
+
+HEALTH_KEYS = {"checks", "fail_after", "recover_after"}
+CHECK_KEYS = {"tcp", "http", "status", "timeout"}
+
+
+def _host_port(value: Any, where, fail: Fail) -> tuple[str, int] | None:
+    text = _string(value, where, fail)
+    if text is None:
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        fail(where, f"must be host:port (IPv6 as [addr]:port), got {text!r}")
+        return None
+    return host, int(port)
+
+
+def _health(value: Any, where, fail: Fail, values: dict, interval: float) -> None:
+    if not _keys(value, where, fail, HEALTH_KEYS, "checks, fail_after, recover_after"):
+        return
+    for key in ("fail_after", "recover_after"):
+        if key in value:
+            n = _number(value[key], (*where, key), fail, 1, 1000, integer=True)
+            if n is not None:
+                values[key] = n
+    checks_where = (*where, "checks")
+    items = value.get("checks")
+    if not isinstance(items, list) or not items:
+        fail(checks_where, "must be a list of {tcp: host:port} or {http: URL} checks")
+        return
+    out = []
+    for i, item in enumerate(items):
+        item_where = (*checks_where, i)
+        if not _keys(item, item_where, fail, CHECK_KEYS, "tcp or http, status, timeout"):
+            continue
+        if ("tcp" in item) == ("http" in item):
+            fail(item_where, "give exactly one of tcp or http")
+            continue
+        timeout = _number(
+            item.get("timeout", min(1.0, interval)), (*item_where, "timeout"), fail, 0.01, 60
+        )
+        if "tcp" in item:
+            if "status" in item:
+                fail((*item_where, "status"), "status applies to http checks only")
+            target = _host_port(item["tcp"], (*item_where, "tcp"), fail)
+            if target is not None and timeout is not None:
+                out.append(
+                    Check(
+                        "tcp", item["tcp"], host=target[0], port=target[1], timeout=float(timeout)
+                    )
+                )
+            continue
+        url = _url(item["http"], (*item_where, "http"), fail)
+        raw = item.get("status", 200)
+        statuses = raw if isinstance(raw, list) else [raw]
+        codes = []
+        for j, code in enumerate(statuses):
+            code_where = (*item_where, "status", j) if isinstance(raw, list) else item_where[:]
+            if not isinstance(raw, list):
+                code_where = (*item_where, "status")
+            n = _number(code, code_where, fail, 100, 599, integer=True)
+            if n is not None:
+                codes.append(n)
+        if url is not None and timeout is not None and codes and len(codes) == len(statuses):
+            out.append(Check("http", url, status=tuple(codes), timeout=float(timeout)))
+    values["checks"] = tuple(out)
+
+
+REGISTER_KEYS = {
+    "a",
+    "aaaa",
+    "capacity",
+    "labels",
+    "drain_timeout",
+    "drain_grace",
+    "drain_threshold",
+    "force_remove",
+    "enable",
+} | REGISTER_SECRET_KEYS
+
+
+def _register(value: Any, where, fail: Fail, host: str) -> tuple[Registration | None, str | None]:
+    if not _keys(value, where, fail, REGISTER_KEYS, "a, aaaa, capacity, labels, drain_..."):
+        return None, None
+    token = _secret(value, "register_token", where, fail)
+    spec_body = {k: value[k] for k in ("a", "aaaa", "capacity", "labels") if k in value}
+    if isinstance(spec_body.get("labels"), dict):
+        spec_body["labels"] = {str(k): str(v) for k, v in spec_body["labels"].items()}
+    spec = parse_host(host if check_host_name(host) else "x", spec_body, where, fail, "registered")
+    options: dict[str, Any] = {}
+    limits = {
+        "drain_timeout": (0, 86400),
+        "drain_grace": (0, 86400),
+        "drain_threshold": (0, 1e12),
+    }
+    for key, (low, high) in limits.items():
+        if key in value:
+            n = _number(value[key], (*where, key), fail, low, high)
+            if n is not None:
+                options[key] = float(n)
+    for key in ("force_remove", "enable"):
+        if key in value:
+            flag = _bool(value[key], (*where, key), fail)
+            if flag is not None:
+                options[key] = flag
+    if spec is None:
+        return None, token
+    return (
+        Registration(
+            a=spec.a,
+            aaaa=spec.aaaa,
+            capacity=spec.capacity,
+            labels=dict(spec.labels),
+            **options,
+        ),
+        token,
+    )
+
+
+ADVICE_KEYS = {"command", "url", "timeout", "min_interval"}
+
+
+def _advice(value: Any, where, fail: Fail) -> Advice | None:
+    if not _keys(value, where, fail, ADVICE_KEYS, "command or url, timeout, min_interval"):
+        return None
+    if ("command" in value) == ("url" in value):
+        fail(where, "give exactly one of command or url")
+        return None
+    options: dict[str, Any] = {}
+    for key, (low, high) in {"timeout": (0.01, 600), "min_interval": (0, 86400)}.items():
+        if key in value:
+            n = _number(value[key], (*where, key), fail, low, high)
+            if n is None:
+                return None
+            options[key] = float(n)
+    if "command" in value:
+        command = _command(value["command"], (*where, "command"), fail)
+        return None if command is None else Advice(command=command, **options)
+    url = _url(value["url"], (*where, "url"), fail)
+    if url is not None and not _is_local(url):
+        fail((*where, "url"), "must point at the local application (a loopback address)")
+        return None
+    return None if url is None else Advice(url=url, **options)
+
+
+def _is_local(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+TOP_KEYS = {
+    "farm",
+    "host",
+    "interval",
+    "servers",
+    "timeout",
+    "backoff",
+    "connections",
+    "cpu_window",
+    "metrics",
+    "health",
+    "register",
+    "advice",
+    "log_format",
+    "log_level",
+    "log_every",
+} | SECRET_KEYS
+BACKOFF_KEYS = {"initial", "max"}
+
+
+def default_host_name() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def load(path: Path, need_servers: bool = True) -> AgentConfig:
+    """Read and validate the agent config at ``path``; raise ``ZoneErrors`` listing every
+    problem (file, line, key path, reason). ``need_servers`` is False for --once/--dry-run."""
+    doc = yamlfile.load(path, ConfigError)
+    return parse(doc, need_servers)
+
+
+def parse(doc: yamlfile.LocatedYaml, need_servers: bool = True) -> AgentConfig:
+    errors: list[LbdnsError] = []
+
+    def fail(where: yamlfile.Where, reason: str) -> None:
+        errors.append(doc.error(ConfigError, where, reason))
+
+    data = doc.data
+    if not isinstance(data, dict):
+        raise ZoneErrors([doc.error(ConfigError, (), "an agent config must be a mapping")])
+    _keys(data, (), fail, TOP_KEYS, "")
+    values: dict[str, Any] = {}
+
+    farm = data.get("farm")
+    if farm is None:
+        fail(("farm",), "missing: name the farm this host belongs to (e.g. chat.example.test.)")
+    elif _string(farm, ("farm",), fail):
+        try:
+            values["farm"] = absolute_name(farm if farm.endswith(".") else farm + ".", ".")
+        except NameError_ as exc:
+            fail(("farm",), str(exc))
+    host = data.get("host", default_host_name())
+    if not isinstance(host, str) or not check_host_name(host):
+        fail(("host",), f"host names are 1-63 letters, digits, '-', '_' or '.', got {host!r}")
+    else:
+        values["host"] = host
+
+    interval = _number(data.get("interval", 1.0), ("interval",), fail, 0.05, 3600)
+    values["interval"] = float(interval) if interval is not None else 1.0
+    for key, low, high in (
+        ("timeout", 0.01, 600),
+        ("cpu_window", 0, 3600),
+        ("log_every", 0, 86400),
+    ):
+        if key in data:
+            n = _number(data[key], (key,), fail, low, high)
+            if n is not None:
+                values[key] = float(n)
+    if "backoff" in data and _keys(
+        data["backoff"], ("backoff",), fail, BACKOFF_KEYS, "initial, max"
+    ):
+        for key in BACKOFF_KEYS:
+            if key in data["backoff"]:
+                n = _number(data["backoff"][key], ("backoff", key), fail, 0.01, 3600)
+                if n is not None:
+                    values[f"backoff_{key}"] = float(n)
+        if values.get("backoff_initial", 0.5) > values.get("backoff_max", 30.0):
+            fail(("backoff",), "initial must not be above max")
+
+    token = _secret(data, "token", (), fail)
+    register_token = None
+    if "register" in data:
+        registration, register_token = _register(
+            data["register"], ("register",), fail, values.get("host", "")
+        )
+        if registration is not None:
+            values["register"] = registration
+    if "servers" in data:
+        values["servers"] = _servers(data["servers"], ("servers",), fail, token, register_token)
+    elif need_servers:
+        fail(("servers",), "missing: list the lbdns servers to report to (e.g. [http://ns1:8053])")
+
+    if "connections" in data:
+        _connections(data["connections"], ("connections",), fail, values)
+    if "metrics" in data:
+        values["metrics"] = _metrics(data["metrics"], ("metrics",), fail, values["interval"])
+        if len(BUILTIN_METRICS) + len(values["metrics"]) > MAX_METRICS:
+            fail(("metrics",), f"at most {MAX_METRICS - len(BUILTIN_METRICS)} custom sources")
+    if "health" in data:
+        _health(data["health"], ("health",), fail, values, values["interval"])
+    if "advice" in data:
+        advice = _advice(data["advice"], ("advice",), fail)
+        if advice is not None:
+            values["advice"] = advice
+    for key, options in (("log_format", ("text", "json")), ("log_level", LOG_LEVELS)):
+        if key in data:
+            if data[key] not in options:
+                fail((key,), f"must be one of {', '.join(options)}, got {data[key]!r}")
+            else:
+                values[key] = data[key]
+    if errors:
+        raise ZoneErrors(errors)
+    return AgentConfig(source=doc.source, **values)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")

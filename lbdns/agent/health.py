@@ -1,0 +1,108 @@
+"""Local health checks of the application, with failure and recovery thresholds.
+
+A check is a TCP connect or an HTTP GET with an expected status, each with its own timeout. A
+check turns unhealthy after ``fail_after`` consecutive failures and healthy again after
+``recover_after`` consecutive successes, so one slow answer does not take a host out of the farm
+and one lucky answer does not bring a broken one back. The first result after start counts at
+once: an agent started next to a dead application reports it down from the first report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import aiohttp
+
+from .config import Check
+
+
+class CheckState:
+    """The thresholded state of one check."""
+
+    def __init__(self, check: Check, fail_after: int, recover_after: int):
+        self.check = check
+        self.fail_after = fail_after
+        self.recover_after = recover_after
+        self.healthy: bool | None = None  # None until the first result
+        self.failures = 0
+        self.successes = 0
+        self.last_error: str | None = None
+        self.changed_at = time.time()
+
+    def record(self, ok: bool, error: str | None = None) -> bool:
+        """Count one result; return True when the thresholded state changed."""
+        self.last_error = None if ok else error
+        if ok:
+            self.successes += 1
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.successes = 0
+        before = self.healthy
+        if before is None:
+            self.healthy = ok
+        elif before and self.failures >= self.fail_after:
+            self.healthy = False
+        elif not before and self.successes >= self.recover_after:
+            self.healthy = True
+        if self.healthy != before:
+            self.changed_at = time.time()
+            return before is not None
+        return False
+
+
+async def run_check(check: Check, session: aiohttp.ClientSession) -> tuple[bool, str | None]:
+    """One attempt: (ok, reason for a failure)."""
+    try:
+        if check.kind == "tcp":
+            return await asyncio.wait_for(_tcp(check), check.timeout)
+        return await _http(check, session)
+    except TimeoutError:
+        return False, f"no answer within {check.timeout:g} s"
+    except (OSError, aiohttp.ClientError) as exc:
+        return False, str(exc) or type(exc).__name__
+
+
+async def _tcp(check: Check) -> tuple[bool, str | None]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(check.host, check.port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, address)
+    finally:
+        sock.close()
+    return True, None
+
+
+async def _http(check: Check, session: aiohttp.ClientSession) -> tuple[bool, str | None]:
+    timeout = aiohttp.ClientTimeout(total=check.timeout)
+    async with session.get(check.target, timeout=timeout, allow_redirects=False) as response:
+        await response.read()
+        if response.status in check.status:
+            return True, None
+        expected = ", ".join(str(s) for s in check.status)
+        return False, f"status {response.status}, expected {expected}"
+
+
+class Health:
+    """All checks of the host; healthy when every check is."""
+
+    def __init__(self, checks: tuple[Check, ...], fail_after: int, recover_after: int):
+        self.states = [CheckState(c, fail_after, recover_after) for c in checks]
+
+    async def run(self, session: aiohttp.ClientSession) -> list[CheckState]:
+        """Run every check concurrently; return the checks whose state changed."""
+        results = await asyncio.gather(*(run_check(s.check, session) for s in self.states))
+        changed = []
+        for state, (ok, error) in zip(self.states, results, strict=True):
+            if state.record(ok, error):
+                changed.append(state)
+        return changed
+
+    @property
+    def healthy(self) -> bool:
+        return all(s.healthy is not False for s in self.states)

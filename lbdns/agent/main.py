@@ -1,0 +1,288 @@
+"""``lbdns agent``: measure this host every interval and push the report to the lbdns servers.
+
+The loop is fixed-rate: every ``interval`` it measures (connections, CPU, load, memory, then the
+custom metrics and health checks concurrently, each bounded by its timeout), stamps a sequence
+number and hands the report to every server link. Sending happens in the links, so the loop
+never waits for a server.
+
+Sequence numbers are milliseconds since the epoch (at least one more than the previous), so an
+agent that restarts continues above the numbers it sent before and is never taken for old, as
+long as the host's clock does not step back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .advice import AdviceHook
+from .config import AgentConfig
+from .custom import MetricError, collect
+from .health import Health
+from .measure import CpuMeter, connection_counter, load_average, memory_used
+from .push import ServerLink
+from .ratelog import RateLimitedLog
+
+log = logging.getLogger("lbdns.agent")
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, push: bool = True):
+        self.config = config
+        self.push = push
+        self.counter = (
+            connection_counter(config.ports, config.connections_method) if config.ports else None
+        )
+        self.cpu = CpuMeter(config.cpu_window)
+        self.health = Health(config.checks, config.fail_after, config.recover_after)
+        self.ratelog = RateLimitedLog(log, config.log_every)
+        self._seq = 0
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self.links: list[ServerLink] = []
+        self.session: aiohttp.ClientSession | None = None  # to the lbdns servers
+        self.local: aiohttp.ClientSession | None = None  # to the application (checks, metrics)
+        self.advice: AdviceHook | None = None
+
+    # -- measuring -------------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        self._seq = max(self._seq + 1, int(time.time() * 1000))
+        return self._seq
+
+    async def measure(self) -> dict[str, Any]:
+        """One report: the host's metrics, the custom ones and the health verdict."""
+        assert self.local is not None
+        metrics: dict[str, float] = {}
+        if self.counter is not None:
+            try:
+                metrics["connections"] = self.counter.count()
+            except OSError as exc:
+                self.ratelog.log(
+                    logging.ERROR, "connections", "counting connections failed: %s", exc
+                )
+        try:
+            metrics["cpu"] = round(self.cpu.sample(), 4)
+            metrics["load1"] = load_average()
+            metrics["memory"] = round(memory_used(), 4)
+        except (OSError, ValueError, IndexError) as exc:
+            self.ratelog.log(logging.ERROR, "host", "reading /proc failed: %s", exc)
+        sources = self.config.metrics
+        results = await asyncio.gather(
+            self.health.run(self.local),
+            *(collect(source, self.local) for source in sources),
+            return_exceptions=True,
+        )
+        changed, custom = results[0], results[1:]
+        if isinstance(changed, BaseException):
+            raise changed
+        for state in changed:
+            if state.healthy:
+                log.info("check %s passes again", state.check.describe())
+            else:
+                log.warning(
+                    "check %s failed %d time(s) in a row: %s; reporting unhealthy",
+                    state.check.describe(),
+                    state.failures,
+                    state.last_error,
+                )
+        for source, result in zip(sources, custom, strict=True):
+            label = source.url or " ".join(source.command or ())
+            if isinstance(result, MetricError):
+                self.ratelog.log(logging.WARNING, f"metric {label}", "custom metric: %s", result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                for name, value in result.items():
+                    if name in metrics:
+                        continue  # the first source to name a metric wins
+                    if len(metrics) >= 32:
+                        self.ratelog.log(
+                            logging.WARNING, "too many", "more than 32 metrics; %s left out", name
+                        )
+                        break
+                    metrics[name] = value
+        return {
+            "farm": self.config.farm,
+            "host": self.config.host,
+            "seq": self.next_seq(),
+            "interval": self.config.interval,
+            "healthy": self.health.healthy,
+            "metrics": metrics,
+        }
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit_per_host=4), auto_decompress=False
+        )
+        # Health checks open a fresh connection each time: a kept-alive connection would hide
+        # an application that no longer accepts new ones.
+        self.local = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        self.advice = AdviceHook(
+            self.config.advice, self.config.farm, self.config.host, self.local, self.ratelog
+        )
+        if self.push:
+            for server in self.config.servers:
+                link = ServerLink(
+                    server, self.config, self.session, self.ratelog, self.advice.offer
+                )
+                link.start()
+                self.links.append(link)
+
+    async def close(self) -> None:
+        for link in self.links:
+            await link.stop()
+        if self.advice is not None:
+            await self.advice.close()
+        for session in (self.session, self.local):
+            if session is not None:
+                await session.close()
+        if self.counter is not None:
+            self.counter.close()
+
+    def request_stop(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stopping%s", " (draining first)" if self._drains() else "")
+        else:
+            log.warning("second stop signal: exiting without waiting for the drain")
+        self._stop.set()
+
+    def _drains(self) -> bool:
+        return self.push and self.config.register is not None
+
+    async def run(self, printer=None) -> None:
+        """Measure and push until a stop signal; then drain and deregister if registered."""
+        await self.open()
+        try:
+            log.info(
+                "agent for %s in %s: every %g s to %s",
+                self.config.host,
+                self.config.farm,
+                self.config.interval,
+                ", ".join(s.url for s in self.config.servers) if self.push else "nowhere (dry run)",
+            )
+            await self._loop(self._stop, printer)
+            if self._drains() and self._signals == 1:
+                await self._drain(printer)
+        finally:
+            await self.close()
+
+    async def _loop(self, until: asyncio.Event, printer=None) -> None:
+        interval = self.config.interval
+        start = time.monotonic()
+        tick = 0
+        while not until.is_set():
+            report = await self.measure()
+            for link in self.links:
+                link.offer(report)
+            if printer is not None:
+                printer(report)
+            # Fixed rate: the next slot after now, skipping slots a slow measurement overran.
+            tick = max(tick + 1, int((time.monotonic() - start) / interval) + 1)
+            delay = start + tick * interval - time.monotonic()
+            try:
+                await asyncio.wait_for(until.wait(), max(0.0, delay))
+            except TimeoutError:
+                pass
+
+    async def _drain(self, printer=None) -> None:
+        registration = self.config.register
+        assert registration is not None
+        deadline = time.monotonic() + registration.drain_timeout
+        done = asyncio.Event()
+        # A second signal ends the wait at once.
+        self._stop = asyncio.Event()
+        reporting = asyncio.create_task(self._loop(done, printer))
+        waiting = asyncio.gather(*(link.drain_and_deregister(deadline) for link in self.links))
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({waiting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.set()
+            stop_wait.cancel()
+            if not waiting.done():
+                waiting.cancel()
+            await asyncio.gather(reporting, waiting, return_exceptions=True)
+        if waiting.cancelled():
+            return
+        removed = waiting.result()
+        log.info("deregistered from %d of %d server(s)", sum(1 for r in removed if r), len(removed))
+
+
+def once(config: AgentConfig) -> dict[str, Any]:
+    """Measure once (CPU over a short sample) and return the report, for ``--once``."""
+
+    async def run() -> dict[str, Any]:
+        agent = Agent(config, push=False)
+        agent.cpu.window = 0.0  # the sample below, not a moving average
+        agent.cpu.sample()
+        await asyncio.sleep(0.2)
+        await agent.open()
+        try:
+            return await agent.measure()
+        finally:
+            await agent.close()
+
+    return asyncio.run(run())
+
+
+def register_command(commands) -> None:
+    p = commands.add_parser(
+        "agent", help="measure this host and report its load to the lbdns servers"
+    )
+    p.add_argument("-c", "--config", type=Path, required=True, help="agent config file (YAML)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="print one report as JSON and exit")
+    mode.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="measure every interval and print the reports, without sending them",
+    )
+    mode.add_argument("--check", action="store_true", help="validate the config file and exit")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .. import logs
+    from . import config as config_module
+
+    config = config_module.load(args.config, need_servers=not (args.once or args.dry_run))
+    logs.setup(config.log_format, config.log_level)
+    if args.check:
+        print(f"ok: {args.config}: {config.host} in {config.farm}, {len(config.servers)} server(s)")
+        return 0
+    if args.once:
+        print(json.dumps(once(config), indent=2))
+        return 0
+
+    def printer(report: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(report) + "\n")
+        sys.stdout.flush()
+
+    async def main() -> None:
+        agent = Agent(config, push=not args.dry_run)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.request_stop)
+        await agent.run(printer if args.dry_run else None)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return 0
