@@ -335,7 +335,7 @@ def _farms_show(args: argparse.Namespace) -> int:
     print(hosts_table(farm["hosts"]))
     for host in farm["hosts"]:
         if host.get("drain") and host["drain"]["waiting_for"]:
-            print(f"{host['name']}: {_progress(host)}")
+            print(_progress(host))
     return 0
 
 
