@@ -4,7 +4,8 @@
 "use strict";
 
 const POLL_MS = 1000;
-const POINTS = 120; // seconds of history drawn per chart
+const POINTS = 120; // seconds of history drawn per chart, at most
+const MIN_SPAN = 30; // seconds a chart spans at least
 const PALETTE = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2",
                  "#ca8a04", "#dc2626", "#4b5563", "#65a30d"];
 const SVG = "http://www.w3.org/2000/svg";
@@ -55,8 +56,11 @@ function age(seconds) {
 }
 
 // One line chart: a polyline per host over the last POINTS samples (null values break it).
-function chart(title, series, colours, yMax, label) {
+function chart(title, series, colours, yMax, label, length) {
   const width = 300, height = 100;
+  // Span the samples there are (at least MIN_SPAN s) so a young server's lines are not squeezed
+  // into the right edge.
+  const span = Math.min(POINTS, Math.max(MIN_SPAN, length));
   const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none",
                            role: "img", "aria-label": title });
   for (const frac of [0.25, 0.5, 0.75]) {
@@ -64,7 +68,7 @@ function chart(title, series, colours, yMax, label) {
                              stroke: "#e5e7eb", "stroke-width": 0.5 }));
   }
   for (const [name, values] of Object.entries(series)) {
-    const offset = POINTS - values.length;
+    const offset = span - values.length;
     let points = [];
     const flush = () => {
       if (points.length > 1) {
@@ -76,14 +80,15 @@ function chart(title, series, colours, yMax, label) {
     };
     values.forEach((value, i) => {
       if (value === null || value === undefined) return flush();
-      const x = ((offset + i) / (POINTS - 1)) * width;
+      if (offset + i < 0) return;
+      const x = ((offset + i) / (span - 1)) * width;
       const y = height - Math.min(value / yMax, 1) * (height - 4) - 2;
       points.push(`${x.toFixed(1)},${y.toFixed(1)}`);
     });
     flush();
   }
   return el("div", { class: "chart" },
-    el("div", { class: "title" }, `${title} (last ${POINTS / 60} min, top = ${label})`), box);
+    el("div", { class: "title" }, `${title} · last ${span} s · top ${label}`), box);
 }
 
 function farmCard(farm) {
@@ -108,7 +113,7 @@ function farmCard(farm) {
     el("h3", {}, farm.name),
     el("div", { class: "facts" },
       el("span", {}, "policy ", el("b", {}, farm.policy)),
-      el("span", {}, "utilisation ", el("b", {}, pct(farm.utilisation))),
+      el("span", {}, "utilisation (load/capacity) ", el("b", {}, fmt(farm.utilisation))),
       el("span", {}, "balance (peak/mean) ", el("b", {}, fmt(farm.balance))),
       el("span", {}, "up ", el("b", {}, farm.up), " · stale ", el("b", {}, farm.stale),
          " · down ", el("b", {}, farm.down)),
@@ -133,8 +138,8 @@ function farmCard(farm) {
       }
     }
     card.append(el("div", { class: "charts" },
-      chart("load score per host", load, colours, yMax, fmt(yMax, 3)),
-      chart("answer share per host", share, colours, 1, "100%")));
+      chart("load score per host", load, colours, yMax, fmt(yMax, 3), length),
+      chart("answer share per host", share, colours, 1, "100%", length)));
   }
   return card;
 }
