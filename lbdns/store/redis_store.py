@@ -59,6 +59,7 @@ CALL_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 0.5
 RECONNECT_MAX = 1.0
 WRITE_BATCH = 256
+WAIT_MS = 250  # with Sentinel: how long a write waits for a replica to have it
 
 # KEYS: hash, version, epoch; ARGV: field, patch (JSON object merged into the stored one),
 # channel, origin. Returns {version, merged JSON}; {-1} when the store is empty (not seeded).
@@ -163,6 +164,7 @@ class RedisStore(Store):
         self.channel_changes = prefix + "changes"
         self.channel_answers = prefix + "answers"
         self.stale_budget = config.stale_budget
+        self.sentinel = url.startswith("redis+sentinel://")
         self.server_id = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
         self.overlay = Overlay()
         self.version = 0  # the last change applied here
@@ -527,7 +529,13 @@ class RedisStore(Store):
                     async with self._client.pipeline(transaction=False) as pipe:
                         for script, keys, args, _ in batch:
                             pipe.eval(script, len(keys), *keys, *args)
+                        if self.sentinel:
+                            # Acknowledge only what a replica has too (or after WAIT_MS), so a
+                            # failover right after the reply does not lose the change.
+                            pipe.execute_command("WAIT", 1, WAIT_MS)
                         results = await pipe.execute(raise_on_error=False)
+                    if self.sentinel:
+                        results = results[:-1]
                 except self._errors.any as exc:
                     self._set_lost(exc)
                     for *_, future in batch:
