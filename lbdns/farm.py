@@ -1,8 +1,27 @@
 """A farm at run time: its hosts, their reports and states, and the choice of answer.
 
 The DNS path calls ``Farm.choose`` once per query for a farm name. It never awaits: it reads the
-farm's current ``FarmView`` (an immutable snapshot rebuilt when a report or an admin change
-arrives, or when a host's report goes stale) and asks the farm's policy.
+farm's current ``FarmView`` (an immutable snapshot of states and scores, rebuilt when a report or
+an admin change arrives, or when a host's report goes stale) and asks the farm's policy. For the
+load-aware default policy the farm also keeps, per host, the load its own recent answers are
+expected to bring (``lbdns.accounting``), added to each candidate's score before the policy sees
+it and charged after each answer.
+
+Host states (docs/balancing.md):
+
+| state    | when                                                        | answered          |
+|----------|-------------------------------------------------------------|-------------------|
+| up       | a fresh report says healthy                                 | yes               |
+| new      | never reported since this server started or since added     | only in warm-up * |
+| stale    | no report for ``stale_after`` x the host's report interval  | fail-open only    |
+| down     | the last report says unhealthy                              | fail-open only    |
+| draining | drained through the admin API; turns drained when empty     | never             |
+| disabled | disabled through the admin API                              | never             |
+
+\\* Warm-up: until ``stale_after`` report intervals after the first report the farm received
+(a restart), hosts that have not reported yet are answered at the mean reported load, so the
+first host to report does not get every answer. After that a never-reported host is answered
+only when no host is up (fail-open, after stale hosts).
 """
 
 from __future__ import annotations
@@ -15,7 +34,8 @@ from typing import Any
 
 from dnslib import QTYPE
 
-from .policy import POLICIES, Ask, Candidate
+from .accounting import Accounting, Ledger
+from .policy import ACCOUNTED, POLICIES, Ask, Candidate
 from .zone import FarmSpec, HostSpec
 
 Clock = Callable[[], float]
@@ -35,6 +55,9 @@ ADMIN_STATES = ("enabled", "draining", "disabled")
 NODATA = "nodata"
 SERVFAIL = "servfail"
 SORRY = "sorry"
+
+STICKY_LIMIT = 50_000  # client keys remembered for A/AAAA stickiness before starting over
+_QTYPES = (QTYPE.A, QTYPE.AAAA)
 
 
 @dataclass(slots=True)
@@ -73,29 +96,50 @@ class Host:
         return self.spec.name
 
 
+def raw_score(report: Report | None, weights: Mapping[str, float]) -> float:
+    """The weighted sum of a report's metrics, before dividing by capacity."""
+    if report is None:
+        return 0.0
+    total = 0.0
+    metrics = report.metrics
+    for metric, weight in weights.items():
+        total += weight * float(metrics.get(metric, 0.0))
+    return total
+
+
 def score(report: Report | None, weights: Mapping[str, float], capacity: float) -> float:
     """A host's load score: the weighted sum of its metrics divided by its capacity.
 
     With the default weights ``{"connections": 1}`` this is connections per unit of capacity.
     A host with no report scores 0.
     """
-    if report is None:
-        return 0.0
-    total = 0.0
-    for metric, weight in weights.items():
-        total += weight * float(report.metrics.get(metric, 0.0))
-    return total / capacity
+    return raw_score(report, weights) / capacity
 
 
 @dataclass(frozen=True, slots=True)
 class FarmView:
-    """An immutable snapshot of a farm for the query path."""
+    """An immutable snapshot of a farm's states and reported scores."""
 
     states: Mapping[str, str]
     scores: Mapping[str, float]
     candidates: Mapping[int, tuple[Candidate, ...]]  # qtype -> answerable hosts
     fallback: Mapping[int, tuple[Candidate, ...]]  # qtype -> least-bad hosts (fail-open)
     valid_until: float  # the view must be rebuilt at this time (a report goes stale)
+    built: float = 0.0
+    warming: bool = False  # never-reported hosts are answered until the first reports are in
+
+
+@dataclass(slots=True)
+class LastAnswer:
+    """What the last answer was chosen from, for ``explain``."""
+
+    when: float
+    client: str
+    qtype: int
+    herd: float
+    candidates: tuple[Candidate, ...]
+    chosen: tuple[str, ...]
+    how: str  # "policy", "sticky", "fail-open", "watermark"
 
 
 @dataclass
@@ -113,6 +157,20 @@ class Farm:
         self.policy = POLICIES[self.spec.policy]
         for host_spec in self.spec.hosts:
             self.hosts.setdefault(host_spec.name, Host(host_spec))
+        window = self.spec.cache_time if self.spec.cache_time is not None else self.spec.ttl
+        self.accounting: Accounting | None = (
+            Accounting(float(window) or 1.0) if self.spec.policy in ACCOUNTED else None
+        )
+        self.started = self.clock()
+        self.first_report: float | None = None
+        self.last: LastAnswer | None = None
+        # qtype -> the candidates answered now, loads including the in-flight estimate; the
+        # charges after each answer replace entries in place (the view itself stays frozen).
+        self._live: dict[int, list[Candidate]] = {}
+        self._positions: dict[int, dict[str, int]] = {}
+        self._failing_open: dict[int, bool] = {}
+        self._sticky: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._herd_unit = 1.0
 
     @property
     def name(self) -> str:
@@ -150,76 +208,197 @@ class Farm:
     def choose(self, qtype: int, client: str = "") -> tuple[str, ...] | str:
         """Host names to answer a query of ``qtype`` (A or AAAA) from ``client`` (the resolver's
         address), or NODATA/SERVFAIL/SORRY."""
-        view = self.view()
-        candidates = view.candidates.get(qtype)
-        if not candidates:
-            return self._all_unhealthy(view, qtype)
+        now = self.clock()
+        view = self._view
+        if view is None or now >= view.valid_until:
+            view = self._view = self._build_view(now)
+        live = self._live.get(qtype)
+        if not live:
+            return self._unanswerable(qtype)
         self.seq += 1
-        chosen = self.policy(candidates, Ask(self.spec.answers, self.seq, self.rng))
-        return tuple(c.name for c in chosen)
+        how = "fail-open" if self._failing_open.get(qtype) else "policy"
+        candidates: Sequence[Candidate] = live
+        watermark = self.spec.watermark
+        if watermark is not None:
+            below = [c for c in live if c.load < watermark]
+            if below and len(below) < len(live):
+                candidates, how = below, "watermark"
+        accounting = self.accounting
+        if accounting is None:
+            chosen = self.policy(candidates, Ask(self.spec.answers, self.seq, self.rng))
+            names = tuple(c.name for c in chosen)
+            self._answered(names, now)
+            self.last = LastAnswer(now, client, qtype, 0.0, tuple(candidates), names, how)
+            return names
+        sticky = self._sticky.get(client)
+        if sticky is not None and now - sticky[0] < accounting.window * 0.25:
+            # The same resolver asked again within the moment: most likely the AAAA after the
+            # A (or the reverse) for the same clients. Same host, and no second charge.
+            names = sticky[1]
+            positions = self._positions[qtype]
+            if all(n in positions for n in names):
+                self._answered(names, now)
+                self.last = LastAnswer(now, client, qtype, 0.0, (), names, "sticky")
+                return names
+        herd = accounting.herd(client, now)
+        chosen = self.policy(
+            candidates,
+            Ask(self.spec.answers, self.seq, self.rng, herd * self._herd_unit, self.spec.split),
+        )
+        names = tuple(c.name for c in chosen)
+        self._charge(accounting, chosen, herd, now)
+        accounting.answers += 1
+        self._answered(names, now)
+        if len(self._sticky) >= STICKY_LIMIT:
+            self._sticky.clear()
+        self._sticky[client] = (now, names)
+        self.last = LastAnswer(now, client, qtype, herd, tuple(candidates), names, how)
+        return names
 
-    def _all_unhealthy(self, view: FarmView, qtype: int) -> tuple[str, ...] | str:
+    def _charge(
+        self, accounting: Accounting, chosen: Sequence[Candidate], herd: float, now: float
+    ) -> None:
+        share = herd / len(chosen)
+        for candidate in chosen:
+            ledger = accounting.ledger(candidate.name)
+            accounting.charge(ledger, share, now)
+            step = share * ledger.unit / candidate.capacity
+            for qtype, positions in self._positions.items():
+                i = positions.get(candidate.name)
+                if i is not None:
+                    old = self._live[qtype][i]
+                    self._live[qtype][i] = Candidate(old.name, old.capacity, old.load + step)
+
+    def _answered(self, names: tuple[str, ...], now: float) -> None:
+        # Plain counters the metrics, the status page and the drain read.
+        hosts = self.hosts
+        for name in names:
+            host = hosts.get(name)
+            if host is not None:
+                host.answers += 1
+                host.last_answered = now
+
+    def _unanswerable(self, qtype: int) -> str:
         mode = self.spec.all_unhealthy
-        if mode == "fail-open":
-            fallback = view.fallback.get(qtype)
-            if not fallback:
-                return NODATA
-            self.seq += 1
-            # Least-bad first: the fallback list is ordered; rotate within its best tier.
-            chosen = POLICIES["weighted-round-robin"](
-                fallback, Ask(self.spec.answers, self.seq, self.rng)
-            )
-            return tuple(c.name for c in chosen)
         if mode == "sorry":
             sorry = self.spec.sorry_a if qtype == QTYPE.A else self.spec.sorry_aaaa
             return SORRY if sorry else NODATA
-        return NODATA if mode == "nodata" else SERVFAIL
+        if mode == "servfail":
+            return SERVFAIL
+        return NODATA  # nodata, or fail-open with no host of this address family left
+
+    # -- the view (rebuilt on change, not per query) ----------------------------------------
 
     def _build_view(self, now: float) -> FarmView:
+        spec = self.spec
         states: dict[str, str] = {}
         scores: dict[str, float] = {}
-        candidates: dict[int, list[Candidate]] = {QTYPE.A: [], QTYPE.AAAA: []}
+        candidates: dict[int, list[Candidate]] = {q: [] for q in _QTYPES}
         tiers: dict[int, dict[str, list[Candidate]]] = {
-            QTYPE.A: {STALE: [], NEW: [], DOWN: []},
-            QTYPE.AAAA: {STALE: [], NEW: [], DOWN: []},
+            q: {STALE: [], NEW: [], DOWN: []} for q in _QTYPES
         }
         valid_until = now + 3600.0
-        any_reported = False
+        reported = [h.report.received for h in self.hosts.values() if h.report is not None]
+        if reported and self.first_report is None:
+            self.first_report = min(reported)
+        warm_until = None
+        if self.first_report is not None:
+            intervals = [h.report.interval for h in self.hosts.values() if h.report is not None]
+            warm_until = self.first_report + spec.stale_after * max(intervals or [1.0])
+        warming = warm_until is not None and now < warm_until
+        if warming:
+            valid_until = min(valid_until, warm_until)
+        accounting = self.accounting
+        fresh: list[Ledger] = []
+        up_scores = []
         for host in self.hosts.values():
             state = self.host_state(host, now)
             states[host.name] = state
-            value = score(host.report, self.spec.score, host.spec.capacity)
+            value = score(host.report, spec.score, host.spec.capacity)
             scores[host.name] = value
-            if host.report is not None:
-                any_reported = True
-                deadline = host.report.received + self.spec.stale_after * host.report.interval
+            report = host.report
+            if report is not None:
+                deadline = report.received + spec.stale_after * report.interval
                 if deadline > now:
                     valid_until = min(valid_until, deadline)
+            if state == UP:
+                up_scores.append(value)
+            if accounting is not None:
+                ledger = accounting.ledger(host.name)
+                if state in (UP, DOWN):
+                    fresh.append(ledger)
+        if accounting is not None:
+            self._take_reports(accounting, fresh, now)
+        new_load = sum(up_scores) / len(up_scores) if up_scores else 0.0
+        units = []
+        for host in self.hosts.values():
+            state = states[host.name]
+            if state in (DRAINING, DISABLED):
+                continue
+            value = scores[host.name]
+            if state == NEW and warming:
+                value, state = new_load, UP
+            if accounting is not None:
+                ledger = accounting.ledgers[host.name]
+                value += ledger.pending * ledger.unit / host.spec.capacity
+                units.append(ledger.unit)
             candidate = Candidate(host.name, host.spec.capacity, value)
-            for qtype in (QTYPE.A, QTYPE.AAAA):
+            for qtype in _QTYPES:
                 if not host.spec.addresses(qtype):
                     continue
                 if state == UP:
                     candidates[qtype].append(candidate)
                 elif state in tiers[qtype]:
                     tiers[qtype][state].append(candidate)
+        if accounting is not None:
+            for name in [n for n in accounting.ledgers if n not in self.hosts]:
+                del accounting.ledgers[name]
+            self._herd_unit = sum(units) / len(units) if units else 1.0
+        any_reported = bool(reported)
         fallback: dict[int, tuple[Candidate, ...]] = {}
         for qtype, tier in tiers.items():
-            # No host has ever reported (a fresh start or no agents): answer the new hosts in
-            # weighted rotation rather than nothing. Otherwise the least-bad tier: stale hosts
-            # (last known load) before never-reported ones before hosts reported down.
+            # No host has ever reported (a fresh start or no agents): the never-reported hosts
+            # rather than nothing. Otherwise the least-bad tier: stale hosts (last known load)
+            # before never-reported ones before hosts reported down.
             order = (NEW, STALE, DOWN) if not any_reported else (STALE, NEW, DOWN)
             for state in order:
                 if tier[state]:
                     fallback[qtype] = tuple(sorted(tier[state], key=lambda c: c.load))
                     break
+        self._live = {}
+        self._positions = {}
+        self._failing_open = {}
+        for qtype in _QTYPES:
+            live = candidates[qtype]
+            if not live and spec.all_unhealthy == "fail-open" and qtype in fallback:
+                live = list(fallback[qtype])
+                self._failing_open[qtype] = True
+            self._live[qtype] = list(live)
+            self._positions[qtype] = {c.name: i for i, c in enumerate(live)}
         return FarmView(
             states=states,
             scores=scores,
             candidates={q: tuple(c) for q, c in candidates.items()},
             fallback=fallback,
             valid_until=valid_until,
+            built=now,
+            warming=warming,
         )
+
+    def _take_reports(self, accounting: Accounting, fresh: list[Ledger], now: float) -> None:
+        """Let each report the ledgers have not seen yet supersede what it counted."""
+        weights = self.spec.score
+        per_connection = weights.get("connections", 0.0)
+        for host in self.hosts.values():
+            report = host.report
+            ledger = accounting.ledgers[host.name]
+            if report is None or report is ledger.report:
+                continue
+            connections = report.metrics.get("connections")
+            unit = raw_score(report, weights) / connections if connections else per_connection
+            accounting.reported(ledger, report, unit, now, fresh)
+
+    # -- answers ----------------------------------------------------------------------------
 
     def addresses(self, names: Sequence[str] | str, qtype: int) -> list[str]:
         """The addresses to put in an answer for the chosen host names (or SORRY)."""
@@ -228,4 +407,108 @@ class Farm:
         out: list[str] = []
         for host_name in names:
             out.extend(self.hosts[host_name].spec.addresses(qtype))
+        return out
+
+    # -- explain ----------------------------------------------------------------------------
+
+    def explain(self) -> dict[str, Any]:
+        """Every host's state, report age, metrics, score, in-flight load and answer share, and
+        why the last answer was chosen (``GET /v1/farms/{farm}/explain``)."""
+        view = self.view()
+        now = self.clock()
+        accounting = self.accounting
+        window_total = 0
+        if accounting is not None:
+            window_total = sum(ledger.window_answers for ledger in accounting.ledgers.values())
+        total_answers = sum(h.answers for h in self.hosts.values())
+        hosts = []
+        loads = {}
+        for qtype in _QTYPES:
+            for candidate in self._live.get(qtype, ()):
+                loads[candidate.name] = candidate.load
+        for host in self.hosts.values():
+            report = host.report
+            ledger = accounting.ledgers.get(host.name) if accounting is not None else None
+            item: dict[str, Any] = {
+                "host": host.name,
+                "state": view.states.get(host.name, self.host_state(host, now)),
+                "capacity": host.spec.capacity,
+                "report_age": round(now - report.received, 3) if report else None,
+                "seq": report.seq if report else None,
+                "interval": report.interval if report else None,
+                "metrics": dict(report.metrics) if report else None,
+                "score": round(view.scores.get(host.name, 0.0), 6),
+                "in_flight": round(ledger.pending, 3) if ledger else 0.0,
+                "load": round(loads[host.name], 6) if host.name in loads else None,
+                "answers": host.answers,
+                "share_total": round(host.answers / total_answers, 4) if total_answers else 0.0,
+            }
+            if ledger is not None:
+                item["answers_recent"] = ledger.window_answers
+                item["share_recent"] = (
+                    round(ledger.window_answers / window_total, 4) if window_total else 0.0
+                )
+                item["arrival_rate"] = round(ledger.rate, 3) if ledger.rate is not None else None
+            hosts.append(item)
+        out: dict[str, Any] = {
+            "farm": self.name,
+            "policy": self.spec.policy,
+            "score": dict(self.spec.score),
+            "watermark": self.spec.watermark,
+            "all_unhealthy": self.spec.all_unhealthy,
+            "warming_up": view.warming,
+            "hosts": hosts,
+            "last_answer": self._why(now),
+        }
+        if accounting is not None:
+            out["accounting"] = {
+                "cache_time": accounting.window,
+                "arrival_rate": (
+                    round(accounting.arrival_rate, 3)
+                    if accounting.arrival_rate is not None
+                    else None
+                ),
+                "mean_herd": round(accounting.mean_herd, 3),
+                "resolvers": len(accounting.clients),
+                "saturated_resolvers": accounting.saturated,
+            }
+        return out
+
+    def _why(self, now: float) -> dict[str, Any] | None:
+        last = self.last
+        if last is None:
+            return None
+        out: dict[str, Any] = {
+            "age": round(now - last.when, 3),
+            "client": last.client,
+            "qtype": QTYPE.get(last.qtype, str(last.qtype)),
+            "chosen": list(last.chosen),
+            "herd": round(last.herd, 3),
+            "candidates": [
+                {"host": c.name, "load": round(c.load, 6), "capacity": c.capacity}
+                for c in last.candidates
+            ],
+        }
+        if last.how == "sticky":
+            reason = "same resolver asked a moment ago: same host(s), not charged again"
+        elif last.how == "fail-open":
+            reason = f"no host up: fail-open among the least-bad hosts by {self.spec.policy}"
+        else:
+            prefix = ""
+            if last.how == "watermark":
+                prefix = f"only hosts below the watermark {self.spec.watermark:g}; "
+            if self.accounting is not None:
+                k = len(last.chosen)
+                projected = ", ".join(
+                    f"{c.name} {c.load + last.herd * self._herd_unit / k / c.capacity:.4g}"
+                    for c in last.candidates
+                )
+                split = f", split over {k} records" if k > self.spec.answers else ""
+                reason = (
+                    f"{prefix}lowest projected load (in-flight included) after a herd of "
+                    f"{last.herd:.3g}{split}: {projected}"
+                )
+            else:
+                reason = f"{prefix}{self.spec.policy} over {len(last.candidates)} candidates"
+        out["reason"] = reason
         return out

@@ -5,10 +5,13 @@ A policy is one small module with one pure function::
     def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]
 
 ``candidates`` are the hosts that may be answered right now (already filtered by state and
-address family), each with its load normalised by capacity. ``ask`` says how many records are
-wanted and carries the per-farm sequence number and random source. The policy returns the
-chosen candidates (at most ``ask.want``, at least one when ``candidates`` is not empty) and
-never changes its inputs. Policies are found by name in ``POLICIES`` and bound when a zone loads.
+address family), each with its load normalised by capacity. For the policies in ``ACCOUNTED``
+that load already includes the farm's in-flight estimate (connections its recent answers are
+expected to bring that no report has shown yet); the others see the last reported score only.
+``ask`` says how many records are wanted and carries the per-farm sequence number, the random
+source, and the expected herd of the asking resolver. The policy returns the chosen candidates
+(at most ``max(ask.want, ask.split)``, at least one when ``candidates`` is not empty) and never
+changes its inputs. Policies are found by name in ``POLICIES`` and bound when a zone loads.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Ask:
     want: int  # how many records to return
     seq: int  # this farm's answer counter, for rotations
     rng: random.Random
+    herd: float = 0.0  # expected new connections this answer brings (score units)
+    split: int = 1  # at most this many records when a herd is split
 
 
 Policy = Callable[[Sequence[Candidate], Ask], Sequence[Candidate]]
@@ -49,6 +54,9 @@ def _table() -> dict[str, Policy]:
 
 
 POLICIES: Mapping[str, Policy] = _table()
+
+# Policies whose candidates' loads include the in-flight estimate and whose answers are charged.
+ACCOUNTED = frozenset({"least-load"})
 
 SCORE_METRICS = ("connections", "cpu", "load1", "memory")
 

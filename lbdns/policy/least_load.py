@@ -1,8 +1,29 @@
-"""least-load: placeholder until the accounting policy lands (same as lowest-score).
+"""least-load (the default): the host(s) whose load will be lowest once this answer's herd lands.
 
-| candidates (load) | want | answer |
-|---|---|---|
-| a(0.5), b(0.2) | 1 | b |
+The farm hands in each candidate's load already including its in-flight estimate (the
+connections recent answers are expected to bring that no report has counted yet, see
+``lbdns.accounting``) and the herd this answer is expected to bring (``ask.herd``: how many
+clients the asking resolver will send to whatever it is told, in score units). Each candidate's
+*projected* load is ``load + herd / k / capacity`` when the herd is split over ``k`` records.
+
+* ``k = ask.want`` records: the ``k`` candidates with the lowest projected load.
+* A herd worth at least ``MIN_PER_RECORD`` per record may be split over up to ``ask.split``
+  records, when that lowers the highest projected load among the chosen by more than
+  ``SPLIT_GAIN`` (a fraction of it): a big resolver then spreads its clients instead of landing
+  them all on one host.
+* Exact ties are broken with ``ask.rng``, so equal hosts share the answers evenly.
+
+| candidates (load/capacity) | herd | want | split | answer                               |
+|----------------------------|------|------|-------|--------------------------------------|
+| a(0.5/1), b(0.2/1)         | 0    | 1    | 1     | b                                    |
+| a(0.5/1), b(0.45/1)        | 0.1  | 1    | 1     | b (0.55 vs 0.5)                      |
+| a(1.0/1), b(0.9/4)         | 2    | 1    | 1     | b (0.9 + 2/4 = 1.4 < 1.0 + 2 = 3.0)  |
+| a(1.0/1), b(1.0/1)         | 0    | 1    | 1     | a or b, at random                    |
+| a(0.5/1), b(0.2/1)         | 0    | 2    | 1     | b, a                                 |
+| a,b,c,d (1.0/1 each)       | 8    | 1    | 4     | all four (1.0 + 8/4 = 3 < 9)         |
+| a,b,c,d (1.0/1 each)       | 8    | 1    | 2     | two of them, at random               |
+| a,b (1.0/1 each)           | 1.5  | 1    | 4     | one of them (1.5 < 2 x MIN_PER_RECORD) |
+| (none)                     | any  | any  | any   | (none)                               |
 """
 
 from __future__ import annotations
@@ -11,9 +32,49 @@ from collections.abc import Sequence
 
 from . import Ask, Candidate
 
+MIN_PER_RECORD = 1.0  # a record must be worth at least one expected connection
+SPLIT_GAIN = 0.02  # split only when the highest projected load drops by more than 2 %
+_TIE = 1e-12
+
 
 def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
-    if not candidates:
+    n = len(candidates)
+    if not n:
         return ()
-    ranked = sorted(candidates, key=lambda c: (c.load, ask.rng.random()))
-    return tuple(ranked[: ask.want])
+    want = min(ask.want, n)
+    herd = ask.herd
+    if want == 1:
+        best_cost, chosen = _lowest(candidates, herd, ask)
+    else:
+        best_cost, chosen = _lowest_k(candidates, herd, want, ask)
+    most = min(max(ask.split, want), n, int(herd // MIN_PER_RECORD))
+    for k in range(want + 1, most + 1):
+        cost, picked = _lowest_k(candidates, herd, k, ask)
+        if cost < best_cost * (1.0 - SPLIT_GAIN):
+            best_cost, chosen = cost, picked
+    return chosen
+
+
+def _lowest(candidates: Sequence[Candidate], herd: float, ask: Ask) -> tuple[float, tuple]:
+    # One pass, no sort: the query path calls this for every answer.
+    best = None
+    best_key = 0.0
+    ties = 0
+    for c in candidates:
+        key = c.load + herd / c.capacity
+        if best is None or key < best_key - _TIE:
+            best, best_key, ties = c, key, 1
+        elif key <= best_key + _TIE:
+            ties += 1
+            if ask.rng.random() * ties < 1.0:  # each of the tied kept with chance 1/ties
+                best = c
+    return best_key, (best,)
+
+
+def _lowest_k(
+    candidates: Sequence[Candidate], herd: float, k: int, ask: Ask
+) -> tuple[float, tuple]:
+    share = herd / k
+    rng = ask.rng
+    ranked = sorted(candidates, key=lambda c: (c.load + share / c.capacity, rng.random()))[:k]
+    return max(c.load + share / c.capacity for c in ranked), tuple(ranked)

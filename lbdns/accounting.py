@@ -1,0 +1,240 @@
+"""In-flight accounting: the load a farm's own answers are sending that no report shows yet.
+
+Two effects make "answer the host with the lowest reported load" overshoot:
+
+1. Between two reports the server does not see the connections its answers bring, so every
+   answer in that gap goes to the same host.
+2. A recursive resolver caches an answer for the cache time ``W`` (the farm's TTL unless the
+   farm says otherwise) and hands it to every client that asks meanwhile: one answer brings a
+   *herd*.
+
+The model (docs/balancing.md has the derivation):
+
+* **Herd of an answer.** Each client key (the resolver's source address) has an EWMA of the gap
+  between its queries. A resolver whose clients arrive at rate ``r`` asks again ``W + 1/r``
+  seconds after its previous answer (it asks when the cache has expired *and* a client comes), so
+  ``r = 1 / (gap - W)`` and the herd of one answer is ``1 + r W``. When ``gap`` is within 25 % of
+  ``W`` the resolver is *saturated* (it asks as soon as its cache expires): timing can no longer
+  tell 50 from 5000 clients, so the saturated resolvers share what is left of the farm's arrival
+  rate ``R`` (learned from reports) after the unsaturated ones: ``r = (R - sum r_unsat) / n_sat``,
+  and never less than the ``4 / W`` their timing proves. A client seen for the first time is
+  charged the farm's mean herd per answer, learned as ``R / answers per second``.
+* **Arrival rate ``R``.** From each host's reports: the increase of the ``accepted`` counter
+  (connections accepted since start, when the agent reports it) per second, otherwise the
+  increase of ``connections`` (which undercounts while connections also close). EWMA per host,
+  summed over hosts with a fresh report.
+* **Charge.** An answer adds its herd (divided over the records when split) to each named host's
+  ledger. The herd arrives spread over ``[t, t + W]``. A report received at ``t_r`` has already
+  counted the part that arrived before ``t_r``; the host's *pending* load is the rest::
+
+      pending = sum over answers a of herd_a * clamp((t_a + W - t_r) / W, 0, 1)
+
+  recomputed when a report arrives (it supersedes what it has counted) and grown by each new
+  answer in between. Answers are kept in time buckets of ``W/32`` so a host's ledger stays small
+  at any query rate.
+
+Everything here runs inside ``Farm.choose`` or when the farm's view is rebuilt: O(1) per query,
+O(buckets) per report, no awaits, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .farm import Report
+
+SATURATED = 1.25  # gap/W below which a resolver asks as soon as its cache expires
+GAP_ALPHA = 0.3  # weight of the newest gap in a client's EWMA
+RATE_ALPHA = 0.3  # weight of the newest report in a host's arrival-rate EWMA
+HERD_ALPHA = 0.2  # weight of the newest estimate of the mean herd per answer
+BUCKETS = 32  # answer buckets per cache time
+MAX_BUCKETS = 256  # per host; older buckets stay in ``pending`` until a report arrives
+MAX_CLIENTS = 50_000  # client keys remembered before the table starts over
+PRIOR_HERD = 1.0  # expected connections per answer before anything is learned
+
+
+@dataclass(slots=True)
+class ClientStat:
+    last: float
+    gap: float = 0.0  # EWMA of the gap between queries (0: one query seen)
+    rate: float = 0.0  # clients per second, when unsaturated
+    saturated: bool = False
+
+
+@dataclass(slots=True)
+class Ledger:
+    """One host's in-flight account."""
+
+    pending: float = 0.0  # expected connections not yet counted by a report
+    buckets: deque = field(default_factory=lambda: deque(maxlen=MAX_BUCKETS))
+    report: Report | None = None  # the report the pending figure was last based on
+    rate: float | None = None  # arrivals per second, EWMA over reports
+    unit: float = 1.0  # score units per connection (1 for the default score)
+    window_answers: int = 0  # answers naming the host within the current buckets
+
+
+class Accounting:
+    """The in-flight ledgers and resolver herd estimates of one farm."""
+
+    def __init__(self, window: float):
+        self.window = max(window, 0.001)
+        self.bucket = self.window / BUCKETS
+        self.ledgers: dict[str, Ledger] = {}
+        self.clients: dict[str, ClientStat] = {}
+        self.unsat_rate = 0.0  # sum of the unsaturated clients' rates
+        self.saturated = 0  # how many saturated clients
+        self.arrival_rate: float | None = None  # R, clients per second farm-wide
+        self.mean_herd = PRIOR_HERD
+        self.answers = 0  # answers charged so far
+        self._herd_mark = (0.0, 0)  # (time, answers) at the last mean-herd update
+        self._swept = 0.0
+
+    # -- herds ------------------------------------------------------------------------------
+
+    def herd(self, client: str, now: float) -> float:
+        """The expected number of new connections one answer to ``client`` brings."""
+        stat = self.clients.get(client)
+        window = self.window
+        if stat is None:
+            if len(self.clients) >= MAX_CLIENTS:
+                self._forget_clients()
+            self.clients[client] = ClientStat(now)
+            return self.mean_herd
+        gap = now - stat.last
+        stat.last = now
+        if gap < 0.5 * window:
+            # Another query within the cache time: a second qtype, a retry, or several
+            # resolver processes behind one address. The rate estimate stays as it was.
+            return self._herd_of(stat)
+        gap = min(gap, 20.0 * window)
+        stat.gap = gap if stat.gap == 0.0 else stat.gap + GAP_ALPHA * (gap - stat.gap)
+        if stat.saturated:
+            self.saturated -= 1
+        else:
+            self.unsat_rate -= stat.rate
+        if stat.gap < SATURATED * window:
+            stat.saturated, stat.rate = True, 0.0
+            self.saturated += 1
+        else:
+            stat.saturated, stat.rate = False, 1.0 / (stat.gap - window)
+            self.unsat_rate += stat.rate
+        return self._herd_of(stat)
+
+    def _herd_of(self, stat: ClientStat) -> float:
+        if stat.gap == 0.0:
+            return self.mean_herd
+        if not stat.saturated:
+            return 1.0 + stat.rate * self.window
+        floor = 1.0 / (SATURATED - 1.0)  # the least a saturated resolver can bring
+        if self.arrival_rate is None:
+            return max(floor, self.mean_herd)
+        left = max(self.arrival_rate - max(self.unsat_rate, 0.0), 0.0)
+        return max(floor, left / max(self.saturated, 1) * self.window)
+
+    def _forget_clients(self) -> None:
+        self.clients.clear()
+        self.unsat_rate = 0.0
+        self.saturated = 0
+
+    def sweep(self, now: float) -> None:
+        """Forget resolvers that stopped asking (called when a report is taken in)."""
+        if now - self._swept < 10.0 * self.window:
+            return
+        self._swept = now
+        idle = 20.0 * self.window
+        for key in [k for k, s in self.clients.items() if now - s.last > idle]:
+            stat = self.clients.pop(key)
+            if stat.saturated:
+                self.saturated -= 1
+            else:
+                self.unsat_rate -= stat.rate
+
+    # -- charges ----------------------------------------------------------------------------
+
+    def ledger(self, host: str) -> Ledger:
+        ledger = self.ledgers.get(host)
+        if ledger is None:
+            ledger = self.ledgers[host] = Ledger()
+        return ledger
+
+    def charge(self, ledger: Ledger, herd: float, now: float) -> None:
+        """An answer named the host: expect ``herd`` more connections over the cache time."""
+        ledger.pending += herd
+        ledger.window_answers += 1
+        key = int(now / self.bucket)
+        buckets = ledger.buckets
+        if buckets and buckets[-1][0] == key:
+            buckets[-1][1] += herd
+            buckets[-1][2] += 1
+        else:
+            buckets.append([key, herd, 1])
+
+    # -- reports ----------------------------------------------------------------------------
+
+    def reported(
+        self,
+        ledger: Ledger,
+        report: Report,
+        unit: float,
+        now: float,
+        fresh: list[Ledger],
+    ) -> None:
+        """A new report for the host of ``ledger``: it supersedes what it has counted.
+
+        ``fresh`` are the ledgers of every host whose report is fresh (for the arrival rate).
+        """
+        previous = ledger.report
+        ledger.report = report
+        ledger.unit = unit
+        at = report.received
+        if previous is not None and at > previous.received:
+            arrivals = _arrivals(previous, report)
+            if arrivals is not None:
+                rate = arrivals / (at - previous.received)
+                old = ledger.rate
+                ledger.rate = rate if old is None else old + RATE_ALPHA * (rate - old)
+        # What the report has not seen yet of each answer's herd.
+        window, width = self.window, self.bucket
+        buckets = ledger.buckets
+        while buckets and (buckets[0][0] + 1) * width + window <= at:
+            buckets.popleft()
+        pending = 0.0
+        answers = 0
+        for key, herd, count in buckets:
+            start = (key + 0.5) * width
+            left = (start + window - at) / window
+            pending += herd * (1.0 if left > 1.0 else left if left > 0.0 else 0.0)
+            answers += count
+        ledger.pending = pending
+        ledger.window_answers = answers
+        rates = [f.rate for f in fresh if f.rate is not None]
+        if rates:
+            self.arrival_rate = sum(rates)
+            self._learn_mean_herd(now)
+        self.sweep(now)
+
+    def _learn_mean_herd(self, now: float) -> None:
+        since, answers = self._herd_mark
+        elapsed = now - since
+        if elapsed < self.window:
+            return
+        self._herd_mark = (now, self.answers)
+        answered = self.answers - answers
+        if since == 0.0 or answered <= 0 or self.arrival_rate is None:
+            return
+        estimate = self.arrival_rate * elapsed / answered
+        estimate = min(max(estimate, 0.05), 10_000.0)
+        self.mean_herd += HERD_ALPHA * (estimate - self.mean_herd)
+
+
+def _arrivals(previous: Report, report: Report) -> float | None:
+    new, old = report.metrics.get("accepted"), previous.metrics.get("accepted")
+    if new is not None and old is not None and new >= old:
+        return float(new - old)
+    new, old = report.metrics.get("connections"), previous.metrics.get("connections")
+    if new is not None and old is not None:
+        return max(float(new - old), 0.0)
+    return None

@@ -1,0 +1,218 @@
+"""Reports in: ``POST /v1/report`` (one host) and ``POST /v1/reports`` (a batch), and
+``GET /v1/farms/{farm}/explain``.
+
+A report (docs/balancing.md has the reference)::
+
+    {"farm": "chat.example.test.", "host": "web1", "seq": 42, "interval": 1.0,
+     "healthy": true, "metrics": {"connections": 1234, "accepted": 99120, "cpu": 0.42}}
+
+Validation is strict and names the field: ``metrics.connections must be a non-negative
+number``. Unknown farm or host: 404. A ``seq`` not newer than the last one is ignored (the reply
+says so, HTTP 200). The reply tells the host the state the server sees for it, its score, and
+``advice`` (null unless the server gives advice).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from aiohttp import web
+
+from ..advice import advice_reply
+from ..auth import Token
+from ..errors import Forbidden, NotFound, RequestError
+from ..farm import Farm, Host, Report, score
+from .app import SERVER, authenticate, json_response, read_json
+
+routes = web.RouteTableDef()
+
+MAX_REPORT_BODY = 64 * 1024  # bytes of one report
+MAX_BATCH = 1000  # reports in one batch
+MAX_METRICS = 32
+MAX_INTERVAL = 3600.0
+REPORT_KEYS = frozenset({"farm", "host", "seq", "interval", "healthy", "metrics"})
+_METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def parse_report(data: Any, where: str = "") -> dict[str, Any]:
+    """Validate one report body; raise ``RequestError`` naming the field (prefixed ``where``)."""
+    if not isinstance(data, dict):
+        raise RequestError(f"{where or 'body'} must be a JSON object", field=where or None)
+    for key in data:
+        if key not in REPORT_KEYS:
+            raise RequestError(
+                f"{where}{key} is not a report field (expected {', '.join(sorted(REPORT_KEYS))})",
+                field=f"{where}{key}",
+            )
+    out: dict[str, Any] = {}
+    for key in ("farm", "host"):
+        value = data.get(key)
+        if not isinstance(value, str) or not value or len(value) > 255:
+            raise RequestError(f"{where}{key} must be a non-empty string", field=f"{where}{key}")
+        out[key] = value
+    seq = data.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise RequestError(f"{where}seq must be a non-negative integer", field=f"{where}seq")
+    out["seq"] = seq
+    interval = data.get("interval", 1.0)
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not math.isfinite(interval)
+        or not 0 < interval <= MAX_INTERVAL
+    ):
+        raise RequestError(
+            f"{where}interval must be a number of seconds above 0 and at most {MAX_INTERVAL:g}",
+            field=f"{where}interval",
+        )
+    out["interval"] = float(interval)
+    healthy = data.get("healthy", True)
+    if not isinstance(healthy, bool):
+        raise RequestError(f"{where}healthy must be true or false", field=f"{where}healthy")
+    out["healthy"] = healthy
+    metrics = data.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise RequestError(
+            f"{where}metrics must be an object of metric name to number", field=f"{where}metrics"
+        )
+    if len(metrics) > MAX_METRICS:
+        raise RequestError(
+            f"{where}metrics has more than {MAX_METRICS} entries", field=f"{where}metrics"
+        )
+    parsed = {}
+    for name, value in metrics.items():
+        field = f"{where}metrics.{name}"
+        if not _METRIC_NAME.match(name):
+            raise RequestError(
+                f"{field}: metric names are lower-case letters, digits and '_' (at most 64)",
+                field=field,
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise RequestError(f"{field} must be a non-negative number", field=field)
+        parsed[name] = float(value)
+    out["metrics"] = parsed
+    return out
+
+
+def _find(request: web.Request, item: dict[str, Any], where: str) -> tuple[Farm, Host]:
+    registry = request.app[SERVER].registry
+    farm = registry.farm(item["farm"])
+    if farm is None:
+        raise NotFound(f"{where}farm: no farm named {item['farm']!r}", field=f"{where}farm")
+    host = farm.hosts.get(item["host"])
+    if host is None:
+        raise NotFound(
+            f"{where}host: farm {farm.name} has no host named {item['host']!r}",
+            field=f"{where}host",
+        )
+    return farm, host
+
+
+def _allowed(token: Token, farm: Farm, host: Host, where: str) -> None:
+    if not token.allows_host(farm.name, host.name):
+        scope = f"host {token.host}" if token.host else "its farms"
+        raise Forbidden(
+            f"{where}token {token.name!r} may report for {scope} only, not {host.name} "
+            f"of {farm.name}"
+        )
+
+
+async def _apply(request: web.Request, farm: Farm, host: Host, item: dict) -> dict[str, Any]:
+    server = request.app[SERVER]
+    report = Report(
+        seq=item["seq"],
+        received=farm.clock(),
+        interval=item["interval"],
+        healthy=item["healthy"],
+        metrics=item["metrics"],
+    )
+    previous = host.report
+    applied = await server.store.report(farm, host, report)
+    now = farm.clock()
+    reply: dict[str, Any] = {
+        "farm": farm.name,
+        "host": host.name,
+        "applied": applied,
+        "state": farm.host_state(host, now),
+        "score": score(host.report, farm.spec.score, host.spec.capacity),
+        "advice": advice_reply(farm, host) if server.config.advice else None,
+    }
+    if not applied:
+        last = previous.seq if previous is not None else None
+        reply["ignored"] = f"seq {item['seq']} is not newer than the last accepted seq {last}"
+    return reply
+
+
+def _check_size(request: web.Request, limit: int) -> None:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestError(f"body is {length} bytes, more than the {limit} allowed", status=413)
+
+
+@routes.post("/v1/report")
+async def post_report(request: web.Request) -> web.Response:
+    token = authenticate(request, "report")
+    _check_size(request, MAX_REPORT_BODY)
+    item = parse_report(await read_json(request))
+    farm, host = _find(request, item, "")
+    _allowed(token, farm, host, "")
+    return json_response(await _apply(request, farm, host, item))
+
+
+@routes.post("/v1/reports")
+async def post_reports(request: web.Request) -> web.Response:
+    """A batch: ``{"reports": [report, ...]}``. Validated as a whole (400/403 name the item);
+    unknown farms or hosts are per-item errors so one removed host does not drop the rest."""
+    token = authenticate(request, "report")
+    _check_size(request, request.app[SERVER].config.max_body)
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) != {"reports"}:
+        raise RequestError('body must be {"reports": [...]}', field="reports")
+    items = body["reports"]
+    if not isinstance(items, list):
+        raise RequestError("reports must be a list of reports", field="reports")
+    if len(items) > MAX_BATCH:
+        raise RequestError(f"reports has more than {MAX_BATCH} items", field="reports")
+    parsed = [parse_report(item, f"reports[{i}].") for i, item in enumerate(items)]
+    found: list[tuple[Farm, Host] | NotFound] = []
+    for i, item in enumerate(parsed):
+        try:
+            farm, host = _find(request, item, f"reports[{i}].")
+        except NotFound as exc:
+            found.append(exc)
+            continue
+        _allowed(token, farm, host, f"reports[{i}]: ")
+        found.append((farm, host))
+    results = []
+    for item, target in zip(parsed, found, strict=True):
+        if isinstance(target, NotFound):
+            results.append(
+                {
+                    "farm": item["farm"],
+                    "host": item["host"],
+                    "applied": False,
+                    "status": 404,
+                    "error": target.reason,
+                }
+            )
+            continue
+        results.append(await _apply(request, *target, item))
+    return json_response({"applied": sum(1 for r in results if r["applied"]), "results": results})
+
+
+@routes.get("/v1/farms/{farm}/explain")
+async def explain(request: web.Request) -> web.Response:
+    token = authenticate(request, "read")
+    farm = request.app[SERVER].registry.farm(request.match_info["farm"])
+    if farm is None:
+        raise NotFound(f"no farm named {request.match_info['farm']!r}", field="farm")
+    if not token.allows_farm(farm.name):
+        raise Forbidden(f"token {token.name!r} may not read farm {farm.name}")
+    return json_response(farm.explain())
