@@ -13,7 +13,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,6 +113,16 @@ def ok(result: tuple[int, dict]) -> dict:
     return body
 
 
+def report_body(host: str, connections: float, seq: int, interval: float = 1.0) -> dict:
+    return {
+        "farm": FARM,
+        "host": host,
+        "seq": seq,
+        "interval": interval,
+        "metrics": {"connections": connections},
+    }
+
+
 class Writer:
     """A Redis store in the test process: stands for another server that takes reports."""
 
@@ -166,8 +175,9 @@ def test_a_killed_server_leaves_the_others_answering_the_same(tmp_path, redis_se
     writer = Writer(tmp_path, redis_server.url)
     try:
         a, b, c = group
+        # Reports accepted by A (the agents' HTTP ingest) are answered by all.
         for seq, (host, load) in enumerate([("web1", 30), ("web2", 5), ("web3", 20)]):
-            writer.report(host, load, seq, interval=30.0)
+            ok(api(a, "POST", "/v1/report", report_body(host, load, seq, interval=30.0)))
         wait_answers(group, ("192.0.2.2",))
         a.proc.kill()  # as a crash: no clean shutdown
         a.proc.wait(timeout=5)
@@ -204,6 +214,8 @@ def test_redis_away_then_back_empty(tmp_path, redis_server):
             time.sleep(0.05)
         assert status == 503, body
         assert "unreachable" in body["error"] and "not applied" in body["error"]
+        status, body = api(a, "POST", "/v1/report", report_body("web4", 1, 1))
+        assert status == 503 and "unreachable" in body["error"], body
         assert ok(api(a, "GET", "/v1/health"))["store"]["healthy"] is False
         wait_answers(group, ("192.0.2.4",))
 
@@ -243,10 +255,3 @@ def test_after_the_stale_budget_the_farm_rules_for_stale_hosts_apply(tmp_path, r
     finally:
         for server in group:
             server.stop()
-
-
-def wait(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
