@@ -175,12 +175,11 @@ def _keys(body: Any, where, fail: Fail, allowed: set[str], what: str) -> bool:
     if not isinstance(body, dict):
         fail(where, f"must be a mapping ({what})")
         return False
-    ok = True
+    # Unknown keys are reported, and the known ones still checked, so one run lists all.
     for key in body:
         if key not in allowed:
             fail((*where, key), f"unknown key (expected one of {', '.join(sorted(allowed))})")
-            ok = False
-    return ok
+    return True
 
 
 def _secret(body: dict, prefix: str, where, fail: Fail) -> str | None:
@@ -384,9 +383,8 @@ def _health(value: Any, where, fail: Fail, values: dict, interval: float) -> Non
         statuses = raw if isinstance(raw, list) else [raw]
         codes = []
         for j, code in enumerate(statuses):
-            code_where = (*item_where, "status", j) if isinstance(raw, list) else item_where[:]
-            if not isinstance(raw, list):
-                code_where = (*item_where, "status")
+            status_where = (*item_where, "status")
+            code_where = (*status_where, j) if isinstance(raw, list) else status_where
             n = _number(code, code_where, fail, 100, 599, integer=True)
             if n is not None:
                 codes.append(n)

@@ -1,0 +1,384 @@
+"""``lbdns agent`` as a subprocess against real ``lbdns serve`` processes.
+
+Connections are real loopback TCP connections the test opens; the application is a real TCP
+server in a subprocess the test kills; the servers are real lbdns processes (one of them frozen
+with SIGSTOP to play a server that is away). Intervals are 0.2 s to keep the file fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from support import EXAMPLE_ZONES, ROOT, LbdnsProcess
+
+FARM = "chat.example.test."
+INTERVAL = 0.2
+
+
+def get_json(url: str, token: str | None = None):
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def host_info(server: LbdnsProcess, host: str, token: str | None = None):
+    return get_json(f"{server.http_url}/v1/farms/{FARM}/hosts/{host}", token)
+
+
+def wait_for(predicate, timeout: float = 8.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class Agent:
+    """``python -m lbdns agent -c <file>`` in a subprocess, its log in a file."""
+
+    def __init__(self, tmp: Path, config: str, *args: str):
+        self.path = tmp / f"agent-{time.monotonic_ns()}.yaml"
+        self.path.write_text(textwrap.dedent(config))
+        self.log_path = self.path.with_suffix(".log")
+        self.args = [sys.executable, "-m", "lbdns", "agent", "-c", str(self.path), *args]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Agent:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    def __enter__(self) -> Agent:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def listener(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
+
+
+def connect(listen: socket.socket, n: int) -> list[socket.socket]:
+    host, port = listen.getsockname()[:2]
+    out = []
+    for _ in range(n):
+        out.append(socket.create_connection((host, port), timeout=3))
+        out.append(listen.accept()[0])  # keep the server end open too: established on both
+    return out
+
+
+def reported(server: LbdnsProcess, host: str = "web1", token: str | None = None):
+    status, body = host_info(server, host, token)
+    if status != 200 or not body.get("report"):
+        return None
+    return body["report"]
+
+
+def test_loopback_connections_show_up_in_reports(lbdns, tmp_path):
+    v4 = listener()
+    v6 = listener(socket.AF_INET6, "::1")
+    port4, port6 = v4.getsockname()[1], v6.getsockname()[1]
+    held = connect(v4, 7) + connect(v6, 5)
+    config = f"""
+        farm: {FARM}
+        host: web1
+        interval: {INTERVAL}
+        servers: [{lbdns.http_url}]
+        connections: {{ports: [{port4}, {port6}]}}
+    """
+    try:
+        with Agent(tmp_path, config) as agent:
+            wait_for(
+                lambda: (r := reported(lbdns)) and r["metrics"].get("connections") == 12,
+                what="12 connections reported",
+            )
+            for sock in held[:6]:  # three client/server pairs on IPv4
+                sock.close()
+            report = wait_for(
+                lambda: (r := reported(lbdns)) and r["metrics"].get("connections") == 9 and r,
+                what="9 connections after closing 3",
+            )
+            assert report["healthy"] is True
+            assert 0.0 <= report["metrics"]["cpu"] <= 1.0
+            assert report["metrics"]["load1"] >= 0.0
+            assert 0.0 < report["metrics"]["memory"] < 1.0
+            assert report["interval"] == INTERVAL
+            assert agent.proc.poll() is None, agent.log()
+    finally:
+        for sock in [*held, v4, v6]:
+            sock.close()
+
+
+APP = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    s.accept()[0].close()
+"""
+
+
+def start_app(port: int) -> subprocess.Popen:
+    app = subprocess.Popen([sys.executable, "-c", APP, str(port)], stdout=subprocess.PIPE)
+    assert app.stdout.readline().strip() == b"listening"
+    return app
+
+
+def test_killed_application_turns_the_host_down(lbdns, tmp_path):
+    probe = listener()
+    port = probe.getsockname()[1]
+    probe.close()
+    app = start_app(port)
+    config = f"""
+        farm: {FARM}
+        host: web1
+        interval: {INTERVAL}
+        servers: [{lbdns.http_url}]
+        connections: {{ports: [{port}]}}
+        health:
+          fail_after: 2
+          recover_after: 2
+          checks:
+            - tcp: 127.0.0.1:{port}
+              timeout: 0.1
+    """
+    try:
+        with Agent(tmp_path, config) as agent:
+            wait_for(lambda: host_info(lbdns, "web1")[1]["state"] == "up", what="web1 up")
+            app.kill()
+            app.wait()
+            killed = time.monotonic()
+            wait_for(lambda: host_info(lbdns, "web1")[1]["state"] == "down", what="web1 down")
+            # Two failed checks at 0.2 s, plus one report: well under two seconds.
+            assert time.monotonic() - killed < 2.0
+            # The DNS answer no longer names web1 (its peers have never reported, so they are
+            # the least bad).
+            for _ in range(5):
+                answer = lbdns.query(FARM, "A")
+                addresses = {rr.address for rrset in answer.answer for rr in rrset}
+                assert "192.0.2.10" not in addresses
+            assert "reporting unhealthy" in agent.log()
+            assert agent.proc.poll() is None, agent.log()
+            # The application comes back: up again after recover_after good checks.
+            app = start_app(port)
+            wait_for(lambda: host_info(lbdns, "web1")[1]["state"] == "up", what="web1 up again")
+    finally:
+        app.kill()
+        app.wait()
+
+
+def test_a_stopped_server_does_not_stop_reports_to_another(tmp_path):
+    with LbdnsProcess(tmp_path) as first, LbdnsProcess(tmp_path) as second:
+        config = f"""
+            farm: {FARM}
+            host: web2
+            interval: {INTERVAL}
+            timeout: 0.5
+            backoff: {{initial: 0.1, max: 0.5}}
+            servers: [{first.http_url}, {second.http_url}]
+        """
+        with Agent(tmp_path, config) as agent:
+            for server in (first, second):
+                wait_for(lambda s=server: reported(s, "web2"), what="first reports")
+            # Frozen, the first server still completes TCP handshakes but never answers: the
+            # worst kind of away (each request to it runs into the timeout).
+            first.send_signal(signal.SIGSTOP)
+            try:
+                start = reported(second, "web2")["seq"]
+                seqs = set()
+                ages = []
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    report = reported(second, "web2")
+                    seqs.add(report["seq"])
+                    ages.append(host_info(second, "web2")[1]["report_age"])
+                    time.sleep(0.05)
+                # About ten reports in two seconds at 0.2 s; allow for a loaded machine.
+                assert len(seqs - {start}) >= 6, (seqs, agent.log())
+                assert max(ages) < 4 * INTERVAL, ages
+                assert host_info(second, "web2")[1]["state"] == "up"
+            finally:
+                first.send_signal(signal.SIGCONT)
+            # The first server gets fresh reports again once it is back.
+            before = reported(first, "web2")["seq"]
+            wait_for(lambda: reported(first, "web2")["seq"] > before, what="reports resume")
+            assert agent.proc.poll() is None
+            assert "failed" in agent.log()
+
+
+SERVER_CONFIG = """
+tokens:
+  - {name: agents, secret: "report-secret-1", role: report, farms: [chat.example.test.]}
+  - {name: scaler, secret: "register-secret-1", role: register, farms: [chat.example.test.],
+     networks: [192.0.2.0/24]}
+  - {name: ops, secret: "admin-secret-1", role: admin}
+"""
+
+
+def short_ttl_zones(tmp_path: Path) -> Path:
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    text = (EXAMPLE_ZONES / "example.test.yaml").read_text().replace("ttl: 5", "ttl: 1")
+    (zones / "example.test.yaml").write_text(text)
+    return zones
+
+
+def test_sigterm_drains_and_deregisters(tmp_path):
+    server_config = tmp_path / "lbdns.yaml"
+    server_config.write_text(SERVER_CONFIG)
+    app = listener()
+    port = app.getsockname()[1]
+    with LbdnsProcess(tmp_path, zones=short_ttl_zones(tmp_path), config=server_config) as lbdns:
+        config = f"""
+            farm: {FARM}
+            host: web9
+            interval: {INTERVAL}
+            servers:
+              - url: {lbdns.http_url}
+                token: report-secret-1
+            connections: {{ports: [{port}]}}
+            register:
+              register_token: register-secret-1
+              a: 192.0.2.19
+              capacity: 2
+              labels: {{rack: r1}}
+              drain_grace: 0
+              drain_timeout: 20
+        """
+        admin = "admin-secret-1"
+        held = connect(app, 2)
+        with Agent(tmp_path, config) as agent:
+            body = wait_for(
+                lambda: (b := host_info(lbdns, "web9", admin)[1]) and b.get("state") == "up" and b,
+                what="web9 registered and up",
+            )
+            assert body["a"] == ["192.0.2.19"] and body["capacity"] == 2
+            assert body["labels"]["rack"] == "r1" and body["source"] == "registered"
+            agent.proc.send_signal(signal.SIGTERM)
+            wait_for(
+                lambda: host_info(lbdns, "web9", admin)[1].get("state") == "draining",
+                what="web9 draining",
+            )
+            # Two connections are still open: the drain waits, and the agent keeps reporting.
+            time.sleep(1.0)
+            body = host_info(lbdns, "web9", admin)[1]
+            assert body["state"] == "draining", body
+            assert body["report"]["metrics"]["connections"] == 2
+            assert body["report_age"] < 3 * INTERVAL
+            assert agent.proc.poll() is None
+            for sock in held:
+                sock.close()
+            assert agent.proc.wait(timeout=10) == 0, agent.log()
+            assert host_info(lbdns, "web9", admin)[0] == 404
+            log = agent.log()
+            assert "draining web9" in log and "removed web9" in log, log
+    app.close()
+
+
+def test_bad_config_is_rejected_with_key_and_reason(tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "farm: chat.example.test.\n"
+        "servers: [http://127.0.0.1:8053]\n"
+        "interval: fast\n"
+        "health:\n"
+        "  checks:\n"
+        "    - tcp: 127.0.0.1\n"
+        "  retries: 3\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "lbdns", "agent", "-c", str(config), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    errors = result.stderr
+    assert f"{config}: line 3: interval: must be a number, got 'fast'" in errors
+    assert "line 6: health.checks.0.tcp: must be host:port" in errors
+    assert "line 7: health.retries: unknown key" in errors
+
+
+def test_once_prints_one_report(tmp_path):
+    app = listener()
+    held = connect(app, 3)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"farm: chat.example.test\nhost: web3\nconnections: {{ports: [{app.getsockname()[1]}]}}\n"
+        f"metrics:\n  - {{name: queue, command: 'echo 17'}}\n"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "lbdns", "agent", "-c", str(config), "--once"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
+    finally:
+        for sock in [*held, app]:
+            sock.close()
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["farm"] == FARM and report["host"] == "web3" and report["healthy"] is True
+    assert report["metrics"]["connections"] == 3
+    assert report["metrics"]["queue"] == 17
+    # Milliseconds since the epoch: a restarted agent is never behind its previous run.
+    assert abs(report["seq"] / 1000 - time.time()) < 60
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
+def test_dry_run_measures_without_pushing(tmp_path):
+    config = tmp_path / "agent.yaml"
+    # A server that cannot be reached: a dry run must not try.
+    config.write_text("farm: chat.example.test.\nhost: web1\ninterval: 0.1\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lbdns", "agent", "-c", str(config), "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    lines = [json.loads(proc.stdout.readline()) for _ in range(3)]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    seqs = [line["seq"] for line in lines]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert all("cpu" in line["metrics"] for line in lines)
