@@ -466,3 +466,34 @@ def test_odd_octets_in_a_label(server, label):
     assert response.rcode() == dns.rcode.NXDOMAIN
     assert response.answer == []
     assert ask_raw(b"\x03org\x00").rcode() == dns.rcode.REFUSED
+
+
+def test_glue_dropped_before_truncating(server):
+    # 12 NS and 24 glue records do not fit in 512 octets: the NS RRset is sent without glue.
+    plain = ask(server, "many.test.", "NS", use_edns=False)
+    assert not plain.flags & dns.flags.TC
+    assert len(plain.answer[0]) == 12
+    assert plain.additional == []
+    full = ask(server, "many.test.", "NS", use_edns=0)
+    assert len(full.answer[0]) == 12
+    assert sum(len(r) for r in full.additional) == 24
+
+
+@pytest.mark.parametrize(
+    "flags,packet_tail,rcode",
+    [
+        (0, question("example.org."), dns.rcode.REFUSED),
+        (4 << 11, question("example.test."), dns.rcode.NOTIMP),
+        (0, question("example.test.", 1, 3), dns.rcode.REFUSED),
+        (0, b"\xc0\x0c\x00\x01\x00\x01", dns.rcode.FORMERR),
+    ],
+)
+def test_error_replies_copy_rd_and_cd(server, flags, packet_tail, rcode):
+    for bits in (0, 0x0100, 0x0010, 0x0110):
+        raw = udp(server.host, server.port, header(flags=flags | bits) + packet_tail)
+        assert raw is not None
+        got = flags_of(raw)
+        assert got & 0xF == rcode
+        assert got & 0x0110 == bits
+        assert not got & 0x0080  # RA
+        assert not got & 0x0400  # AA
