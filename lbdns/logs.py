@@ -3,8 +3,9 @@
 Every logger of lbdns is a child of ``lbdns`` (``lbdns.dns``, ``lbdns.http``, ``lbdns.query``,
 ...) and writes through the one handler set up here on the root logger, so both formats cover
 every event, including those of libraries. An event may carry structured fields:
-``log.info("query", extra={"fields": {"client": ip, ...}})``. The text format prints them after
-the message as ``key=value`` (values with spaces quoted); the JSON format adds them as keys.
+``log.info("query", extra={"fields": {"client": ip, ...}})``. The text format prints those the
+message does not already show after it as ``key=value`` (values with spaces quoted); the JSON
+format adds them all as keys.
 
 Text:  ``2026-01-02T03:04:05.678Z INFO lbdns.query: query client=127.0.0.1 qname=...``
 JSON:  ``{"time": "2026-01-02T03:04:05.678Z", "level": "info", "logger": "lbdns.query",
@@ -41,13 +42,21 @@ def _text_value(value: Any) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message key=value ...``; a traceback follows on indented lines."""
+    """``time LEVEL logger: message key=value ...``. Fields whose value the message already
+    shows are not repeated. Further lines of a message (a list of zone errors) and a traceback
+    follow on indented lines, so every line that starts at the margin starts an event."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        fields = _fields(record)
-        if fields:
-            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        message = record.getMessage()
+        extra = [
+            f"{k}={_text_value(v)}" for k, v in _fields(record).items() if str(v) not in message
+        ]
+        first, *more = message.split("\n")
+        line = f"{_timestamp(record)} {record.levelname} {record.name}: {first}"
+        if extra:
+            line += " " + " ".join(extra)
+        if more:
+            line += "\n" + "\n".join("    " + row for row in more)
         if record.exc_info:
             trace = self.formatException(record.exc_info)
             line += "\n" + "\n".join("    " + row for row in trace.splitlines())

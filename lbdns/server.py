@@ -73,7 +73,9 @@ class Server:
         self.store.zones_loaded()
         self.reloads["ok"] += 1
         log.info(
-            "zones loaded: %s", ", ".join(f"{z.origin} (serial {z.serial})" for z in zones.values())
+            "zones loaded: %s",
+            ", ".join(f"{z.origin} (serial {z.serial})" for z in zones.values()),
+            extra={"fields": {"event": "reload", "result": "ok", "zones": len(zones)}},
         )
         return {
             "zones": {z.origin: {"serial": z.serial, "source": z.source} for z in zones.values()}
@@ -123,7 +125,15 @@ class Server:
             await self._start_http()
         dns = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.dns_addresses)
         http = "{}:{}".format(*self.http_address) if self.http_address else "off"
-        log.info("ready dns=%s http=%s state=%s", dns, http, self.store.name)
+        log.info(
+            "ready dns=%s http=%s state=%s",
+            dns,
+            http,
+            self.store.name,
+            extra={
+                "fields": {"event": "ready", "dns": dns, "http": http, "state": self.store.name}
+            },
+        )
 
     async def _start_http(self) -> None:
         from aiohttp import web
@@ -162,7 +172,11 @@ class Server:
         try:
             self.reload()
         except ZoneErrors as exc:
-            log.error("reload failed, the old zones keep serving:\n%s", exc)
+            log.error(
+                "reload failed, the old zones keep serving:\n%s",
+                exc,
+                extra={"fields": {"event": "reload", "result": "error", "errors": len(exc.errors)}},
+            )
 
     def stop(self) -> None:
         self._stopping.set()

@@ -40,6 +40,9 @@ def test_json_log_lines_parse(tmp_path):
     assert failed["level"] == "error" and "broken.yaml" in failed["message"]
     query = next(e for e in events if e["logger"] == "lbdns.query")
     assert query["qname"] == "chat.example.test." and query["client"] == "127.0.0.1"
+    ready = next(e for e in events if e.get("event") == "ready")
+    assert ready["state"] == "memory" and ready["dns"].startswith("127.0.0.1:")
+    assert failed["event"] == "reload" and failed["result"] == "error" and failed["errors"] >= 1
 
 
 def test_text_log_lines_are_one_per_event(lbdns):
@@ -47,6 +50,15 @@ def test_text_log_lines_are_one_per_event(lbdns):
     lbdns.stop()
     lines = lbdns.log().splitlines()
     assert lines and all(TEXT_LINE.match(line) for line in lines), lines
+    ready = next(line for line in lines if " ready " in line)
+    assert ready.endswith("state=memory")  # fields the message shows are not repeated
+
+
+def test_more_lines_of_an_event_are_indented():
+    record = _record("reload failed:\nzones/a.yaml: soa: bad\nzones/b.yaml: ttl: bad", {"n": 2})
+    first, *rest = TextFormatter().format(record).splitlines()
+    assert TEXT_LINE.match(first) and first.endswith("reload failed: n=2")
+    assert rest == ["    zones/a.yaml: soa: bad", "    zones/b.yaml: ttl: bad"]
 
 
 def _record(message: str, fields: dict | None = None, exc: bool = False) -> logging.LogRecord:
@@ -73,6 +85,8 @@ def test_fields_in_both_formats():
     assert line["message"] == "query"  # a field may not replace the message ...
     assert line["field_message"] == "x"  # ... it is kept under another key
     assert line["reason"] == "least-load among 3" and line["n"] == 2
+    shown = TextFormatter().format(_record("change by ops: drain web1", {"token": "ops"}))
+    assert shown.endswith("change by ops: drain web1")
 
 
 def test_a_traceback_stays_inside_its_json_line():
