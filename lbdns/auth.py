@@ -106,6 +106,9 @@ def parse_tokens(value: Any, fail: Callable[[tuple, str], None]) -> tuple[Token,
                 networks.append(ipaddress.ip_network(str(net), strict=False))
             except ValueError:
                 fail((*where, "networks", j), f"{net!r} is not an address range")
+        if role == "register" and not networks and not item.get("networks"):
+            # Without ranges a register token could point a farm at any address.
+            fail((*where, "networks"), "a register token needs networks: its hosts' address ranges")
         if secret is None:
             continue
         tokens.append(

@@ -15,9 +15,12 @@ keeps its last reported count, so its drain waits until forced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .farm import DRAINING, Farm, Host
+from .farm import DRAINED, DRAINING, Farm, Host
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 DEFAULT_GRACE = 5.0
 
@@ -88,3 +91,15 @@ def drain_status(farm: Farm, host: Host, options: DrainOptions, now: float) -> D
         answers_expire_in=expire_in,
         waiting_for=tuple(waiting),
     )
+
+
+def host_state(registry: Registry, farm: Farm, host: Host, now: float) -> str:
+    """The host's state as users see it: the farm's state, with ``drained`` once a drain is
+    complete (the farm itself only knows ``draining``; either way the host gets no answers)."""
+    state = farm.host_state(host, now)
+    if state == DRAINING:
+        options = registry.drain_options.get((farm.name, host.name), DrainOptions())
+        status = drain_status(farm, host, options, now)
+        if status is not None and status.done:
+            return DRAINED
+    return state

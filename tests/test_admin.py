@@ -101,6 +101,7 @@ def test_drain_reaches_drained_then_remove(server):
     assert time.monotonic() - started <= 1.5
     assert drained["drain"]["done"] and drained["drain"]["waiting_for"] == []
     assert drained["drain"]["running_for"] >= 0.9
+    wait_for(lambda: "host h1 of app.admin.test. is drained after" in server.log(), timeout=3)
     assert api.delete(f"/v1/farms/{FARM}/hosts/h1") == {"removed": ["h1"], "farm": FARM}
     assert error_of(api.get, f"/v1/farms/{FARM}/hosts/h1").status == 404
     # A host that is not draining at all: 409 unless forced.

@@ -116,3 +116,14 @@ def test_no_tokens_means_loopback_only(tmp_path):
         assert client(server).put(f"/v1/farms/{FARM}/hosts/h9", {"a": "192.0.2.9"})
     finally:
         server.stop()
+
+
+def test_register_tokens_need_networks(tmp_path):
+    from lbdns import config as config_module
+    from lbdns.errors import ZoneErrors
+
+    path = tmp_path / "lbdns.yaml"
+    path.write_text("tokens:\n  - {name: r, secret: register-secret, role: register}\n")
+    with pytest.raises(ZoneErrors) as info:
+        config_module.load(path)
+    assert "line 2: tokens.0.networks: a register token needs networks" in str(info.value)
