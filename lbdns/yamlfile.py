@@ -3,6 +3,11 @@
 Zone files and config files are plain YAML, but an error must name the file, the path inside it
 and the line. We compose the node tree once, build plain Python data from it, and keep a table
 from each path (a tuple of keys and indexes) to its line number.
+
+Mapping keys are always the key's text: in a zone file keys are names, and YAML 1.1 would turn
+an owner or host called ``no``, ``on`` or ``1.10`` into False, True or 1.1. For the same reason
+the text of every plain scalar that YAML typed as something else than a string is kept in
+``texts``, for values that are text by nature (a TXT record ``yes``).
 """
 
 from __future__ import annotations
@@ -20,10 +25,21 @@ Where = tuple[Any, ...]
 class LocatedYaml:
     """Plain data from a YAML document plus the line of every path in it."""
 
-    def __init__(self, data: Any, lines: dict[Where, int], source: str):
+    def __init__(
+        self,
+        data: Any,
+        lines: dict[Where, int],
+        source: str,
+        texts: dict[Where, str] | None = None,
+    ):
         self.data = data
         self.lines = lines
         self.source = source
+        self.texts = texts if texts is not None else {}
+
+    def text_of(self, where: Where, value: Any) -> Any:
+        """The text ``value`` was written as, when YAML made it a number, boolean or null."""
+        return value if isinstance(value, str) else self.texts.get(where, value)
 
     def line_of(self, where: Where) -> int | None:
         # The closest enclosing path that has a line: a missing key is reported at its parent.
@@ -61,18 +77,21 @@ def parse(text: str, source: str, cls: type[LbdnsError]) -> LocatedYaml:
         problem = getattr(exc, "problem", None) or str(exc)
         raise cls(f"invalid YAML: {problem}", source=source, path=where) from None
     lines: dict[Where, int] = {}
+    texts: dict[Where, str] = {}
     if node is None:
         return LocatedYaml(None, lines, source)
-    data = _build(node, (), lines, source, cls)
-    return LocatedYaml(data, lines, source)
+    data = _build(node, (), lines, texts, source, cls)
+    return LocatedYaml(data, lines, source, texts)
 
 
-def _build(node: yaml.Node, where: Where, lines: dict[Where, int], source: str, cls):
+def _build(
+    node: yaml.Node, where: Where, lines: dict[Where, int], texts: dict[Where, str], source, cls
+):
     lines[where] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node)
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
             if isinstance(key, (dict, list)):
                 raise cls(
                     "mapping keys must be scalars",
@@ -85,11 +104,17 @@ def _build(node: yaml.Node, where: Where, lines: dict[Where, int], source: str, 
                     source=source,
                     path=describe((*where, key), key_node.start_mark.line + 1),
                 )
-            result[key] = _build(value_node, (*where, key), lines, source, cls)
+            result[key] = _build(value_node, (*where, key), lines, texts, source, cls)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*where, i), lines, source, cls) for i, item in enumerate(node.value)]
-    return _scalar(node)
+        return [
+            _build(item, (*where, i), lines, texts, source, cls)
+            for i, item in enumerate(node.value)
+        ]
+    value = _scalar(node)
+    if not isinstance(value, str) and isinstance(node, yaml.ScalarNode):
+        texts[where] = node.value
+    return value
 
 
 def _scalar(node: yaml.Node) -> Any:

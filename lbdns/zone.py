@@ -270,6 +270,7 @@ class ZoneParser:
         return value
 
     def name(self, value: Any, where: yamlfile.Where) -> str | None:
+        value = self.doc.text_of(where, value)  # ns: [no] is the name "no", not False
         if not isinstance(value, str):
             self.fail(where, f"expected a domain name, got {value!r}")
             return None
@@ -375,6 +376,8 @@ class ZoneParser:
             return
         for i, value in enumerate(items):
             item_where = (*where, i) if isinstance(values, list) else where
+            # Record values are text: TXT "yes" or "1.10" must not come back as True or 1.1.
+            value = self.doc.text_of(item_where, value)
             try:
                 rdata = self.rdata(rtype, value)
             except ValueError as exc:

@@ -256,3 +256,28 @@ def test_good_zone_with_every_feature_loads(tmp_path):
     assert zone.ns_names == ("ns1.good.test.",)
     assert "f.good.test." in zone.farms
     assert {"*.w.good.test.", "w.good.test.", "good.test."} <= zone.names
+
+
+def test_yaml_typed_words_stay_names_and_text(tmp_path):
+    # YAML 1.1 reads no/on/off/yes as booleans and 1.10 as a number; in a zone they are names.
+    body = textwrap.dedent(
+        """\
+        zone: y.test.
+        soa: {}
+        ns: [no]
+        records:
+          no: {A: 192.0.2.1, TXT: [yes, 1.10, 0x10, 12]}
+          1.10: {A: 192.0.2.2}
+        farms:
+          on:
+            hosts:
+              off: {a: 192.0.2.3}
+        """
+    )
+    (tmp_path / "y.yaml").write_text(body)
+    zone = load_folder(tmp_path)["y.test."]
+    assert zone.ns_names == ("no.y.test.",)
+    assert "1.10.y.test." in zone.rrsets
+    txt = [str(rr.rdata) for rr in zone.rrsets["no.y.test."][16]]
+    assert txt == ['"yes"', '"1.10"', '"0x10"', '"12"']
+    assert [h.name for h in zone.farms["on.y.test."].hosts] == ["off"]
