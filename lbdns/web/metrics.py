@@ -148,8 +148,11 @@ class ServerCollector(Collector):
             "DNS questions of class IN, by query type.",
             labels=["qtype"],
         )
-        for qtype, count in sorted(answerer.qtypes.items()):
-            by_type.add_metric([QTYPE.get(qtype, f"TYPE{qtype}")], count)
+        qtypes = answerer.qtypes  # a list indexed by type (or a Counter in older builds)
+        pairs = qtypes.items() if isinstance(qtypes, dict) else enumerate(qtypes)
+        for qtype, count in pairs:
+            if count:
+                by_type.add_metric([QTYPE.get(qtype, f"TYPE{qtype}")], count)
         yield by_type
         responses = CounterMetricFamily(
             "lbdns_dns_responses", "DNS responses sent, by response code.", labels=["rcode"]
