@@ -187,7 +187,6 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        self._arm()
         buffer = self.buffer
         respond = self.server.respond
         first = True
@@ -211,6 +210,10 @@ class TcpConnection(asyncio.Protocol):
                 self.transport.close()
                 return
             self.transport.write(len(response).to_bytes(2, "big") + response)
+        if not first:
+            # Only whole messages count as activity: a client trickling a byte at a time
+            # must not hold a connection open forever.
+            self._arm()
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: stop reading its queries until it does.

@@ -141,3 +141,24 @@ def test_connection_cap_refuses_extra_connections(server):
     finally:
         for sock in held:
             sock.close()
+
+
+def test_trickled_bytes_do_not_keep_a_connection_open(server):
+    payload = header(qid=5) + question("mail.example.test.")
+    framed = struct.pack("!H", len(payload)) + payload
+    with tcp_connect(server.host, server.port) as sock:
+        started = time.monotonic()
+        closed = False
+        for i in range(len(framed) - 1):  # never completes the message
+            try:
+                sock.sendall(framed[i : i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            if closed_by_peer(sock, within=IDLE_TIMEOUT * 0.3):
+                closed = True
+                break
+            assert time.monotonic() - started < IDLE_TIMEOUT + 3
+        waited = time.monotonic() - started
+    assert closed
+    assert waited <= IDLE_TIMEOUT + 2
