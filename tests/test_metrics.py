@@ -8,6 +8,7 @@ import socket
 
 import pytest
 from obs_support import http, report, scrape, value, wait_for
+from redis_support import RedisProcess, redis_available
 from support import EXAMPLE_ZONES, LbdnsProcess
 
 FARM = "chat.example.test."
@@ -169,3 +170,33 @@ def test_metrics_need_the_read_token_when_tokens_are_configured(tmp_path):
         assert http(server.http_url + "/metrics", token="report-secret")[0] == 403
         samples = scrape(server.http_url, token="read-secret-1")
         assert value(samples, "lbdns_dns_queries_total", transport="udp") == 0
+
+
+@pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
+def test_redis_connection_state_and_resyncs(tmp_path):
+    with RedisProcess(tmp_path / "redis") as redis:
+        server = LbdnsProcess(tmp_path, extra=("--state", redis.url))
+        with server:
+            samples = scrape(server.http_url)
+            assert value(samples, "lbdns_store_info", kind="redis") == 1
+            assert value(samples, "lbdns_store_connected") == 1
+            assert value(samples, "lbdns_store_healthy") == 1
+            resyncs = value(samples, "lbdns_store_resyncs_total")
+            redis.kill()
+
+            def lost():
+                samples = scrape(server.http_url)
+                return value(samples, "lbdns_store_connected") == 0 and samples
+
+            samples = wait_for(lost, timeout=10)
+            assert value(samples, "lbdns_store_healthy") == 0
+            assert value(samples, "lbdns_store_events_total", event="lost") >= 1
+            redis.restart()
+
+            def back():
+                samples = scrape(server.http_url)
+                return value(samples, "lbdns_store_connected") == 1 and samples
+
+            samples = wait_for(back, timeout=15)
+            assert value(samples, "lbdns_store_resyncs_total") > resyncs
+            assert value(samples, "lbdns_store_healthy") == 1

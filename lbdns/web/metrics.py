@@ -324,6 +324,18 @@ class ServerCollector(Collector):
                 "Full resynchronisations with the shared store.",
                 value=float(resyncs),
             )
+        events = CounterMetricFamily(
+            "lbdns_store_events",
+            "Shared-store events: resyncs, reseeds (Redis came back empty), lost (connection "
+            "lost), writes, refused (writes refused while unhealthy).",
+            labels=["event"],
+        )
+        for event in ("resyncs", "reseeds", "lost", "writes", "refused"):
+            count = status.get(event)
+            if isinstance(count, int) and not isinstance(count, bool):
+                events.add_metric([event], count)
+        if events.samples:
+            yield events
         info = GaugeMetricFamily("lbdns_store_info", "The state store in use.", labels=["kind"])
         info.add_metric([kind], 1.0)
         yield info
