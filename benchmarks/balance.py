@@ -405,6 +405,12 @@ class Bench:
                         raise SystemExit(f"adding a host failed: {resp.status} {await resp.text()}")
                 world.reporting[i] = True
 
+    async def dump_explain(self, session: aiohttp.ClientSession) -> None:
+        for world in self.worlds:
+            if world.farm is not None and world.name == "least-load":
+                async with session.get(f"{self.http}/v1/farms/{world.farm}/explain") as resp:
+                    self.args.explain.write_text(await resp.text())
+
     def fail_host(self, victim: int) -> None:
         for world in self.worlds:
             world.failed[victim] = True
@@ -463,6 +469,8 @@ class Bench:
                         world.samples.append(world.ratio())
                 if not added and now >= t_add:
                     added = True
+                    if self.args.explain:
+                        await self.dump_explain(session)
                     await self.add_host(session, now)
                 if added and not failed:
                     for world in self.worlds:
@@ -572,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small case, short phases")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--explain", type=Path, help="write least-load's explain here")
     args = parser.parse_args(argv)
     phases = Phases()
     cases = {"small": [SMALL], "large": [LARGE], "both": [SMALL, LARGE]}[args.case]

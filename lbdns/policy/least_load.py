@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from . import Ask, Candidate
 
 MIN_PER_RECORD = 1.0  # a record must be worth at least one expected connection
-SPLIT_GAIN = 0.02  # split only when the highest projected load drops by more than 2 %
+SPLIT_GAIN = 0.001  # split only when the highest projected load drops by more than 0.1 %
 _TIE = 1e-12
 
 
