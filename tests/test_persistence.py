@@ -85,3 +85,20 @@ def test_api_host_keeps_its_state_across_a_reload(tmp_path):
     assert host["state"] == "disabled" and host["source"] == "api"
     assert error_of(api.get, f"/v1/farms/{FARM}/hosts/h5").status == 404
     server.stop()
+
+
+def test_a_change_that_cannot_be_saved_is_refused_and_not_applied(tmp_path):
+    server = start(tmp_path)
+    try:
+        api = client(server)
+        # A directory where the temporary file goes makes the write fail (even for root).
+        (tmp_path / "data" / "hosts.tmp").mkdir(parents=True)
+        error = error_of(api.put, f"/v1/farms/{FARM}/hosts/h4", {"a": "192.0.2.4"})
+        assert error.status == 503 and "cannot save host changes" in str(error)
+        assert error_of(api.get, f"/v1/farms/{FARM}/hosts/h4").status == 404
+        (tmp_path / "data" / "hosts.tmp").rmdir()
+        api.put(f"/v1/farms/{FARM}/hosts/h5", {"a": "192.0.2.5"})
+        saved = json.loads((tmp_path / "data" / "hosts.json").read_text())
+        assert set(saved["farms"][FARM]) == {"h5"}
+    finally:
+        server.stop()

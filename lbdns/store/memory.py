@@ -13,6 +13,7 @@ lose.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..drain import DrainOptions
-from ..errors import LbdnsError
+from ..errors import LbdnsError, Unavailable
 from ..farm import Farm, Host, Report
 from ..registry import Registry
 from ..zone import HostSpec
@@ -39,6 +40,8 @@ class MemoryStore(Store):
         self.data_dir = data_dir if data_dir is not None else default_data_dir()
         self.path = self.data_dir / "hosts.json"
         self.overlay = Overlay()
+        self._lock = asyncio.Lock()
+        self._saved: Any = self.overlay.to_json()  # what hosts.json holds
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "path": str(self.path), "changes": len(self.overlay)}
@@ -64,15 +67,30 @@ class MemoryStore(Store):
                 # Refuse to start rather than silently forget hosts an operator added.
                 raise LbdnsError(f"cannot read saved hosts: {exc}", source=str(self.path)) from None
             log.info("loaded %d saved host changes from %s", len(self.overlay), self.path)
+        self._saved = self.overlay.to_json()
         self.zones_loaded()
 
     def zones_loaded(self) -> None:
         self.overlay.apply(self.registry)
 
-    def _save(self) -> None:
+    async def _save(self) -> None:
+        # The snapshot is taken before any await, and the lock writes snapshots in the order of
+        # the changes; the write and fsync run in a thread so DNS answers do not wait for disk.
+        data: Any = self.overlay.to_json()
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._write, data)
+            except OSError as exc:
+                # Not kept, so not applied: the caller gets 503 and the registry stays as it was.
+                self.overlay = Overlay.from_json(self._saved)
+                raise Unavailable(
+                    f"cannot save host changes to {self.path}: {exc.strerror or exc}"
+                ) from None
+            self._saved = data
+
+    def _write(self, data: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        data: Any = self.overlay.to_json()
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.flush()
@@ -92,12 +110,12 @@ class MemoryStore(Store):
 
     async def put_host(self, farm: Farm, spec: HostSpec) -> Host:
         self.overlay.put(farm.name, spec)
-        self._save()
+        await self._save()
         return self.registry.put_host(farm, spec)
 
     async def remove_host(self, farm: Farm, host_name: str) -> None:
         self.overlay.remove(farm.name, host_name, self.registry)
-        self._save()
+        await self._save()
         self.registry.remove_host(farm, host_name)
 
     async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
@@ -105,7 +123,7 @@ class MemoryStore(Store):
         key = (farm.name, host.name)
         drain = self.registry.drain_options.setdefault(key, DrainOptions())
         self.overlay.set_admin(farm.name, host.name, admin, when, drain)
-        self._save()
+        await self._save()
         host.admin = admin
         host.drain_started = when if admin == "draining" else None
         if admin != "draining":
