@@ -341,6 +341,9 @@ class ZoneParser:
             if not isinstance(types, dict):
                 self.fail(where, "expected a mapping of record type to value(s)")
                 continue
+            if not set(types) - {"ttl"}:
+                self.fail(where, "no records: give at least one type, like {A: 192.0.2.1}")
+                continue
             record_ttl = ttl
             for rtype, values in types.items():
                 if rtype == "ttl":

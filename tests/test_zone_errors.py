@@ -70,6 +70,8 @@ CASES = [
         "records.www.A.1: duplicate A value",
     ),
     ("empty list", HEAD + "  www: {A: []}\n", "empty list of values"),
+    ("owner without records", HEAD + "  www: {}\n", "line 6: records.www: no records"),
+    ("owner with only a ttl", HEAD + "  www: {ttl: 5}\n", "records.www: no records"),
     ("record ttl", HEAD + "  www: {A: 192.0.2.1, ttl: x}\n", "records.www.ttl: TTL must be"),
     ("MX one field", HEAD + "  '@': {MX: mail}\n", "expected 'preference exchange'"),
     ("MX preference", HEAD + "  '@': {MX: 'high mail'}\n", "preference must be an integer"),
