@@ -497,3 +497,24 @@ def test_error_replies_copy_rd_and_cd(server, flags, packet_tail, rcode):
         assert got & 0x0110 == bits
         assert not got & 0x0080  # RA
         assert not got & 0x0400  # AA
+
+
+def test_z_and_ad_bits_not_echoed(server):
+    # RFC 8906 8.2.3: the Z bit must be clear in the reply; AD stays clear without DNSSEC.
+    raw = udp(
+        server.host,
+        server.port,
+        header(flags=0x0100 | 0x0040 | 0x0020) + question("mail.example.test."),
+    )
+    assert raw is not None
+    assert flags_of(raw) & 0x0060 == 0
+    assert counts_of(raw)[1] == 1
+
+
+@pytest.mark.parametrize("qtype", [666, 65280, 65535])
+def test_unknown_types_are_nodata(server, qtype):
+    q = question("mail.example.test.", qtype)
+    raw = udp(server.host, server.port, header() + q)
+    assert raw is not None
+    assert flags_of(raw) & 0xF == dns.rcode.NOERROR
+    assert counts_of(raw)[1:3] == (0, 1)  # no answer, the SOA
