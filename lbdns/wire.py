@@ -104,6 +104,10 @@ class Answerer:
         self.registry = registry
         self.cache: dict[bytes, Template | FarmEntry] = {}
         self.cache_version = -1
+        # Query bytes past the ID, seen before over UDP -> what answering them again needs:
+        # (reply without ID, qtype, rcode) for a fixed answer, the parse for a farm question.
+        # Resolvers repeat the same few questions byte for byte, so most queries skip the parse.
+        self.seen: dict[bytes, tuple] = {}
         self.rcodes: Counter[int] = Counter()
         self.qtypes: Counter[int] = Counter()  # questions of class IN, by type
         self.dropped = 0
@@ -117,7 +121,20 @@ class Answerer:
     def respond(self, data: bytes, client: str, tcp: bool = False) -> bytes | None:
         """The response to one query, or None to send nothing. Never raises."""
         try:
-            response = self._respond(data, client, tcp)
+            hit = None if tcp else self.seen.get(data[2:])
+            if hit is not None and self.cache_version == self.registry.version:
+                self.qtypes[hit[1]] += 1
+                if hit[0].__class__ is bytes:
+                    self.rcodes[hit[2]] += 1
+                    response = data[:2] + hit[0]
+                else:
+                    entry, _, qflags, question, qend, edns, do = hit
+                    template = self._farm_template(entry, client)
+                    response = self._assemble(
+                        data, template, qflags, question, qend, edns, do, False
+                    )
+            else:
+                response = self._respond(data, client, tcp)
             if self.query_log is not None:
                 self.query_log(data, client, tcp, response)
             return response
@@ -178,6 +195,7 @@ class Answerer:
 
         if self.cache_version != self.registry.version:
             self.cache.clear()
+            self.seen.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
         if qtype >= 0x41:
@@ -186,10 +204,31 @@ class Answerer:
         entry = self.cache.get(key)
         if entry is None:
             entry = self._entry(key, qtype)
-        if entry.__class__ is not Template:
-            entry = self._farm_template(entry, client)
+        if entry.__class__ is Template:
+            response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp)
+            seen: tuple = (response[2:], qtype, response[3] & 0xF)
+        else:
+            template = self._farm_template(entry, client)
+            response = self._assemble(data, template, qflags, question, qend, edns, do, tcp)
+            seen = (entry, qtype, qflags, question, qend, edns, do)
+        if not tcp:
+            if len(self.seen) >= CACHE_LIMIT:
+                self.seen.clear()
+            self.seen[data[2:]] = seen
+        return response
 
-        template = entry
+    def _assemble(
+        self,
+        data: bytes,
+        template: Template,
+        qflags: int,
+        question: bytes,
+        qend: int,
+        edns: int,
+        do: bool,
+        tcp: bool,
+    ) -> bytes:
+        """The response to ``data`` from ``template``: its ID, RD/CD, question and OPT."""
         limit = MAX_TCP_SIZE if tcp else (512 if edns < 0 else min(edns, EDNS_UDP_SIZE))
         length = qend + len(template.tail) + (0 if edns < 0 else 11)
         if length > limit and template.lean is not None:
