@@ -29,7 +29,7 @@ from ..advice import farm_load
 from ..auth import Token
 from ..drain import DEFAULT_GRACE, DrainOptions, drain_status
 from ..errors import Conflict, Forbidden, NotFound, RequestError, ZoneErrors
-from ..farm import DRAINED, DRAINING, Farm, Host
+from ..farm import DRAINED, Farm, Host
 from ..zone import HostSpec, check_host_name, parse_host
 from .app import SERVER, authenticate, json_response, read_json
 
@@ -104,11 +104,9 @@ def _changed(request: web.Request, token: Token, what: str, **fields: Any) -> No
 def host_json(registry, farm: Farm, host: Host, now: float) -> dict[str, Any]:
     """A host as the API shows it."""
     view = farm.view()
-    state = farm.host_state(host, now)
     options = registry.drain_options.get((farm.name, host.name), DrainOptions())
     drain = drain_status(farm, host, options, now)
-    if state == DRAINING and drain is not None and drain.done:
-        state = DRAINED
+    state = DRAINED if drain is not None and drain.done else farm.host_state(host, now)
     report = host.report
     return {
         "name": host.name,
@@ -202,9 +200,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 def _drain_options(request: web.Request, body: dict[str, Any]) -> DrainOptions:
     query = request.query
-    unknown = set(body) - {"threshold", "grace", "selector", "force"}
-    for key in sorted(unknown):
-        raise RequestError("unknown field (expected threshold, grace, selector)", field=key)
+    unknown = sorted(set(body) - {"threshold", "grace", "selector", "force"})
+    if unknown:
+        raise RequestError(
+            f"{unknown[0]}: unknown field (expected threshold, grace, selector, force)",
+            field=unknown[0],
+        )
     return DrainOptions(
         threshold=_float_option(
             body.get("threshold", query.get("threshold")), "threshold", 0.0, 1e12
