@@ -200,3 +200,17 @@ def test_redis_connection_state_and_resyncs(tmp_path):
             samples = wait_for(back, timeout=15)
             assert value(samples, "lbdns_store_resyncs_total") > resyncs
             assert value(samples, "lbdns_store_healthy") == 1
+
+
+def test_latency_buckets_are_cumulative():
+    from lbdns.latency import BOUNDS, LatencyHistogram
+
+    histogram = LatencyHistogram()
+    for seconds in (0.000001, 0.000005, 0.00002, 0.003, 1.0):
+        histogram.observe(seconds)
+    buckets = dict(histogram.cumulative())
+    assert buckets[str(BOUNDS[0])] == 2  # 1 us, and 5 us on the bound itself
+    assert buckets["2.5e-05"] == 3
+    assert buckets["0.005"] == 4
+    assert buckets["+Inf"] == histogram.count == 5
+    assert histogram.total == pytest.approx(1.003026)

@@ -50,9 +50,9 @@ class FarmHistory:
 class History:
     """Samples of every farm; also counts answers that were served from stale data."""
 
-    def __init__(self, server: Server, clock: Callable[[], float] = time.time):
+    def __init__(self, server: Server, clock: Callable[[], float] | None = None):
         self.server = server
-        self.clock = clock
+        self.clock = clock or server.registry.clock  # the clock the farms' report ages use
         self.farms: dict[str, FarmHistory] = {}
         # Answers per farm that named a stale host, or were given while the shared store was
         # unhealthy, counted from each second's answer deltas.
