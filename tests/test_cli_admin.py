@@ -66,7 +66,10 @@ def test_errors_exit_non_zero_with_the_servers_message(server, tmp_path):
     done = lbdns(server, "hosts", "remove", FARM, "h2")
     assert done.returncode == 1 and "not drained" in done.stderr
     done = lbdns(server, "farms", "show", "nope.test.")
-    assert done.returncode == 1 and "no farm 'nope.test.'" in done.stderr
+    assert (
+        done.returncode == 1
+        and "no farm 'nope.test.' is served (farms: app.admin.test.)" in done.stderr
+    )
     done = lbdns(server, "farms", "list", token=False)
     assert done.returncode == 1 and "bearer token" in done.stderr
     token_file = server.tmp / "token"

@@ -53,7 +53,9 @@ def _farm(request: web.Request, token: Token) -> Farm:
     name = request.match_info["farm"]
     farm = request.app[SERVER].registry.farm(name)
     if farm is None:
-        raise NotFound(f"no farm {name!r} is served", field="farm")
+        served = [f for f in sorted(request.app[SERVER].registry.farms) if token.allows_farm(f)]
+        listed = ", ".join(served[:5]) + (", ..." if len(served) > 5 else "")
+        raise NotFound(f"no farm {name!r} is served (farms: {listed or 'none'})", field="farm")
     if not token.allows_farm(farm.name):
         raise Forbidden(f"token {token.name!r} is not allowed farm {farm.name}")
     return farm
