@@ -382,3 +382,47 @@ def test_dry_run_measures_without_pushing(tmp_path):
     seqs = [line["seq"] for line in lines]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert all("cpu" in line["metrics"] for line in lines)
+
+
+def test_shell_agent_reports_connections(tmp_path):
+    server_config = tmp_path / "lbdns.yaml"
+    server_config.write_text(SERVER_CONFIG)
+    app = listener()
+    held = connect(app, 3)
+    away = listener()  # a server that never answers: accepted by the kernel, never read
+    env = {
+        "PATH": os.environ["PATH"],
+        "LBDNS_FARM": FARM,
+        "LBDNS_HOST": "web3",
+        "LBDNS_PORTS": f"{app.getsockname()[1]} 9",
+        "LBDNS_TOKEN": "report-secret-1",
+        "LBDNS_TIMEOUT": "1",
+    }
+    with LbdnsProcess(tmp_path, config=server_config) as lbdns:
+        env["LBDNS_SERVERS"] = f"http://127.0.0.1:{away.getsockname()[1]} {lbdns.http_url}"
+        proc = subprocess.Popen(
+            ["sh", str(ROOT / "agents" / "lbdns-agent.sh")],
+            env=env,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            report = wait_for(
+                lambda: reported(lbdns, "web3", "admin-secret-1"), what="shell agent report"
+            )
+            assert report["metrics"]["connections"] == 3 and report["healthy"] is True
+            first = report["seq"]
+            wait_for(
+                lambda: reported(lbdns, "web3", "admin-secret-1")["seq"] > first,
+                timeout=2.5,  # the interval is 1 s: the away server does not stretch it
+                what="a second report despite the server that is away",
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+            assert b"failed" in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for sock in [*held, app, away]:
+                sock.close()
