@@ -316,3 +316,42 @@ def test_status_page_in_a_browser(lbdns, tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "status-page.png").write_bytes(png)
+
+
+def _dump_dom(url: str, profile: Path) -> str:
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (tests/run.sh installs it)")
+def test_page_asks_for_the_read_token_and_uses_it(tmp_path):
+    config = tmp_path / "lbdns.yaml"
+    config.write_text("tokens:\n  - {name: viewer, secret: viewer-secret, role: read}\n")
+    with LbdnsProcess(tmp_path, config=config) as server:
+        dom = _dump_dom(server.http_url + "/", tmp_path / "profile1")
+        assert '<form id="login">' in dom  # shown, not hidden
+        assert "401: missing bearer token" in dom
+        assert "data-host=" not in dom
+        dom = _dump_dom(server.http_url + "/#token=viewer-secret", tmp_path / "profile2")
+        assert '<form id="login" hidden="">' in dom
+        states = dict(re.findall(r'data-host="(\w+)" data-state="(\w+)"', dom))
+        assert states == {"web1": "new", "web2": "new", "web3": "new"}
