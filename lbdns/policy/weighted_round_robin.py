@@ -7,7 +7,7 @@ schedule is a pure function of the candidate set and ``ask.seq``.
 | candidates (capacity) | ask.seq 0..3 | answers        |
 |-----------------------|--------------|----------------|
 | a(1), b(1)            | 0..3         | a, b, a, b     |
-| a(1), b(3)            | 0..3         | b, b, a, b     |
+| a(1), b(3)            | 0..3         | b, a, b, b     |
 | (none)                | any          | (none)         |
 """
 

@@ -1,0 +1,392 @@
+"""Farm states, the all-unhealthy modes, the in-flight accounting and herd splitting.
+
+Deterministic: a fake clock and a seeded random source, no sockets (the same behaviour over real
+DNS and HTTP is in test_ingest.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+
+import pytest
+from dnslib import QTYPE
+
+from lbdns.farm import (
+    DISABLED,
+    DOWN,
+    DRAINING,
+    NEW,
+    NODATA,
+    SERVFAIL,
+    SORRY,
+    STALE,
+    UP,
+    Farm,
+    Report,
+)
+from lbdns.zone import parse_text
+
+A, AAAA = QTYPE.A, QTYPE.AAAA
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_farm(settings: str = "", hosts: dict | None = None, clock: Clock | None = None) -> Farm:
+    hosts = hosts or {"a": 1, "b": 1, "c": 2}
+    lines = "\n".join(
+        f"      {name}: {{a: 192.0.2.{10 + i}, aaaa: '2001:db8::{10 + i}', capacity: {cap}}}"
+        for i, (name, cap) in enumerate(hosts.items())
+    )
+    if "ttl:" not in settings:
+        settings = "ttl: 5\n" + settings
+    extra = "".join(f"    {line}\n" for line in settings.splitlines() if line.strip())
+    text = (
+        "zone: t.\nsoa: {}\nns: [ns1]\nrecords: {ns1: {A: 192.0.2.1}}\nfarms:\n"
+        f"  f:\n{extra}    hosts:\n{lines}\n"
+    )
+    spec = parse_text(text).farms["f.t."]
+    return Farm(spec, clock=clock or Clock(), rng=random.Random(5))
+
+
+def report(farm: Farm, host: str, connections: float = 0, seq: int | None = None, **kw) -> None:
+    current = farm.hosts[host].report
+    farm.hosts[host].report = Report(
+        seq=seq if seq is not None else (current.seq + 1 if current else 1),
+        received=farm.clock(),
+        interval=kw.pop("interval", 1.0),
+        healthy=kw.pop("healthy", True),
+        metrics={"connections": float(connections), **kw},
+    )
+    farm.changed()
+
+
+def report_all(farm: Farm, loads: dict[str, float], **kw) -> None:
+    for host, connections in loads.items():
+        report(farm, host, connections, **kw)
+
+
+def states(farm: Farm) -> dict[str, str]:
+    return dict(farm.view().states)
+
+
+# -- states ----------------------------------------------------------------------------------
+
+
+def test_every_state():
+    clock = Clock()
+    farm = make_farm(
+        hosts={"up": 1, "new": 1, "stale": 1, "down": 1, "drain": 1, "off": 1}, clock=clock
+    )
+    report(farm, "stale", 5, interval=1.0)
+    clock.now += 2.5  # stale_after 2 x interval 1 s
+    report(farm, "up", 5)
+    report(farm, "down", 5, healthy=False)
+    report(farm, "drain", 5)
+    report(farm, "off", 5)
+    farm.hosts["drain"].admin = "draining"
+    farm.hosts["off"].admin = "disabled"
+    farm.changed()
+    assert states(farm) == {
+        "up": UP,
+        "new": NEW,
+        "stale": STALE,
+        "down": DOWN,
+        "drain": DRAINING,
+        "off": DISABLED,
+    }
+
+
+def test_stale_after_is_k_times_the_hosts_interval():
+    clock = Clock()
+    farm = make_farm("stale_after: 3", clock=clock)
+    report(farm, "a", 1, interval=2.0)
+    clock.now += 5.9
+    assert states(farm)["a"] == UP
+    clock.now += 0.2  # the view was valid until the deadline: rebuilt without a change
+    assert states(farm)["a"] == STALE
+
+
+def test_only_up_hosts_are_answered():
+    clock = Clock()
+    farm = make_farm(hosts={"up": 1, "down": 1, "drain": 1, "off": 1, "stale": 1}, clock=clock)
+    report(farm, "stale", 0)
+    clock.now += 10
+    for host in ("up", "down", "drain", "off"):
+        report(farm, host, 0, healthy=host != "down")
+    farm.hosts["drain"].admin = "draining"
+    farm.hosts["off"].admin = "disabled"
+    farm.changed()
+    answers = {farm.choose(A, f"10.0.0.{i}") for i in range(50)}
+    assert answers == {("up",)}
+
+
+def test_a_never_reported_host_is_not_answered_once_reports_are_in():
+    clock = Clock()
+    farm = make_farm(clock=clock)
+    report(farm, "a", 10)
+    report(farm, "b", 10)
+    farm.view()  # queries see the first reports come in
+    clock.now += 2.5  # past the warm-up (stale_after x interval after the first report)
+    report_all(farm, {"a": 10, "b": 10})
+    assert states(farm)["c"] == NEW
+    assert all("c" not in farm.choose(A, f"10.0.0.{i}") for i in range(100))
+
+
+def test_warm_up_does_not_send_everything_to_the_first_host_to_report():
+    clock = Clock()
+    farm = make_farm(hosts={"a": 1, "b": 1, "c": 1, "d": 1}, clock=clock)
+    report(farm, "a", 50)  # right after a restart, one agent's report is in
+    seen = Counter(farm.choose(A, f"10.0.0.{i}")[0] for i in range(200))
+    assert set(seen) == {"a", "b", "c", "d"}
+    assert farm.view().warming
+
+
+def test_no_report_at_all_answers_the_new_hosts():
+    farm = make_farm()
+    assert farm.view().states == {"a": NEW, "b": NEW, "c": NEW}
+    seen = {farm.choose(A, f"10.0.0.{i}")[0] for i in range(100)}
+    assert seen == {"a", "b", "c"}
+
+
+# -- all unhealthy -----------------------------------------------------------------------------
+
+
+def _all_down(farm: Farm) -> None:
+    report_all(farm, {"a": 5, "b": 1, "c": 8}, healthy=False)
+
+
+def test_fail_open_answers_the_least_bad_hosts():
+    clock = Clock()
+    farm = make_farm(clock=clock)
+    report(farm, "a", 5)
+    clock.now += 10  # a is stale
+    report(farm, "b", 1, healthy=False)
+    report(farm, "c", 1, healthy=False)
+    # Stale (last known load) before down: only a qualifies.
+    assert {farm.choose(A, f"10.0.0.{i}") for i in range(20)} == {("a",)}
+    assert farm.last.how == "fail-open"
+
+
+def test_fail_open_prefers_the_lowest_last_known_load():
+    farm = make_farm("policy: lowest-score")
+    _all_down(farm)
+    assert farm.choose(A, "10.0.0.1") == ("b",)
+
+
+@pytest.mark.parametrize(
+    ("settings", "a", "aaaa"),
+    [
+        ("all_unhealthy: nodata", NODATA, NODATA),
+        ("all_unhealthy: servfail", SERVFAIL, SERVFAIL),
+        ("all_unhealthy: sorry\nsorry: {a: 192.0.2.99}", SORRY, NODATA),
+        ("all_unhealthy: sorry\nsorry: {a: 192.0.2.99, aaaa: '2001:db8::99'}", SORRY, SORRY),
+    ],
+)
+def test_all_unhealthy_modes(settings, a, aaaa):
+    farm = make_farm(settings)
+    _all_down(farm)
+    assert farm.choose(A, "10.0.0.1") == a
+    assert farm.choose(AAAA, "10.0.0.1") == aaaa
+    if a == SORRY:
+        assert farm.addresses(SORRY, A) == ["192.0.2.99"]
+
+
+def test_drained_and_disabled_hosts_are_never_answered_even_failing_open():
+    farm = make_farm()
+    report_all(farm, {"a": 1, "b": 1, "c": 1})
+    for host in ("a", "b", "c"):
+        farm.hosts[host].admin = "disabled" if host == "a" else "draining"
+    farm.changed()
+    assert farm.choose(A, "10.0.0.1") == NODATA
+
+
+def test_a_family_without_any_host_is_nodata():
+    farm = make_farm()
+    for host in farm.hosts.values():
+        host.spec = dataclasses.replace(host.spec, aaaa=())
+    report_all(farm, {"a": 1, "b": 1, "c": 1})
+    assert farm.choose(AAAA, "10.0.0.1") == NODATA
+    assert farm.choose(A, "10.0.0.1") in {("a",), ("b",), ("c",)}
+
+
+# -- score and watermark ---------------------------------------------------------------------
+
+
+def test_score_is_normalised_by_capacity_and_can_mix_metrics():
+    farm = make_farm("score: {connections: 1, cpu: 100}")
+    report(farm, "a", 10, cpu=0.5)  # 10 + 50 = 60 / capacity 1
+    report(farm, "c", 10, cpu=0.5)  # 60 / capacity 2
+    assert farm.view().scores["a"] == pytest.approx(60.0)
+    assert farm.view().scores["c"] == pytest.approx(30.0)
+
+
+def test_cpu_score():
+    farm = make_farm("score: cpu\npolicy: lowest-score")
+    report_all(farm, {"a": 1, "b": 1000, "c": 1})
+    report(farm, "a", 1, cpu=0.9)
+    report(farm, "b", 1000, cpu=0.1)
+    report(farm, "c", 1, cpu=1.0)  # 0.5 per capacity unit
+    assert farm.choose(A, "10.0.0.1") == ("b",)
+
+
+def test_watermark_keeps_answers_off_hosts_above_it():
+    farm = make_farm("watermark: 50\npolicy: round-robin")
+    report_all(farm, {"a": 60, "b": 10, "c": 200})  # c: 100 per capacity unit
+    assert {farm.choose(A, f"10.0.0.{i}") for i in range(10)} == {("b",)}
+    assert farm.last.how == "watermark"
+    report_all(farm, {"a": 60, "b": 70, "c": 200})  # all above: answer among all
+    assert len({farm.choose(A, f"10.0.0.{i}") for i in range(10)}) == 3
+
+
+# -- accounting --------------------------------------------------------------------------------
+
+
+def test_answers_between_reports_spread_instead_of_piling_on_one_host():
+    clock = Clock()
+    farm = make_farm(hosts={"a": 1, "b": 1}, clock=clock)
+    report_all(farm, {"a": 10, "b": 12})
+    naive = make_farm("policy: lowest-score", hosts={"a": 1, "b": 1}, clock=clock)
+    report_all(naive, {"a": 10, "b": 12})
+    ours = Counter(farm.choose(A, f"10.0.1.{i}")[0] for i in range(20))
+    theirs = Counter(naive.choose(A, f"10.0.1.{i}")[0] for i in range(20))
+    assert theirs == {"a": 20}
+    # a is 2 behind; each answer (herd 1 for a first-seen resolver) adds 1: a gets 2 more.
+    assert ours == {"a": 11, "b": 9}
+    ledgers = farm.accounting.ledgers
+    assert ledgers["a"].pending == pytest.approx(11) and ledgers["b"].pending == pytest.approx(9)
+
+
+def test_a_report_supersedes_what_it_counted():
+    clock = Clock()
+    farm = make_farm("ttl: 5", hosts={"a": 1, "b": 1}, clock=clock)
+    report_all(farm, {"a": 0, "b": 0})
+    for i in range(10):
+        farm.choose(A, f"10.0.1.{i}")  # 5 each, charged at t=1000
+    assert farm.accounting.ledgers["a"].pending == pytest.approx(5)
+    clock.now += 2.5  # half the cache time (5 s) has passed: half of each herd has arrived
+    report_all(farm, {"a": 2, "b": 3})
+    farm.view()
+    for name in ("a", "b"):
+        assert farm.accounting.ledgers[name].pending == pytest.approx(2.5, rel=0.05)
+    loads = {c.name: c.load for c in farm._live[A]}
+    assert loads == pytest.approx({"a": 4.5, "b": 5.5}, rel=0.05)
+    clock.now += 3.0  # past the cache time: every herd has arrived, nothing pending
+    report_all(farm, {"a": 5, "b": 5})
+    farm.view()
+    assert farm.accounting.ledgers["a"].pending == 0
+
+
+def test_arrival_rate_and_mean_herd_are_learned_from_reports():
+    clock = Clock()
+    farm = make_farm("ttl: 1", hosts={"a": 1, "b": 1}, clock=clock)
+    for second in range(30):
+        report_all(farm, {"a": 0, "b": 0}, accepted=second * 20.0)  # 40 arrivals/s in total
+        for i in range(10):  # 10 answers a second
+            farm.choose(A, f"10.0.{second}.{i}")
+        clock.now += 1.0
+    accounting = farm.accounting
+    assert accounting.arrival_rate == pytest.approx(40.0)
+    assert accounting.mean_herd == pytest.approx(4.0, rel=0.1)
+
+
+def test_herd_of_an_unsaturated_resolver_comes_from_its_query_gap():
+    clock = Clock()
+    farm = make_farm("ttl: 5", clock=clock)
+    report_all(farm, {"a": 0, "b": 0, "c": 0})
+    for _ in range(30):  # asks every 7 s: clients every 2 s after the 5 s cache time
+        farm.choose(A, "10.9.9.9")
+        clock.now += 7.0
+        report_all(farm, {"a": 0, "b": 0, "c": 0})
+    stat = farm.accounting.clients["10.9.9.9"]
+    assert not stat.saturated
+    assert stat.rate == pytest.approx(0.5)
+    assert farm.accounting.herd("10.9.9.9", clock.now) == pytest.approx(1 + 0.5 * 5)
+
+
+def test_saturated_resolvers_share_what_is_left_of_the_arrival_rate():
+    clock = Clock()
+    farm = make_farm("ttl: 5\nsplit: 1", clock=clock)
+    accounting = farm.accounting
+    accounting.arrival_rate = 100.0
+    for _ in range(5):  # two resolvers asking as soon as their cache expires, one slow one
+        for client in ("10.1.1.1", "10.1.1.2"):
+            accounting.herd(client, clock.now)
+        clock.now += 5.0
+    for _ in range(3):
+        accounting.herd("10.1.1.3", clock.now)
+        clock.now += 10.0  # rate 1/(10-5) = 0.2 clients/s
+    assert accounting.saturated == 2
+    assert accounting.unsat_rate == pytest.approx(0.2)
+    # (100 - 0.2) / 2 saturated x 5 s cache time
+    assert accounting._herd_of(accounting.clients["10.1.1.1"]) == pytest.approx(249.5)
+
+
+def test_a_big_herd_is_split_over_several_records():
+    clock = Clock()
+    farm = make_farm("ttl: 5\nsplit: 3", hosts={"a": 1, "b": 1, "c": 1, "d": 1}, clock=clock)
+    loads = {"a": 100, "b": 100, "c": 100, "d": 100}
+    big = "10.2.2.2"
+    for second in range(20):  # 60 arrivals a second, all from one resolver
+        report_all(farm, loads, accepted=second * 15.0)
+        if second % 5 == 0:
+            farm.choose(A, big)
+        clock.now += 1.0
+    report_all(farm, loads, accepted=20 * 15.0)
+    assert farm.accounting.arrival_rate == pytest.approx(60.0)
+    chosen = farm.choose(A, big)
+    assert len(chosen) == 3  # herd 60 x 5 = 300: as many records as allowed
+    assert farm.last.herd == pytest.approx(300)
+    pending = {n: farm.accounting.ledgers[n].pending for n in chosen}
+    # 100 each, plus what is left of the previous answer's herd (charged 5 s ago)
+    assert all(p == pytest.approx(100, abs=2) for p in pending.values())
+    small = farm.choose(A, "10.3.3.3")  # a first-seen resolver: mean herd, one record
+    assert len(small) == 1 and small[0] not in chosen
+
+
+def test_a_new_host_fills_to_its_fair_share_without_a_stampede():
+    clock = Clock()
+    farm = make_farm("ttl: 5", hosts={"a": 1, "b": 1, "c": 1}, clock=clock)
+    report_all(farm, {"a": 100, "b": 100, "c": 0})  # c just joined and reported
+    got = Counter(farm.choose(A, f"10.4.0.{i}")[0] for i in range(150))
+    # c is 100 behind: the first 100 answers (herd 1 each) go to c, then all share evenly.
+    assert got["c"] == pytest.approx(117, abs=2)
+    assert got["a"] + got["b"] == 150 - got["c"]
+
+
+def test_a_and_aaaa_from_one_resolver_get_the_same_host():
+    clock = Clock()
+    farm = make_farm(hosts={"a": 1, "b": 1, "c": 1, "d": 1}, clock=clock)
+    report_all(farm, {"a": 10, "b": 10, "c": 10, "d": 10})
+    for i in range(40):
+        client = f"10.5.0.{i}"
+        first = farm.choose(A, client)
+        clock.now += 0.01
+        assert farm.choose(AAAA, client) == first
+        assert farm.last.how == "sticky"
+        clock.now += 0.01
+    # The sticky second answer is not charged again.
+    assert sum(ledger.pending for ledger in farm.accounting.ledgers.values()) == pytest.approx(40)
+
+
+def test_explain_lists_every_host_and_the_reason():
+    clock = Clock()
+    farm = make_farm(clock=clock)
+    report_all(farm, {"a": 3, "b": 1, "c": 2})
+    farm.choose(A, "10.6.0.1")
+    info = farm.explain()
+    assert [h["host"] for h in info["hosts"]] == ["a", "b", "c"]
+    b, c = info["hosts"][1:]
+    assert b["state"] == UP and b["score"] == 1.0 and b["metrics"] == {"connections": 1.0}
+    # b and c are both at 1 per capacity unit; a herd of 1 lifts c (capacity 2) only to 1.5.
+    assert c["in_flight"] == pytest.approx(1.0) and c["share_recent"] == 1.0
+    assert b["in_flight"] == 0 and c["load"] == pytest.approx(1.5)
+    assert info["last_answer"]["chosen"] == ["c"]
+    assert "lowest projected load" in info["last_answer"]["reason"]
