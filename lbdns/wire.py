@@ -109,7 +109,8 @@ class Answerer:
         # Resolvers repeat the same few questions byte for byte, so most queries skip the parse.
         self.seen: dict[bytes, tuple] = {}
         self.rcodes: Counter[int] = Counter()
-        self.qtypes: Counter[int] = Counter()  # questions of class IN, by type
+        # Questions of class IN by type: a list indexed by type costs a quarter of a Counter.
+        self.qtypes: list[int] = [0] * 65536
         self.dropped = 0
         self.errors = 0
         # Called with (query, client, tcp, response) when the query log is on; None costs one
