@@ -6,6 +6,7 @@
 const POLL_MS = 1000;
 const POINTS = 120; // seconds of history drawn per chart, at most
 const MIN_SPAN = 30; // seconds a chart spans at least
+const SHARE_SMOOTHING = 5; // seconds of answers behind each point of the share chart
 const PALETTE = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2",
                  "#ca8a04", "#dc2626", "#4b5563", "#65a30d"];
 const SVG = "http://www.w3.org/2000/svg";
@@ -131,15 +132,22 @@ function farmCard(farm) {
     const names = Object.keys(farm.history.answers);
     const length = farm.history.times.length;
     for (const name of names) share[name] = [];
+    // Over a trailing window of SHARE_SMOOTHING seconds: a farm answered a few times a second
+    // would otherwise jump between 0 and 100 % from one second to the next.
+    const answers = farm.history.answers;
+    const windowed = (name, i) => {
+      let sum = 0;
+      for (let j = Math.max(0, i - SHARE_SMOOTHING + 1); j <= i; j++) sum += answers[name][j] || 0;
+      return sum;
+    };
     for (let i = 0; i < length; i++) {
-      const total = names.reduce((sum, n) => sum + (farm.history.answers[n][i] || 0), 0);
-      for (const name of names) {
-        share[name].push(total ? (farm.history.answers[name][i] || 0) / total : null);
-      }
+      const total = names.reduce((sum, n) => sum + windowed(n, i), 0);
+      for (const name of names) share[name].push(total ? windowed(name, i) / total : null);
     }
     card.append(el("div", { class: "charts" },
       chart("load score per host", load, colours, yMax, fmt(yMax, 3), length),
-      chart("answer share per host", share, colours, 1, "100%", length)));
+      chart(`answer share per host (${SHARE_SMOOTHING} s average)`, share, colours, 1, "100%",
+            length)));
   }
   return card;
 }
