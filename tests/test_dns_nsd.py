@@ -1,0 +1,169 @@
+"""lbdns answers like NSD: the same zones served by both, the same questions, the same answers.
+
+NSD serves tests/zones/auth converted to RFC 1035 zone files (farm names left out: their answers
+change per query by design). For every question the rcode, AA, TC, the answer section and the
+negative-answer SOA (with its TTL) must match. NSD adds NS and glue to positive answers, which
+lbdns leaves out (minimal responses), so the authority and additional sections are not compared
+otherwise; ANY is minimal in lbdns (RFC 8482), so only its rcode and flags are compared.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import pytest
+from support import ROOT, LbdnsProcess, free_port, which
+
+from lbdns.zone import Zone, load_folder
+
+ZONES = ROOT / "tests" / "zones" / "auth"
+NSD = which("nsd")
+
+pytestmark = pytest.mark.skipif(
+    NSD is None, reason="nsd is not installed (tests/run.sh installs it)"
+)
+
+NAMES = [
+    "example.test.",
+    "mail.example.test.",
+    "MaIl.ExAmPlE.test.",
+    "missing.example.test.",
+    "deep.example.test.",
+    "b.deep.example.test.",
+    "a.b.deep.example.test.",
+    "c.a.b.deep.example.test.",
+    "alias.example.test.",
+    "chain1.example.test.",
+    "loop1.example.test.",
+    "dangling.example.test.",
+    "away.example.test.",
+    "cross.example.test.",
+    "x.apps.example.test.",
+    "y.x.apps.example.test.",
+    "apps.example.test.",
+    "*.apps.example.test.",
+    "foo.wild.example.test.",
+    "_tcp.example.test.",
+    "_sip._tcp.example.test.",
+    "v6only.example.test.",
+    "multi.example.test.",
+    "big.example.test.",
+    "long.example.test.",
+    "utf.example.test.",
+    "x.mail.example.test.",
+    "10.2.0.192.in-addr.example.test.",
+    "other.test.",
+    "nope.other.test.",
+    "many.test.",
+    "example.com.",
+    "test.",
+]
+TYPES = ["A", "AAAA", "TXT", "MX", "NS", "SOA", "CNAME", "SRV", "CAA", "PTR", "DS", "ANY"]
+
+
+def zone_file(zone: Zone) -> str:
+    lines = [f"$ORIGIN {zone.origin}", zone.soa.toZone()]
+    for rrsets in zone.rrsets.values():
+        for rtype, rrs in rrsets.items():
+            if rtype != 6:
+                lines += [rr.toZone() for rr in rrs]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nsd")
+    port = free_port()
+    conf = [
+        "server:",
+        "  server-count: 1",
+        "  ip-address: 127.0.0.1",
+        f"  port: {port}",
+        "  do-ip6: no",
+        '  username: ""',
+        '  chroot: ""',
+        f'  zonesdir: "{tmp}"',
+        f'  pidfile: "{tmp}/nsd.pid"',
+        '  database: ""',
+        f'  xfrdfile: "{tmp}/xfrd.state"',
+        f'  xfrdir: "{tmp}"',
+        f'  zonelistfile: "{tmp}/zone.list"',
+        f'  logfile: "{tmp}/nsd.log"',
+        "  rrl-ratelimit: 0",
+        "remote-control:",
+        "  control-enable: no",
+    ]
+    for origin, zone in load_folder(ZONES).items():
+        path = tmp / f"{origin}zone"
+        path.write_text(zone_file(zone))
+        conf += ["zone:", f'  name: "{origin}"', f'  zonefile: "{path}"']
+    (tmp / "nsd.conf").write_text("\n".join(conf) + "\n")
+    nsd = subprocess.Popen(
+        [NSD, "-d", "-c", str(tmp / "nsd.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with LbdnsProcess(tmp, zones=ZONES, http=None) as lbdns:
+            wait_ready(port, nsd, tmp)
+            yield lbdns.port, port
+    finally:
+        nsd.terminate()
+        try:
+            nsd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            nsd.kill()
+            nsd.wait()
+
+
+def wait_ready(port: int, proc: subprocess.Popen, tmp) -> None:
+    deadline = time.monotonic() + 15
+    query = dns.message.make_query("example.test.", "SOA")
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = (tmp / "nsd.log").read_text() if (tmp / "nsd.log").exists() else ""
+            raise RuntimeError(f"nsd exited with {proc.returncode}:\n{log}")
+        try:
+            if dns.query.udp(query, "127.0.0.1", port=port, timeout=0.3).answer:
+                return
+        except (dns.exception.Timeout, ConnectionRefusedError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("nsd did not start answering")
+
+
+def summary(response: dns.message.Message, rdtype: str) -> tuple:
+    flags = (
+        response.rcode(),
+        bool(response.flags & dns.flags.AA),
+        bool(response.flags & dns.flags.TC),
+    )
+    if rdtype == "ANY":
+        return flags
+    answer = sorted(
+        f"{r.name} {r.ttl} {r.rdtype} {sorted(rr.to_text() for rr in r)}" for r in response.answer
+    )
+    soa = [(r.name.to_text(), r.ttl) for r in response.authority if r.rdtype == 6]
+    return (*flags, answer, soa if not response.answer or response.rcode() else None)
+
+
+@pytest.mark.parametrize("edns", [False, 0])
+@pytest.mark.parametrize("rdtype", TYPES)
+def test_same_answers_as_nsd(servers, rdtype, edns):
+    lbdns_port, nsd_port = servers
+    differences = []
+    for name in NAMES:
+        query = dns.message.make_query(name, rdtype, use_edns=edns)
+        query.flags = 0  # no RD: a plain question to an authoritative server
+        ours = dns.query.udp(query, "127.0.0.1", port=lbdns_port, timeout=3)
+        theirs = dns.query.udp(query, "127.0.0.1", port=nsd_port, timeout=3)
+        if summary(ours, rdtype) != summary(theirs, rdtype):
+            differences.append(
+                f"{name} {rdtype}: lbdns {summary(ours, rdtype)} nsd {summary(theirs, rdtype)}"
+            )
+    assert differences == []
