@@ -283,3 +283,25 @@ def test_yaml_typed_words_stay_names_and_text(tmp_path):
     txt = [str(rr.rdata) for rr in zone.rrsets["no.y.test."][16]]
     assert txt == ['"yes"', '"1.10"', '"0x10"', '"12"']
     assert [h.name for h in zone.farms["on.y.test."].hosts] == ["off"]
+
+
+def test_serial_from_mtime_never_goes_back(tmp_path):
+    import os
+
+    from lbdns.zone import load_file
+
+    path = tmp_path / "z.yaml"
+    path.write_text(HEAD)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    first = load_file(path)
+    assert first.serial == 1_700_000_000
+    # Unchanged content: the same serial even if the file was touched.
+    os.utime(path, (1_700_000_500, 1_700_000_500))
+    assert load_file(path, previous=first).serial == 1_700_000_000
+    # Changed content with an older modification time: the serial still goes up.
+    path.write_text(HEAD + "  www: {A: 192.0.2.9}\n")
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    assert load_file(path, previous=first).serial == 1_700_000_001
+    # An explicit serial wins.
+    path.write_text(HEAD.replace("hostmaster}", "hostmaster, serial: 7}"))
+    assert load_file(path, previous=first).serial == 7
