@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import EXAMPLE_ZONES, ROOT, LbdnsProcess
+from support import EXAMPLE_ZONES, ROOT, LbdnsProcess, free_port
 
 FARM = "chat.example.test."
 INTERVAL = 0.2
@@ -310,6 +310,38 @@ def test_sigterm_drains_and_deregisters(tmp_path):
             log = agent.log()
             assert "draining web9" in log and "removed web9" in log, log
     app.close()
+
+
+def test_agent_registers_again_when_a_server_forgets_the_host(tmp_path):
+    server_config = tmp_path / "lbdns.yaml"
+    server_config.write_text(SERVER_CONFIG)
+    http = f"127.0.0.1:{free_port()}"
+
+    def server(data: str) -> LbdnsProcess:
+        extra = ("--data-dir", str(tmp_path / data))
+        return LbdnsProcess(tmp_path, config=server_config, http=http, extra=extra)
+
+    config = f"""
+        farm: {FARM}
+        host: web8
+        interval: {INTERVAL}
+        backoff: {{initial: 0.1, max: 0.4}}
+        token: report-secret-1
+        servers: [http://{http}]
+        register: {{register_token: register-secret-1, a: 192.0.2.18}}
+    """
+    admin = "admin-secret-1"
+    with Agent(tmp_path, config) as agent:
+        with server("first") as lbdns:
+            wait_for(lambda: host_info(lbdns, "web8", admin)[1].get("state") == "up", what="up")
+        # A new server on the same address that never heard of web8 (another data dir).
+        with server("second") as lbdns:
+            wait_for(
+                lambda: host_info(lbdns, "web8", admin)[1].get("state") == "up",
+                what="web8 registered again and up",
+            )
+        assert agent.log().count("registered web8") == 2, agent.log()
+        assert agent.proc.poll() is None
 
 
 def test_bad_config_is_rejected_with_key_and_reason(tmp_path):

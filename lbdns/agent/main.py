@@ -184,11 +184,16 @@ class Agent:
         start = time.monotonic()
         tick = 0
         while not until.is_set():
-            report = await self.measure()
-            for link in self.links:
-                link.offer(report)
-            if printer is not None:
-                printer(report)
+            try:
+                report = await self.measure()
+            except Exception:  # noqa: BLE001 - one bad measurement must not end the agent
+                report = None
+                self.ratelog.log(logging.ERROR, "measure", "measurement failed", exc_info=True)
+            if report is not None:
+                for link in self.links:
+                    link.offer(report)
+                if printer is not None:
+                    printer(report)
             # Fixed rate: the next slot after now, skipping slots a slow measurement overran.
             tick = max(tick + 1, int((time.monotonic() - start) / interval) + 1)
             delay = start + tick * interval - time.monotonic()

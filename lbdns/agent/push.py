@@ -102,14 +102,18 @@ class ServerLink:
             report = self._latest
             if report is None:
                 continue
-            if not self.registered and time.monotonic() >= self._register_at:
-                await self._try_register()
             try:
-                reply = await self._request("POST", "/v1/report", report, self.server.token)
-            except PushError as exc:
-                await self._failed(exc)
-                continue
-            self._succeeded(reply)
+                if not self.registered and time.monotonic() >= self._register_at:
+                    await self._try_register()
+                try:
+                    reply = await self._request("POST", "/v1/report", report, self.server.token)
+                except PushError as exc:
+                    await self._failed(exc)
+                    continue
+                self._succeeded(reply)
+            except Exception as exc:  # noqa: BLE001 - a bug here must not end this server's reports
+                log.exception("sending to %s failed unexpectedly", self.server.url)
+                await self._failed(PushError(f"internal error: {exc!r}"))
 
     async def _failed(self, exc: PushError) -> None:
         self.failures += 1

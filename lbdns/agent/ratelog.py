@@ -23,7 +23,9 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
-    def log(self, level: int, key: str, message: str, *args: object) -> bool:
+    def log(
+        self, level: int, key: str, message: str, *args: object, exc_info: bool = False
+    ) -> bool:
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.every:
@@ -33,7 +35,7 @@ class RateLimitedLog:
         held = self._held.pop(key, 0)
         if held:
             message += f" ({held} more like this in the last {self.every:g} s)"
-        self.logger.log(level, message, *args)
+        self.logger.log(level, message, *args, exc_info=exc_info)
         return True
 
     def forget(self, key: str) -> None:
