@@ -344,6 +344,48 @@ def test_agent_registers_again_when_a_server_forgets_the_host(tmp_path):
         assert agent.proc.poll() is None
 
 
+def test_shed_advice_reaches_the_application_hook(tmp_path):
+    server_config = tmp_path / "lbdns.yaml"
+    server_config.write_text("advice: true\n")
+    app = listener()
+    held = connect(app, 10)
+    shed_file = tmp_path / "shed"
+    with LbdnsProcess(tmp_path, config=server_config) as lbdns:
+        # web2 (capacity 2) reports no connections and stays fresh for a minute.
+        body = {"farm": FARM, "host": "web2", "seq": 1, "interval": 60.0, "healthy": True,
+                "metrics": {"connections": 0}}  # fmt: skip
+        request = urllib.request.Request(
+            f"{lbdns.http_url}/v1/report",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=3) as response:
+            assert response.status == 200
+        config = f"""
+            farm: {FARM}
+            host: web1
+            interval: {INTERVAL}
+            servers: [{lbdns.http_url}]
+            connections: {{ports: [{app.getsockname()[1]}]}}
+            advice:
+              command: 'echo "$1" >> {shed_file}'
+              min_interval: 60
+        """
+        try:
+            with Agent(tmp_path, config) as agent:
+                # web1 carries 10 against a farm mean of 5 per unit of capacity: shed 5.
+                wait_for(lambda: shed_file.exists() and shed_file.read_text(), what="hook ran")
+                time.sleep(5 * INTERVAL)  # more reports with the same advice: still one run
+                assert shed_file.read_text() == "5\n", agent.log()
+                assert "advises shedding 5 connection(s)" in agent.log()
+                assert agent.proc.poll() is None
+                # The agent closed nothing itself.
+                assert reported(lbdns)["metrics"]["connections"] == 10
+        finally:
+            for sock in [*held, app]:
+                sock.close()
+
+
 def test_bad_config_is_rejected_with_key_and_reason(tmp_path):
     config = tmp_path / "agent.yaml"
     config.write_text(
