@@ -114,8 +114,9 @@ def _rename(rr: RR, owner: str) -> RR:
 
 def _negative(zone: Zone, rcode: int, answer: list[RR]) -> Resolution:
     # RFC 2308: the SOA in the authority section, with TTL min(SOA TTL, SOA MINIMUM).
-    soa = RR(zone.origin, QTYPE.SOA, ttl=zone.negative_ttl, rdata=zone.soa.rdata)
-    return Resolution(rcode, aa=True, answer=tuple(answer), authority=(soa,), zone=zone)
+    return Resolution(
+        rcode, aa=True, answer=tuple(answer), authority=(zone.negative_soa,), zone=zone
+    )
 
 
 def _extras(zone: Zone, owner: str, qtype: int) -> tuple[tuple[RR, ...], tuple[RR, ...]]:

@@ -21,6 +21,7 @@ so that ``lbdns check`` can print them all. Zone objects are frozen; a reload bu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -101,6 +102,11 @@ class Zone:
     names: frozenset[str]  # every name that exists: owners, farms and empty non-terminals
     digest: str  # of the parsed content; a reload with another digest bumps the serial
     where: str = "zone"  # the 'zone' key and its line, for errors that involve several files
+
+    @functools.cached_property
+    def negative_soa(self) -> RR:
+        """The SOA as negative answers carry it: TTL min(SOA TTL, MINIMUM) (RFC 2308 5)."""
+        return RR(self.origin, QTYPE.SOA, ttl=self.negative_ttl, rdata=self.soa.rdata)
 
     @property
     def ns_names(self) -> tuple[str, ...]:
