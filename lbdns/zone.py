@@ -25,6 +25,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,21 @@ class Zone:
     def negative_soa(self) -> RR:
         """The SOA as negative answers carry it: TTL min(SOA TTL, MINIMUM) (RFC 2308 5)."""
         return RR(self.origin, QTYPE.SOA, ttl=self.negative_ttl, rdata=self.soa.rdata)
+
+    @functools.cached_property
+    def negative_soa_wire(self) -> bytes:
+        """``negative_soa`` in wire form without its owner: type, class, TTL, RDATA."""
+        rdata = self.soa.rdata
+        fixed = (
+            dname.to_wire(str(rdata.mname).lower())
+            + dname.to_wire(str(rdata.rname).lower())
+            + struct.pack("!5I", *rdata.times)
+        )
+        return struct.pack("!HHIH", QTYPE.SOA, 1, self.negative_ttl, len(fixed)) + fixed
+
+    @functools.cached_property
+    def origin_wire(self) -> bytes:
+        return dname.to_wire(self.origin)
 
     @property
     def ns_names(self) -> tuple[str, ...]:
