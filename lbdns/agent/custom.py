@@ -1,8 +1,8 @@
 """Custom metrics from the application: a command's output or a local HTTP endpoint's JSON.
 
 A command prints either one number (the metric is the source's ``name``) or lines of
-``name value``. A URL returns a JSON object whose numeric top-level members become metrics (or
-one bare number, named by ``name``). Each source has a timeout; a source that fails or times out
+``name value``. A URL returns a JSON object whose numeric top-level members become metrics (others
+are skipped), or one bare number, named by ``name``. Each source has a timeout; a source that fails or times out
 contributes nothing to that report, and the failure is logged (rate-limited).
 """
 
@@ -93,8 +93,13 @@ def parse_json(data: Any, name: str | None, where: str) -> dict[str, float]:
         raise MetricError(f"{where}: expected a JSON object of numbers")
     out = {}
     for key, value in data.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[_name(key)] = _value(value, key)
+        # An application's stats document holds more than metrics: members that are not
+        # numbers, or whose names are not metric names, are skipped rather than failing it all.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not METRIC_NAME.match(key) or key in BUILTIN_METRICS:
+            continue
+        out[key] = _value(value, key)
     return out
 
 
