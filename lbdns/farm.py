@@ -169,7 +169,7 @@ class Farm:
         self._live: dict[int, list[Candidate]] = {}
         self._positions: dict[int, dict[str, int]] = {}
         self._failing_open: dict[int, bool] = {}
-        self._sticky: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._sticky: dict[str, tuple[float, tuple[str, ...], int]] = {}
         self._herd_unit = 1.0
 
     @property
@@ -231,9 +231,9 @@ class Farm:
             self.last = LastAnswer(now, client, qtype, 0.0, tuple(candidates), names, how)
             return names
         sticky = self._sticky.get(client)
-        if sticky is not None and now - sticky[0] < accounting.window * 0.25:
-            # The same resolver asked again within the moment: most likely the AAAA after the
-            # A (or the reverse) for the same clients. Same host, and no second charge.
+        if sticky is not None and sticky[2] != qtype and now - sticky[0] < accounting.window / 4:
+            # The same resolver asked for the other address family a moment ago: the AAAA after
+            # the A (or the reverse) for the same clients. Same host, and no second charge.
             names = sticky[1]
             positions = self._positions[qtype]
             if all(n in positions for n in names):
@@ -251,7 +251,7 @@ class Farm:
         self._answered(names, now)
         if len(self._sticky) >= STICKY_LIMIT:
             self._sticky.clear()
-        self._sticky[client] = (now, names)
+        self._sticky[client] = (now, names, qtype)
         self.last = LastAnswer(now, client, qtype, herd, tuple(candidates), names, how)
         return names
 

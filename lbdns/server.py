@@ -38,6 +38,7 @@ class Server:
         self.config = config
         self.registry = registry or Registry()
         self.answerer = Answerer(self.registry)
+        self.answerer.explain_queries = config.explain_queries
         if config.query_log > 0:
             from .querylog import QueryLog
 

@@ -27,6 +27,7 @@ from dnslib import AAAA as AAAA_RDATA
 from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import A as A_RDATA
 
+from . import explain
 from . import name as dname
 from .farm import NODATA, SERVFAIL, Farm
 from .registry import Registry
@@ -121,6 +122,7 @@ class Answerer:
         # Called with (query, client, tcp, response) when the query log is on; None costs one
         # attribute check per query when it is off.
         self.query_log: Callable[[bytes, str, bool, bytes | None], None] | None = None
+        self.explain_queries = False  # answer CH TXT _lbdns.<farm> (config explain_queries)
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -196,6 +198,8 @@ class Answerer:
             return self._error(data, qflags, question, RCODE.NOTIMP, edns, do)
         qtype = (data[qend - 4] << 8) | data[qend - 3]
         if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
+            if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
+                return explain.respond(self.registry, data, tcp)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         self.qtypes[qtype] += 1
 
