@@ -585,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     phases = Phases()
     cases = {"small": [SMALL], "large": [LARGE], "both": [SMALL, LARGE]}[args.case]
     if args.quick:
-        phases = Phases(warm=20, steady=60, add=40, fail=30, drain=30)
+        phases = Phases(warm=10, steady=50, add=30, fail=20, drain=20)
         cases = [SMALL]
     rows: list[dict] = []
     for case in cases:
