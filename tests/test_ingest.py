@@ -312,3 +312,19 @@ async def _in_process(tmp_path: Path) -> None:
 
 def test_in_process_states_accounting_and_fail_open(tmp_path):
     asyncio.run(asyncio.wait_for(_in_process(tmp_path), 20))
+
+
+def test_advice_in_the_reply_when_configured(tmp_path):
+    config = tmp_path / "lbdns.yaml"
+    config.write_text("advice: true\n")
+    with LbdnsProcess(tmp_path, config=config) as process:
+        batch = [
+            good(host="web1", seq=1, metrics={"connections": 300}),
+            good(host="web2", seq=1, metrics={"connections": 20}),
+            good(host="web3", seq=1, metrics={"connections": 20}),
+        ]
+        code, reply = post(f"{process.http_url}/v1/reports", {"reports": batch})
+        assert code == 200
+        advice = reply["results"][0]["advice"]
+        assert advice is not None and advice["shed"] > 0
+        assert reply["results"][1]["advice"] is None
