@@ -27,18 +27,16 @@ from dnslib import AAAA as AAAA_RDATA
 from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import A as A_RDATA
 
-from . import explain
 from . import name as dname
 from .farm import NODATA, SERVFAIL, Farm
 from .registry import Registry
-from .resolve import REFUSED, Resolution, resolve
+from .resolve import Resolution, resolve
 
 log = logging.getLogger("lbdns.dns")
 
 EDNS_UDP_SIZE = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
 MAX_TCP_SIZE = 65535
 CACHE_LIMIT = 50_000  # distinct questions remembered before the cache starts over
-NEGATIVE_LIMIT = 20_000  # distinct negative questions remembered before that cache starts over
 CHOICES_LIMIT = 4096  # distinct host choices remembered per farm name
 
 QR = 0x8000
@@ -56,8 +54,6 @@ _TRANSFER_TYPES = (251, 252)  # IXFR, AXFR: refused, lbdns has no secondaries
 _UNSUPPORTED_TYPES = (41, 253, 254)  # OPT as a question, MAILB, MAILA
 _PLAIN_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _EDNS_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x01"
-_NEGATIVE_COUNTS = b"\x00\x01\x00\x00\x00\x01\x00\x00"
-_NEGATIVE_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x01\x00\x01"
 
 
 def _opt(do: bool, ext_rcode: int = 0) -> bytes:
@@ -107,8 +103,6 @@ class Answerer:
     def __init__(self, registry: Registry):
         self.registry = registry
         self.cache: dict[bytes, Template | FarmEntry] = {}
-        # Negative answers apart, so that a flood of random names cannot evict the others.
-        self.negative: dict[bytes, Template] = {}
         self.cache_version = -1
         # Query bytes past the ID, seen before over UDP -> what answering them again needs:
         # (reply without ID, qtype, rcode) for a fixed answer, the parse for a farm question.
@@ -122,7 +116,6 @@ class Answerer:
         # Called with (query, client, tcp, response) when the query log is on; None costs one
         # attribute check per query when it is off.
         self.query_log: Callable[[bytes, str, bool, bytes | None], None] | None = None
-        self.explain_queries = False  # answer CH TXT _lbdns.<farm> (config explain_queries)
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -136,11 +129,15 @@ class Answerer:
                     self.rcodes[hit[2]] += 1
                     response = data[:2] + hit[0]
                 else:
-                    entry, _, qflags, question, qend, edns, do = hit
-                    template = self._farm_template(entry, client)
-                    response = self._assemble(
-                        data, template, qflags, question, qend, edns, do, False
-                    )
+                    # A farm question: the choice is made per query, the reply for each choice
+                    # is assembled once.
+                    choice = hit[0].farm.choose(hit[0].farm_qtype, client)
+                    reply = hit[3].get(choice)
+                    if reply is None:
+                        reply = self._farm_reply(hit, data, choice)  # counts its rcode
+                    else:
+                        self.rcodes[reply[1]] += 1
+                    response = data[:2] + reply[0]
             else:
                 response = self._respond(data, client, tcp)
             if self.query_log is not None:
@@ -198,14 +195,11 @@ class Answerer:
             return self._error(data, qflags, question, RCODE.NOTIMP, edns, do)
         qtype = (data[qend - 4] << 8) | data[qend - 3]
         if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
-            if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
-                return explain.respond(self.registry, data, tcp)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         self.qtypes[qtype] += 1
 
         if self.cache_version != self.registry.version:
             self.cache.clear()
-            self.negative.clear()
             self.seen.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
@@ -214,16 +208,14 @@ class Answerer:
             key = key[:-2] + data[qend - 4 : qend - 2]
         entry = self.cache.get(key)
         if entry is None:
-            entry = self.negative.get(key) or self._entry(key, qtype)
-            if entry is None:  # not in our zones: nothing is remembered for it
-                return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
+            entry = self._entry(key, qtype)
         if entry.__class__ is Template:
             response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp)
             seen: tuple = (response[2:], qtype, response[3] & 0xF)
         else:
             template = self._farm_template(entry, client)
             response = self._assemble(data, template, qflags, question, qend, edns, do, tcp)
-            seen = (entry, qtype, qflags, question, qend, edns, do)
+            seen = (entry, qtype, (qflags, question, qend, edns, do), {})
         if not tcp:
             if len(self.seen) >= CACHE_LIMIT:
                 self.seen.clear()
@@ -271,8 +263,19 @@ class Answerer:
             + (_OPT_DO if do else _OPT_PLAIN)
         )
 
+    def _farm_reply(self, hit: tuple, data: bytes, choice: tuple[str, ...] | str) -> tuple:
+        """(reply without ID, rcode) to a seen farm question for one choice of hosts."""
+        entry, _, parsed, replies = hit
+        response = self._assemble(data, self._choice_template(entry, choice), *parsed, False)
+        if len(replies) >= CHOICES_LIMIT:
+            replies.clear()
+        reply = replies[choice] = (response[2:], response[3] & 0xF)
+        return reply
+
     def _farm_template(self, entry: FarmEntry, client: str) -> Template:
-        choice = entry.farm.choose(entry.farm_qtype, client)
+        return self._choice_template(entry, entry.farm.choose(entry.farm_qtype, client))
+
+    def _choice_template(self, entry: FarmEntry, choice: tuple[str, ...] | str) -> Template:
         template = entry.by_choice.get(choice)
         if template is None:
             if len(entry.by_choice) >= CHOICES_LIMIT:
@@ -319,30 +322,15 @@ class Answerer:
 
     # -- building templates (the slow path, once per question and zone version) -------------
 
-    def _entry(self, key: bytes, qtype: int) -> Template | FarmEntry | None:
-        """The answer to a new question, remembered; None when it is REFUSED (a name outside
-        our zones, a zone transfer), which is answered without remembering anything."""
+    def _entry(self, key: bytes, qtype: int) -> Template | FarmEntry:
         name_wire = key[:-2]
         if qtype in _TRANSFER_TYPES:
-            return None  # REFUSED: lbdns has no secondaries
-        if qtype in _UNSUPPORTED_TYPES:
-            entry: Template | FarmEntry = self._pack(
-                name_wire, qtype, Resolution(RCODE.NOTIMP, False)
-            )
+            refused = Resolution(RCODE.REFUSED, False)
+            entry: Template | FarmEntry = self._pack(name_wire, qtype, refused)
+        elif qtype in _UNSUPPORTED_TYPES:
+            entry = self._pack(name_wire, qtype, Resolution(RCODE.NOTIMP, False))
         else:
             resolution = resolve(self.registry, dname.from_wire(name_wire), qtype)
-            if resolution is REFUSED:
-                return None
-            if (
-                not resolution.answer
-                and resolution.authority
-                and resolution.authority[0] is resolution.zone.negative_soa
-            ):
-                template = self._negative(name_wire, resolution)
-                if len(self.negative) >= NEGATIVE_LIMIT:
-                    self.negative.clear()
-                self.negative[key] = template
-                return template
             if resolution.farm is not None:
                 farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
                 entry = FarmEntry(name_wire, qtype, resolution, resolution.farm, farm_qtype, {})
@@ -360,7 +348,9 @@ class Answerer:
         if choice == SERVFAIL:
             return self._pack(key, qtype, Resolution(RCODE.SERVFAIL, aa=False))
         if choice == NODATA:
-            soa = res.zone.negative_soa
+            soa = RR(
+                res.zone.origin, QTYPE.SOA, ttl=res.zone.negative_ttl, rdata=res.zone.soa.rdata
+            )
             return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, res.answer, (soa,)))
         rdata = A_RDATA if entry.farm_qtype == QTYPE.A else AAAA_RDATA
         records = [
@@ -368,20 +358,6 @@ class Answerer:
             for address in farm.addresses(choice, entry.farm_qtype)
         ]
         return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, (*res.answer, *records)))
-
-    @staticmethod
-    def _negative(name_wire: bytes, res: Resolution) -> Template:
-        """NXDOMAIN or NODATA with the zone's SOA, built by hand: floods of random names make
-        many of these, and dnslib would take ten times as long."""
-        zone = res.zone
-        owner = 12 + len(name_wire) - len(zone.origin_wire)  # the zone's name in the question
-        return Template(
-            flags=QR | AA | res.rcode,
-            counts=_NEGATIVE_COUNTS,
-            counts_edns=_NEGATIVE_COUNTS_EDNS,
-            tail=_pack_u16(0xC000 | owner) + zone.negative_soa_wire,
-            lean=None,
-        )
 
     @staticmethod
     def _pack(name_wire: bytes, qtype: int, res: Resolution) -> Template:
