@@ -27,16 +27,18 @@ from dnslib import AAAA as AAAA_RDATA
 from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import A as A_RDATA
 
+from . import explain
 from . import name as dname
 from .farm import NODATA, SERVFAIL, Farm
 from .registry import Registry
-from .resolve import Resolution, resolve
+from .resolve import REFUSED, Resolution, resolve
 
 log = logging.getLogger("lbdns.dns")
 
 EDNS_UDP_SIZE = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
 MAX_TCP_SIZE = 65535
 CACHE_LIMIT = 50_000  # distinct questions remembered before the cache starts over
+NEGATIVE_LIMIT = 20_000  # distinct negative questions remembered before that cache starts over
 CHOICES_LIMIT = 4096  # distinct host choices remembered per farm name
 
 QR = 0x8000
@@ -54,6 +56,8 @@ _TRANSFER_TYPES = (251, 252)  # IXFR, AXFR: refused, lbdns has no secondaries
 _UNSUPPORTED_TYPES = (41, 253, 254)  # OPT as a question, MAILB, MAILA
 _PLAIN_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _EDNS_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_NEGATIVE_COUNTS = b"\x00\x01\x00\x00\x00\x01\x00\x00"
+_NEGATIVE_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x01\x00\x01"
 
 
 def _opt(do: bool, ext_rcode: int = 0) -> bytes:
@@ -103,6 +107,8 @@ class Answerer:
     def __init__(self, registry: Registry):
         self.registry = registry
         self.cache: dict[bytes, Template | FarmEntry] = {}
+        # Negative answers apart, so that a flood of random names cannot evict the others.
+        self.negative: dict[bytes, Template] = {}
         self.cache_version = -1
         # Query bytes past the ID, seen before over UDP -> what answering them again needs:
         # (reply without ID, qtype, rcode) for a fixed answer, the parse for a farm question.
@@ -116,6 +122,7 @@ class Answerer:
         # Called with (query, client, tcp, response) when the query log is on; None costs one
         # attribute check per query when it is off.
         self.query_log: Callable[[bytes, str, bool, bytes | None], None] | None = None
+        self.explain_queries = False  # answer CH TXT _lbdns.<farm> (config explain_queries)
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -195,11 +202,14 @@ class Answerer:
             return self._error(data, qflags, question, RCODE.NOTIMP, edns, do)
         qtype = (data[qend - 4] << 8) | data[qend - 3]
         if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
+            if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
+                return explain.respond(self.registry, data, tcp)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         self.qtypes[qtype] += 1
 
         if self.cache_version != self.registry.version:
             self.cache.clear()
+            self.negative.clear()
             self.seen.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
@@ -208,7 +218,9 @@ class Answerer:
             key = key[:-2] + data[qend - 4 : qend - 2]
         entry = self.cache.get(key)
         if entry is None:
-            entry = self._entry(key, qtype)
+            entry = self.negative.get(key) or self._entry(key, qtype)
+            if entry is None:  # not in our zones: nothing is remembered for it
+                return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         if entry.__class__ is Template:
             response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp)
             seen: tuple = (response[2:], qtype, response[3] & 0xF)
@@ -322,15 +334,30 @@ class Answerer:
 
     # -- building templates (the slow path, once per question and zone version) -------------
 
-    def _entry(self, key: bytes, qtype: int) -> Template | FarmEntry:
+    def _entry(self, key: bytes, qtype: int) -> Template | FarmEntry | None:
+        """The answer to a new question, remembered; None when it is REFUSED (a name outside
+        our zones, a zone transfer), which is answered without remembering anything."""
         name_wire = key[:-2]
         if qtype in _TRANSFER_TYPES:
-            refused = Resolution(RCODE.REFUSED, False)
-            entry: Template | FarmEntry = self._pack(name_wire, qtype, refused)
-        elif qtype in _UNSUPPORTED_TYPES:
-            entry = self._pack(name_wire, qtype, Resolution(RCODE.NOTIMP, False))
+            return None  # REFUSED: lbdns has no secondaries
+        if qtype in _UNSUPPORTED_TYPES:
+            entry: Template | FarmEntry = self._pack(
+                name_wire, qtype, Resolution(RCODE.NOTIMP, False)
+            )
         else:
             resolution = resolve(self.registry, dname.from_wire(name_wire), qtype)
+            if resolution is REFUSED:
+                return None
+            if (
+                not resolution.answer
+                and resolution.authority
+                and resolution.authority[0] is resolution.zone.negative_soa
+            ):
+                template = self._negative(name_wire, resolution)
+                if len(self.negative) >= NEGATIVE_LIMIT:
+                    self.negative.clear()
+                self.negative[key] = template
+                return template
             if resolution.farm is not None:
                 farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
                 entry = FarmEntry(name_wire, qtype, resolution, resolution.farm, farm_qtype, {})
@@ -348,9 +375,7 @@ class Answerer:
         if choice == SERVFAIL:
             return self._pack(key, qtype, Resolution(RCODE.SERVFAIL, aa=False))
         if choice == NODATA:
-            soa = RR(
-                res.zone.origin, QTYPE.SOA, ttl=res.zone.negative_ttl, rdata=res.zone.soa.rdata
-            )
+            soa = res.zone.negative_soa
             return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, res.answer, (soa,)))
         rdata = A_RDATA if entry.farm_qtype == QTYPE.A else AAAA_RDATA
         records = [
@@ -358,6 +383,20 @@ class Answerer:
             for address in farm.addresses(choice, entry.farm_qtype)
         ]
         return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, (*res.answer, *records)))
+
+    @staticmethod
+    def _negative(name_wire: bytes, res: Resolution) -> Template:
+        """NXDOMAIN or NODATA with the zone's SOA, built by hand: floods of random names make
+        many of these, and dnslib would take ten times as long."""
+        zone = res.zone
+        owner = 12 + len(name_wire) - len(zone.origin_wire)  # the zone's name in the question
+        return Template(
+            flags=QR | AA | res.rcode,
+            counts=_NEGATIVE_COUNTS,
+            counts_edns=_NEGATIVE_COUNTS_EDNS,
+            tail=_pack_u16(0xC000 | owner) + zone.negative_soa_wire,
+            lean=None,
+        )
 
     @staticmethod
     def _pack(name_wire: bytes, qtype: int, res: Resolution) -> Template:
