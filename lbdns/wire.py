@@ -38,7 +38,7 @@ log = logging.getLogger("lbdns.dns")
 EDNS_UDP_SIZE = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
 MAX_TCP_SIZE = 65535
 CACHE_LIMIT = 50_000  # distinct questions remembered before the cache starts over
-NEGATIVE_LIMIT = 20_000  # distinct negative questions remembered before that cache starts over
+SYNTHESISED_LIMIT = 20_000  # negative and wildcard answers remembered before starting over
 CHOICES_LIMIT = 4096  # distinct host choices remembered per farm name
 
 QR = 0x8000
@@ -107,8 +107,9 @@ class Answerer:
     def __init__(self, registry: Registry):
         self.registry = registry
         self.cache: dict[bytes, Template | FarmEntry] = {}
-        # Negative answers apart, so that a flood of random names cannot evict the others.
-        self.negative: dict[bytes, Template] = {}
+        # Answers for names that need not exist (negative and wildcard answers) apart, so that
+        # a flood of random names cannot evict the answers of the real names.
+        self.synthesised: dict[bytes, Template | FarmEntry] = {}
         self.cache_version = -1
         # Query bytes past the ID, seen before over UDP -> what answering them again needs:
         # (reply without ID, qtype, rcode) for a fixed answer, the parse for a farm question.
@@ -209,7 +210,7 @@ class Answerer:
 
         if self.cache_version != self.registry.version:
             self.cache.clear()
-            self.negative.clear()
+            self.synthesised.clear()
             self.seen.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
@@ -218,7 +219,7 @@ class Answerer:
             key = key[:-2] + data[qend - 4 : qend - 2]
         entry = self.cache.get(key)
         if entry is None:
-            entry = self.negative.get(key) or self._entry(key, qtype)
+            entry = self.synthesised.get(key) or self._entry(key, qtype)
             if entry is None:  # not in our zones: nothing is remembered for it
                 return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         if entry.__class__ is Template:
@@ -341,28 +342,28 @@ class Answerer:
         if qtype in _TRANSFER_TYPES:
             return None  # REFUSED: lbdns has no secondaries
         if qtype in _UNSUPPORTED_TYPES:
-            entry: Template | FarmEntry = self._pack(
-                name_wire, qtype, Resolution(RCODE.NOTIMP, False)
+            notimp = self._pack(name_wire, qtype, Resolution(RCODE.NOTIMP, False))
+            return self._synthesised(key, notimp)  # any name: not among the real answers
+        qname = dname.from_wire(name_wire)
+        resolution = resolve(self.registry, qname, qtype)
+        if resolution is REFUSED:
+            return None
+        if (
+            not resolution.answer
+            and resolution.authority
+            and resolution.authority[0] is resolution.zone.negative_soa
+        ):
+            return self._synthesised(key, self._negative(name_wire, resolution))
+        if resolution.farm is not None:
+            farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
+            entry: Template | FarmEntry = FarmEntry(
+                name_wire, qtype, resolution, resolution.farm, farm_qtype, {}
             )
         else:
-            resolution = resolve(self.registry, dname.from_wire(name_wire), qtype)
-            if resolution is REFUSED:
-                return None
-            if (
-                not resolution.answer
-                and resolution.authority
-                and resolution.authority[0] is resolution.zone.negative_soa
-            ):
-                template = self._negative(name_wire, resolution)
-                if len(self.negative) >= NEGATIVE_LIMIT:
-                    self.negative.clear()
-                self.negative[key] = template
-                return template
-            if resolution.farm is not None:
-                farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
-                entry = FarmEntry(name_wire, qtype, resolution, resolution.farm, farm_qtype, {})
-            else:
-                entry = self._pack(name_wire, qtype, resolution)
+            entry = self._pack(name_wire, qtype, resolution)
+        zone = self.registry.zone_of(qname)
+        if zone is not None and qname not in zone.names:  # made from a wildcard
+            return self._synthesised(key, entry)
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()  # a flood of random names must not grow memory without bound
         self.cache[key] = entry
@@ -383,6 +384,12 @@ class Answerer:
             for address in farm.addresses(choice, entry.farm_qtype)
         ]
         return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, (*res.answer, *records)))
+
+    def _synthesised(self, key: bytes, entry: Template | FarmEntry) -> Template | FarmEntry:
+        if len(self.synthesised) >= SYNTHESISED_LIMIT:
+            self.synthesised.clear()
+        self.synthesised[key] = entry
+        return entry
 
     @staticmethod
     def _negative(name_wire: bytes, res: Resolution) -> Template:
