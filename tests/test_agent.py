@@ -186,8 +186,8 @@ def test_killed_application_turns_the_host_down(lbdns, tmp_path):
             app.wait()
             killed = time.monotonic()
             wait_for(lambda: host_info(lbdns, "web1")[1]["state"] == "down", what="web1 down")
-            # Two failed checks at 0.2 s, plus one report: well under two seconds.
-            assert time.monotonic() - killed < 2.0
+            # Two failed checks at 0.2 s, plus one report: about 0.6 s (margin for a busy box).
+            assert time.monotonic() - killed < 3.0
             # The DNS answer no longer names web1 (its peers have never reported, so they are
             # the least bad).
             for _ in range(5):
