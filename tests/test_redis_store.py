@@ -307,3 +307,36 @@ def test_start_without_redis_serves_the_zone_files_and_connects_later(tmp_path):
             redis_server.kill()
 
     run(main())
+
+
+def test_reseed_keeps_the_latest_change_when_one_server_missed_it(redis_server):
+    async def main() -> None:
+        a, b = make_store(redis_server.url), make_store(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
+            await a.set_admin(farm_a, farm_a.hosts["web1"], "draining", 1.0)
+            await until(lambda: farm_b.hosts["web1"].admin == "draining")
+            await a.set_admin(farm_a, farm_a.hosts["web1"], "disabled", 2.0)
+            await until(lambda: farm_b.hosts["web1"].admin == "disabled")
+            # Make B's view one change behind, as if Redis had died before B heard of the last.
+            key = f"{FARM} web1"
+            b.overlay.farms[FARM]["web1"].admin = "draining"
+            b._change_versions[key] -= 1
+            b.registry.farms[FARM].hosts["web1"].admin = "draining"
+
+            redis_server.restart()  # empty; the event loop did not run meanwhile
+            await b._seed()  # the server with the older view seeds first
+            await until(lambda: a.healthy() and b.healthy())
+            # Whichever server seeded first, the later change wins everywhere.
+            for farm in (farm_a, farm_b):
+                await until(lambda farm=farm: farm.hosts["web1"].admin == "disabled")
+            # New versions continue above the re-seeded ones, so the order stays right.
+            await b.set_admin(farm_b, farm_b.hosts["web1"], "enabled", 3.0)
+            await until(lambda: farm_a.hosts["web1"].admin == "enabled")
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())

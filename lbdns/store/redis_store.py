@@ -69,12 +69,33 @@ local current = redis.call('HGET', KEYS[1], ARGV[1])
 local change = {}
 if current then change = cjson.decode(current) end
 for k, v in pairs(cjson.decode(ARGV[2])) do change[k] = v end
+local version = redis.call('INCR', KEYS[2])
+change.v = version
 local value = cjson.encode(change)
 redis.call('HSET', KEYS[1], ARGV[1], value)
-local version = redis.call('INCR', KEYS[2])
 redis.call('PUBLISH', ARGV[3], version .. ' ' .. ARGV[4] .. ' ' .. cjson.encode(
   {op = 'host', key = ARGV[1], change = change}))
 return {version, value}
+"""
+
+# KEYS: hash, version, epoch; ARGV: channel, new epoch, then (field, JSON, version) triples.
+# A host's change is written unless Redis holds one of a later version (another server, seeding
+# at the same time, saw a later change); the counter continues above every version seen.
+SEED_SCRIPT = """
+local top = tonumber(redis.call('GET', KEYS[2]) or '0')
+for i = 3, #ARGV, 3 do
+  local version = tonumber(ARGV[i + 2])
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  local held = 0
+  if current then held = tonumber(cjson.decode(current).v) or 0 end
+  if current == false or held < version then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  if version > top then top = version end
+end
+redis.call('SET', KEYS[2], top)
+redis.call('SET', KEYS[3], ARGV[2], 'NX')
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], '0 resync')
+return 1
 """
 
 # KEYS: hash, version, epoch; ARGV: field, report JSON, channel, origin.
@@ -173,6 +194,7 @@ class RedisStore(Store):
         self.peer_answers: dict[str, dict[str, int]] = {}
         self.counters = {"resyncs": 0, "reseeds": 0, "lost": 0, "writes": 0, "refused": 0}
         self._client: Any = None
+        self._listener: Any = None
         self._errors: RedisErrors | None = None
         self._connected = False
         self._ever_connected = False
@@ -185,14 +207,18 @@ class RedisStore(Store):
         self._queue: list[tuple[str, list[str], list[str], asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._sent_answers: dict[tuple[str, str], int] = {}
+        # "<farm> <host>" -> the version that wrote the host's change (to re-seed in order).
+        self._change_versions: dict[str, int] = {}
         # Reports as received, while their ages are held during an outage (see _hold_ages).
         self._real_reports: dict[tuple[str, str], Report] = {}
         self._held_reports: dict[tuple[str, str], Report] = {}
         self._budget_spent = False
+        self._behind_at: int | None = None
+        self._unreplicated = False  # the last write was not confirmed by a replica (Sentinel)
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _make_client(self) -> Any:
+    def _make_client(self, retries: int) -> Any:
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -200,8 +226,7 @@ class RedisStore(Store):
         options: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": CALL_TIMEOUT,
-            # Retries are ours to make (the reconnect loop); a write must fail fast with 503.
-            "retry": Retry(NoBackoff(), 0),
+            "retry": Retry(NoBackoff(), retries),
             "decode_responses": True,
         }
         if self.url.startswith("redis+sentinel://"):
@@ -221,7 +246,13 @@ class RedisStore(Store):
 
     async def start(self) -> None:
         self._errors = RedisErrors()
-        self._client = self._make_client()
+        # Writes: one immediate retry, as a pooled connection that Redis closed (a restart, a
+        # failover) fails on first use; every script may run twice without harm. Other retries
+        # are the reconnect loop's, and a write fails fast with 503.
+        self._client = self._make_client(retries=1)
+        # The subscription: no retry, so that a lost connection is noticed and followed by a
+        # full read (a silent re-subscribe would miss the changes made meanwhile).
+        self._listener = self._make_client(retries=0)
         loop = asyncio.get_running_loop()
         for coro in (self._follow(), self._write_loop(), self._tick()):
             task = loop.create_task(coro)
@@ -247,9 +278,10 @@ class RedisStore(Store):
             if not future.done():
                 future.set_exception(Unavailable("the server is stopping"))
         self._queue.clear()
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
+        for client in (self._client, self._listener):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     def healthy(self) -> bool:
         return self._connected and not self._broken
@@ -321,7 +353,7 @@ class RedisStore(Store):
         assert self._errors is not None
         delay = 0.05
         while True:
-            pubsub = self._client.pubsub()
+            pubsub = self._listener.pubsub()
             try:
                 await pubsub.subscribe(self.channel_changes, self.channel_answers)
                 # Subscribed first, then read: no change can fall between the two.
@@ -352,7 +384,10 @@ class RedisStore(Store):
         """Read the whole shared state and make the local registry match it."""
         self._need_resync = False
         client = self._client
-        if await client.get(self.key_epoch) is None:
+        epoch = await client.get(self.key_epoch)
+        if epoch is None or (self.epoch is not None and epoch != self.epoch):
+            # Empty, or emptied and already re-seeded by another server since this one last
+            # read it: add this server's view too; the later version of each host wins.
             await self._seed()
         async with client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.key_hosts)
@@ -362,11 +397,14 @@ class RedisStore(Store):
             hosts, reports, version, epoch = await pipe.execute()
         self._release_held_reports()
         overlay = Overlay()
+        self._change_versions = {}
         for key, value in hosts.items():
             farm_name, host_name = split_field(key)
+            data = json.loads(value)
             overlay.farms.setdefault(farm_name, {})[host_name] = HostChange.from_json(
-                host_name, json.loads(value)
+                host_name, data
             )
+            self._change_versions[key] = int(data.get("v") or 0)
         self.overlay = overlay
         self._rebuild_membership()
         for key, value in reports.items():
@@ -387,23 +425,23 @@ class RedisStore(Store):
 
     async def _seed(self) -> None:
         """Redis holds no membership: write this server's view of the API changes into it."""
-        changes = self.overlay.to_json()["farms"]
-        count = sum(len(hosts) for hosts in changes.values())
-        async with self._client.pipeline(transaction=True) as pipe:
-            for farm_name, hosts in changes.items():
-                for host_name, change in hosts.items():
-                    # NX: when several servers seed at once, the first value of each host wins.
-                    pipe.hsetnx(self.key_hosts, field(farm_name, host_name), json.dumps(change))
-            pipe.set(self.key_epoch, secrets.token_hex(8), nx=True)
-            pipe.incr(self.key_version)
-            pipe.publish(self.channel_changes, "0 resync")
-            await pipe.execute()
+        args: list[Any] = [self.channel_changes, secrets.token_hex(8)]
+        count = 0
+        for farm_name, hosts in self.overlay.farms.items():
+            for host_name, change in hosts.items():
+                key = field(farm_name, host_name)
+                version = self._change_versions.get(key, 0)
+                args += [key, json.dumps({**change.to_json(), "v": version}), version]
+                count += 1
+        keys = [self.key_hosts, self.key_version, self.key_epoch]
+        await self._client.eval(SEED_SCRIPT, len(keys), *keys, *args)
         if self._ever_connected:
             self.counters["reseeds"] += 1
             log.warning(
                 "shared state %s came back empty (restarted without persistence?): re-seeded the "
                 "membership from this server's last view (%d API host changes, the rest from the "
-                "zone files); loads return with the next reports",
+                "zone files; where servers differ the later change wins); loads return with the "
+                "next reports",
                 self.display_url,
                 count,
             )
@@ -474,6 +512,7 @@ class RedisStore(Store):
     ) -> Host | None:
         change = HostChange.from_json(host_name, data)
         self.overlay.farms.setdefault(farm_name, {})[host_name] = change
+        self._change_versions[field(farm_name, host_name)] = int(data.get("v") or 0)
         farm = self.registry.farms.get(farm_name)
         if farm is None:
             return None  # the farm is not in this server's zone files (yet)
@@ -535,7 +574,15 @@ class RedisStore(Store):
                             pipe.execute_command("WAIT", 1, WAIT_MS)
                         results = await pipe.execute(raise_on_error=False)
                     if self.sentinel:
-                        results = results[:-1]
+                        replicas = results.pop()
+                        if replicas == 0 and not self._unreplicated:
+                            log.warning(
+                                "shared state %s: no replica confirmed a write within %d ms; "
+                                "a failover now could lose it (see docs/cluster.md)",
+                                self.display_url,
+                                WAIT_MS,
+                            )
+                        self._unreplicated = replicas == 0
                 except self._errors.any as exc:
                     self._set_lost(exc)
                     for *_, future in batch:
@@ -628,9 +675,21 @@ class RedisStore(Store):
                     await self._client.publish(self.channel_answers, json.dumps(message))
                 if time.monotonic() - last_ping >= PING_INTERVAL:
                     last_ping = time.monotonic()
-                    await self._client.ping()
+                    await self._check_in_step()
             except self._errors.any as exc:
                 self._set_lost(exc)
+
+    async def _check_in_step(self) -> None:
+        """The safety net of the subscription: Redis restarted (another epoch, or none) or a
+        change was published and never arrived. Either way, read everything again."""
+        epoch, version = await self._client.mget(self.key_epoch, self.key_version)
+        if epoch != self.epoch:
+            self._need_resync = True
+        # A change in flight is normal; one still missing at the next check is not.
+        if self._behind_at is not None and self.version < self._behind_at:
+            self._need_resync = True
+        behind = version is not None and int(version) > self.version
+        self._behind_at = int(version) if behind else None
 
     def _answer_deltas(self) -> dict[str, dict[str, int]]:
         """This server's answers per host since the last exchange (``Host.answers`` grows)."""
