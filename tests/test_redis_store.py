@@ -340,3 +340,26 @@ def test_reseed_keeps_the_latest_change_when_one_server_missed_it(redis_server):
             await b.close()
 
     run(main())
+
+
+def test_a_write_redis_refuses_gets_503_naming_the_reason(redis_server):
+    async def main() -> None:
+        a = make_store(redis_server.url)
+        await a.start()
+        client = aioredis.from_url(redis_server.url)
+        try:
+            # As with min-replicas-to-write on a primary whose replicas are away.
+            await client.config_set("min-replicas-to-write", 1)
+            farm = a.registry.farms[FARM]
+            with pytest.raises(Unavailable) as caught:
+                await a.put_host(farm, HostSpec(name="web9", a=("192.0.2.99",)))
+            assert "refused" in caught.value.reason and "NOREPLICAS" in caught.value.reason
+            assert "web9" not in farm.hosts
+            await client.config_set("min-replicas-to-write", 0)
+            await a.put_host(farm, HostSpec(name="web9", a=("192.0.2.99",)))
+            assert "web9" in farm.hosts
+        finally:
+            await client.aclose()
+            await a.close()
+
+    run(main())

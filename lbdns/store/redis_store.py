@@ -593,8 +593,14 @@ class RedisStore(Store):
                     if future.done():
                         continue
                     if isinstance(result, BaseException):
-                        log.error("shared state write failed: %s", result)
-                        future.set_exception(self._unavailable())
+                        # Redis refused this one (e.g. min-replicas-to-write): it changed nothing.
+                        self.counters["refused"] += 1
+                        future.set_exception(
+                            Unavailable(
+                                f"the shared state ({self.display_url}) refused the change "
+                                f"({result}); the change was not applied, try again"
+                            )
+                        )
                     else:
                         future.set_result(result)
 
