@@ -12,13 +12,14 @@ The model (docs/balancing.md has the derivation):
 
 * **Herd of an answer.** Each client key (the resolver's source address) has an EWMA of the gap
   between its queries. A resolver whose clients arrive at rate ``r`` asks again ``W + 1/r``
-  seconds after its previous answer (it asks when the cache has expired *and* a client comes), so
-  ``r = 1 / (gap - W)`` and the herd of one answer is ``1 + r W``. When ``gap`` is within 25 % of
-  ``W`` the resolver is *saturated* (it asks as soon as its cache expires): timing can no longer
-  tell 50 from 5000 clients, so the saturated resolvers share what is left of the farm's arrival
-  rate ``R`` (learned from reports) after the unsaturated ones: ``r = (R - sum r_unsat) / n_sat``,
-  and never less than the ``4 / W`` their timing proves. A client seen for the first time is
-  charged the farm's mean herd per answer, learned as ``R / answers per second``.
+  seconds after its previous answer (it asks when the cache has expired *and* a client comes),
+  and serves ``r (W + 1/r) = 1 + r W`` clients with each answer: that is its herd. So
+  ``r = 1 / (gap - W)``, with ``gap - W`` floored at ``W/50`` for resolvers that ask as soon as
+  their cache expires (*saturated* ones, within 25 % of ``W``, where timing says least). The raw
+  rates of all known resolvers are then scaled together so that they add up to the farm's
+  arrival rate ``R`` learned from reports: the timing ranks the resolvers, the reports set the
+  scale. A client seen for the first time is charged the farm's mean herd per answer, learned as
+  ``R / answers per second``.
 * **Arrival rate ``R``.** From each host's reports: the increase of the ``accepted`` counter
   (connections accepted since start, when the agent reports it) per second, otherwise the
   increase of ``connections`` (which undercounts while connections also close). EWMA per host,
@@ -54,14 +55,15 @@ BUCKETS = 32  # answer buckets per cache time
 MAX_BUCKETS = 256  # per host; older buckets stay in ``pending`` until a report arrives
 MAX_CLIENTS = 50_000  # client keys remembered before the table starts over
 PRIOR_HERD = 1.0  # expected connections per answer before anything is learned
+RAW_FLOOR = 0.02  # gap - W counts as at least this x W (at most 50 clients per cache time)
 
 
 @dataclass(slots=True)
 class ClientStat:
     last: float
     gap: float = 0.0  # EWMA of the gap between queries (0: one query seen)
-    rate: float = 0.0  # clients per second, when unsaturated
-    saturated: bool = False
+    rate: float = 0.0  # raw clients per second, 1 / (gap - W), before scaling to R
+    saturated: bool = False  # asks as soon as its cache expires
 
 
 @dataclass(slots=True)
@@ -84,7 +86,7 @@ class Accounting:
         self.bucket = self.window / BUCKETS
         self.ledgers: dict[str, Ledger] = {}
         self.clients: dict[str, ClientStat] = {}
-        self.unsat_rate = 0.0  # sum of the unsaturated clients' rates
+        self.raw_rate = 0.0  # sum of the known clients' raw rates
         self.saturated = 0  # how many saturated clients
         self.arrival_rate: float | None = None  # R, clients per second farm-wide
         self.mean_herd = PRIOR_HERD
@@ -113,30 +115,25 @@ class Accounting:
         stat.gap = gap if stat.gap == 0.0 else stat.gap + GAP_ALPHA * (gap - stat.gap)
         if stat.saturated:
             self.saturated -= 1
-        else:
-            self.unsat_rate -= stat.rate
-        if stat.gap < SATURATED * window:
-            stat.saturated, stat.rate = True, 0.0
+        self.raw_rate -= stat.rate
+        stat.saturated = stat.gap < SATURATED * window
+        if stat.saturated:
             self.saturated += 1
-        else:
-            stat.saturated, stat.rate = False, 1.0 / (stat.gap - window)
-            self.unsat_rate += stat.rate
+        stat.rate = 1.0 / max(stat.gap - window, RAW_FLOOR * window)
+        self.raw_rate += stat.rate
         return self._herd_of(stat)
 
     def _herd_of(self, stat: ClientStat) -> float:
         if stat.gap == 0.0:
             return self.mean_herd
-        if not stat.saturated:
-            return 1.0 + stat.rate * self.window
-        floor = 1.0 / (SATURATED - 1.0)  # the least a saturated resolver can bring
-        if self.arrival_rate is None:
-            return max(floor, self.mean_herd)
-        left = max(self.arrival_rate - max(self.unsat_rate, 0.0), 0.0)
-        return max(floor, left / max(self.saturated, 1) * self.window)
+        rate = stat.rate
+        if self.arrival_rate and self.raw_rate > 0.0:  # nothing to scale to without arrivals
+            rate *= self.arrival_rate / self.raw_rate
+        return 1.0 + rate * self.window
 
     def _forget_clients(self) -> None:
         self.clients.clear()
-        self.unsat_rate = 0.0
+        self.raw_rate = 0.0
         self.saturated = 0
 
     def sweep(self, now: float) -> None:
@@ -149,8 +146,7 @@ class Accounting:
             stat = self.clients.pop(key)
             if stat.saturated:
                 self.saturated -= 1
-            else:
-                self.unsat_rate -= stat.rate
+            self.raw_rate -= stat.rate
 
     # -- charges ----------------------------------------------------------------------------
 

@@ -311,22 +311,25 @@ def test_herd_of_an_unsaturated_resolver_comes_from_its_query_gap():
     assert farm.accounting.herd("10.9.9.9", clock.now) == pytest.approx(1 + 0.5 * 5)
 
 
-def test_saturated_resolvers_share_what_is_left_of_the_arrival_rate():
+def test_resolver_rates_are_ranked_by_timing_and_scaled_to_the_arrival_rate():
     clock = Clock()
     farm = make_farm("ttl: 5\nsplit: 1", clock=clock)
     accounting = farm.accounting
-    accounting.arrival_rate = 100.0
-    for _ in range(5):  # two resolvers asking as soon as their cache expires, one slow one
-        for client in ("10.1.1.1", "10.1.1.2"):
-            accounting.herd(client, clock.now)
-        clock.now += 5.0
+    for _ in range(5):
+        accounting.herd("10.1.1.1", clock.now)  # asks 0.5 s after its cache expires: raw 2/s
+        clock.now += 5.5
     for _ in range(3):
-        accounting.herd("10.1.1.3", clock.now)
-        clock.now += 10.0  # rate 1/(10-5) = 0.2 clients/s
-    assert accounting.saturated == 2
-    assert accounting.unsat_rate == pytest.approx(0.2)
-    # (100 - 0.2) / 2 saturated x 5 s cache time
-    assert accounting._herd_of(accounting.clients["10.1.1.1"]) == pytest.approx(249.5)
+        accounting.herd("10.1.1.3", clock.now)  # 5 s after: raw 0.2/s
+        clock.now += 10.0
+    assert accounting.saturated == 1
+    assert accounting.raw_rate == pytest.approx(2.2)
+    big, small = accounting.clients["10.1.1.1"], accounting.clients["10.1.1.3"]
+    # Nothing learned from reports yet: the raw rates.
+    assert accounting._herd_of(big) == pytest.approx(1 + 2 * 5)
+    # Reports say 44 clients a second: 20 times the raw sum, shared in the same ratio.
+    accounting.arrival_rate = 44.0
+    assert accounting._herd_of(big) == pytest.approx(1 + 40 * 5)
+    assert accounting._herd_of(small) == pytest.approx(1 + 4 * 5)
 
 
 def test_a_big_herd_is_split_over_several_records():
@@ -342,8 +345,8 @@ def test_a_big_herd_is_split_over_several_records():
     report_all(farm, loads, accepted=20 * 15.0)
     assert farm.accounting.arrival_rate == pytest.approx(60.0)
     chosen = farm.choose(A, big)
-    assert len(chosen) == 3  # herd 60 x 5 = 300: as many records as allowed
-    assert farm.last.herd == pytest.approx(300)
+    assert len(chosen) == 3  # herd 1 + 60 x 5: as many records as allowed
+    assert farm.last.herd == pytest.approx(301)
     pending = {n: farm.accounting.ledgers[n].pending for n in chosen}
     # 100 each, plus what is left of the previous answer's herd (charged 5 s ago)
     assert all(p == pytest.approx(100, abs=2) for p in pending.values())
