@@ -255,3 +255,31 @@ def test_after_the_stale_budget_the_farm_rules_for_stale_hosts_apply(tmp_path, r
     finally:
         for server in group:
             server.stop()
+
+
+def test_zone_reload_keeps_the_shared_changes(tmp_path, redis_server):
+    group = servers(tmp_path, redis_server, 2)
+    try:
+        a, b = group
+        ok(api(a, "PUT", f"/v1/farms/{FARM}/hosts/web4", {"a": "192.0.2.4"}))
+        ok(api(a, "POST", f"/v1/farms/{FARM}/hosts/web1/disable"))
+        zone_file = tmp_path / "zones" / "cluster.test.yaml"
+        zone_file.write_text(
+            zone_file.read_text().replace(
+                "      web3: {a: 192.0.2.3}\n",
+                "      web3: {a: 192.0.2.3}\n      web5: {a: 192.0.2.5}\n",
+            )
+        )
+        for server in group:
+            ok(api(server, "POST", "/v1/reload"))
+        for server in group:
+            hosts = {h["name"]: h for h in ok(api(server, "GET", f"/v1/farms/{FARM}"))["hosts"]}
+            assert set(hosts) == {"web1", "web2", "web3", "web4", "web5"}
+            assert hosts["web1"]["state"] == "disabled"
+        # Changes after the reload still reach the other server.
+        for name in ("web2", "web3", "web4"):
+            ok(api(b, "POST", f"/v1/farms/{FARM}/hosts/{name}/disable"))
+        wait_answers(group, ("192.0.2.5",))
+    finally:
+        for server in group:
+            server.stop()
