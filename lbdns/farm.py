@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dnslib import QTYPE
 
@@ -129,8 +129,7 @@ class FarmView:
     warming: bool = False  # never-reported hosts are answered until the first reports are in
 
 
-@dataclass(slots=True)
-class LastAnswer:
+class LastAnswer(NamedTuple):
     """What the last answer was chosen from, for ``explain``."""
 
     when: float

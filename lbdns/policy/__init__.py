@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+# Named tuples rather than dataclasses: one of each is made per query, and a tuple is built in
+# half the time of a frozen dataclass.
+class Candidate(NamedTuple):
     name: str
     capacity: float
     load: float  # the host's load divided by its capacity (0 when unknown)
 
 
-@dataclass(slots=True)
-class Ask:
+class Ask(NamedTuple):
     want: int  # how many records to return
     seq: int  # this farm's answer counter, for rotations
     rng: random.Random
