@@ -243,6 +243,7 @@ def test_report_ages_are_held_for_the_stale_budget_then_count(redis_server):
             received = clock.now
             await a.report(farm, host, report(1, 3, received, interval=1.0))
             assert farm.host_state(host, clock.now) == UP
+            original = host.report
             redis_server.kill()
             await until(lambda: not a.healthy(), timeout=3)
             # 8 s later: without the budget the report (stale after 2 x 1 s) would be stale.
@@ -251,6 +252,8 @@ def test_report_ages_are_held_for_the_stale_budget_then_count(redis_server):
             await asyncio.sleep(0.4)
             assert farm.host_state(farm.hosts["web1"], clock.now) == UP
             assert farm.view().states["web1"] == UP
+            # The same report object: the accounting must not take it for a new report.
+            assert farm.hosts["web1"].report is original
             # Past the budget: the real age counts and the farm's stale rules apply.
             clock.now += 3.0
             await until(lambda: farm.hosts["web1"].report.received == received)

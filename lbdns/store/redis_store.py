@@ -34,7 +34,6 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -209,9 +208,9 @@ class RedisStore(Store):
         self._sent_answers: dict[tuple[str, str], int] = {}
         # "<farm> <host>" -> the version that wrote the host's change (to re-seed in order).
         self._change_versions: dict[str, int] = {}
-        # Reports as received, while their ages are held during an outage (see _hold_ages).
-        self._real_reports: dict[tuple[str, str], Report] = {}
-        self._held_reports: dict[tuple[str, str], Report] = {}
+        # (farm, host) -> the report whose age is held during an outage and its real receipt
+        # time (see _hold_ages).
+        self._held: dict[tuple[str, str], tuple[Report, float]] = {}
         self._budget_spent = False
         self._behind_at: int | None = None
         self._unreplicated = False  # the last write was not confirmed by a replica (Sentinel)
@@ -736,7 +735,10 @@ class RedisStore(Store):
         """While Redis is away, report ages stand still for ``stale_budget`` seconds.
 
         A failover of a few seconds should not turn every host stale; an outage longer than the
-        budget should, so that nothing is answered from old loads as if they were current.
+        budget should, so that nothing is answered from old loads as if they were current. The
+        reports' receipt times are moved in place (the same objects, so the farm's accounting
+        does not take them for new reports) and put back when Redis returns or the budget is
+        spent.
         """
         if self._lost_at is None or not self._ever_connected or self._budget_spent:
             return
@@ -744,22 +746,20 @@ class RedisStore(Store):
         spent = elapsed >= self.stale_budget
         for farm in self.registry.farms.values():
             for host in farm.hosts.values():
-                if host.report is None:
+                report = host.report
+                if report is None:
                     continue
                 key = (farm.name, host.name)
-                if host.report is not self._held_reports.get(key):
-                    self._real_reports[key] = host.report
-                real = self._real_reports[key]
-                if spent:
-                    host.report = real
-                else:
-                    held = replace(real, received=real.received + elapsed)
-                    host.report = self._held_reports[key] = held
+                held = self._held.get(key)
+                if held is None or held[0] is not report:
+                    if held is not None:
+                        held[0].received = held[1]
+                    held = self._held[key] = (report, report.received)
+                report.received = held[1] if spent else held[1] + elapsed
             farm.changed()
         if spent:
             self._budget_spent = True
-            self._held_reports.clear()
-            self._real_reports.clear()
+            self._held.clear()
             log.warning(
                 "shared state %s unreachable for %.1f s (stale_budget): reports count with "
                 "their real ages now",
@@ -768,10 +768,6 @@ class RedisStore(Store):
             )
 
     def _release_held_reports(self) -> None:
-        for (farm_name, host_name), held in self._held_reports.items():
-            farm = self.registry.farms.get(farm_name)
-            host = farm.hosts.get(host_name) if farm else None
-            if host is not None and host.report is held:
-                host.report = self._real_reports[(farm_name, host_name)]
-        self._held_reports.clear()
-        self._real_reports.clear()
+        for report, received in self._held.values():
+            report.received = received
+        self._held.clear()
