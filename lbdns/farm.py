@@ -177,6 +177,19 @@ class Farm:
 
     # -- changes ----------------------------------------------------------------------------
 
+    def keep_from(self, previous: Farm) -> None:
+        """A zone reload replaced ``previous``: keep what was learned (in-flight loads, resolver
+        estimates, the warm-up's start) unless the policy or the cache time changed."""
+        self.first_report = previous.first_report
+        self.last = previous.last
+        if (
+            self.accounting is not None
+            and previous.accounting is not None
+            and self.accounting.window == previous.accounting.window
+        ):
+            self.accounting = previous.accounting
+            self._sticky = previous._sticky
+
     def changed(self) -> None:
         """Something about the hosts changed: the next query builds a new view."""
         self._view = None

@@ -56,6 +56,7 @@ class Registry:
                             host.last_answered = kept.last_answered
                             host.answers = kept.answers
                     farm.seq = previous.seq
+                    farm.keep_from(previous)
                 farms[farm_name] = farm
         self.zones = dict(zones)
         self.farms = farms

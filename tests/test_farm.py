@@ -393,3 +393,24 @@ def test_explain_lists_every_host_and_the_reason():
     assert b["in_flight"] == 0 and c["load"] == pytest.approx(1.5)
     assert info["last_answer"]["chosen"] == ["c"]
     assert "lowest projected load" in info["last_answer"]["reason"]
+
+
+def test_a_zone_reload_keeps_the_accounting():
+    from lbdns.registry import Registry
+
+    clock = Clock()
+    text = (
+        "zone: t.\nsoa: {}\nns: [ns1]\nrecords: {ns1: {A: 192.0.2.1}}\nfarms:\n"
+        "  f:\n    ttl: %d\n    hosts:\n      a: {a: 192.0.2.10}\n      b: {a: 192.0.2.11}\n"
+    )
+    registry = Registry(clock=clock, rng=random.Random(1))
+    registry.load_zones({"t.": parse_text(text % 5)})
+    farm = registry.farms["f.t."]
+    report_all(farm, {"a": 1, "b": 1})
+    farm.choose(A, "10.7.0.1")
+    registry.load_zones({"t.": parse_text(text % 5)})
+    again = registry.farms["f.t."]
+    assert again is not farm and again.accounting is farm.accounting
+    assert sum(ledger.pending for ledger in again.accounting.ledgers.values()) == 1
+    registry.load_zones({"t.": parse_text(text % 30)})  # another cache time: start afresh
+    assert registry.farms["f.t."].accounting is not farm.accounting
