@@ -382,10 +382,11 @@ class Bench:
                         "seq": world.seq,
                         "interval": self.interval,
                         "healthy": True,
-                        "metrics": {
-                            "connections": world.counts[i],
-                            "accepted": world.accepted[i],
-                        },
+                        "metrics": (
+                            {"connections": world.counts[i], "accepted": world.accepted[i]}
+                            if self.args.accepted
+                            else {"connections": world.counts[i]}
+                        ),
                     }
                 )
         async with session.post(f"{self.http}/v1/reports", json={"reports": reports}) as resp:
@@ -578,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", choices=("small", "large", "both"), default="both")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-accepted",
+        dest="accepted",
+        action="store_false",
+        help="agents report connections only, no counter of accepted connections",
+    )
     parser.add_argument("--quick", action="store_true", help="small case, short phases")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--explain", type=Path, help="write least-load's explain here")

@@ -21,9 +21,9 @@ The model (docs/balancing.md has the derivation):
   scale. A client seen for the first time is charged the farm's mean herd per answer, learned as
   ``R / answers per second``.
 * **Arrival rate ``R``.** From each host's reports: the increase of the ``accepted`` counter
-  (connections accepted since start, when the agent reports it) per second, otherwise the
-  increase of ``connections`` (which undercounts while connections also close). EWMA per host,
-  summed over hosts with a fresh report.
+  (connections accepted since start) per second, EWMA per host, summed over hosts with a fresh
+  report. Without that counter ``R`` is unknown (a change of ``connections`` is arrivals minus
+  departures), the raw rates are used as they are and the mean herd keeps its prior.
 * **Charge.** An answer adds its herd (divided over the records when split) to each named host's
   ledger. The herd arrives spread over ``[t, t + W]``. A report received at ``t_r`` has already
   counted the part that arrived before ``t_r``; the host's *pending* load is the rest::
@@ -227,10 +227,9 @@ class Accounting:
 
 
 def _arrivals(previous: Report, report: Report) -> float | None:
+    # Only a counter of accepted connections says how many arrived: a change of ``connections``
+    # is arrivals minus departures, about zero in a steady state whatever the arrival rate.
     new, old = report.metrics.get("accepted"), previous.metrics.get("accepted")
     if new is not None and old is not None and new >= old:
         return float(new - old)
-    new, old = report.metrics.get("connections"), previous.metrics.get("connections")
-    if new is not None and old is not None:
-        return max(float(new - old), 0.0)
     return None
