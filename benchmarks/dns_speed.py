@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +122,6 @@ def nsd_conf(work: Path, port: int, origin: str, zonefile: Path) -> str:
   xfrdfile: "{work}/xfrd.state"
   xfrdir: "{work}"
   zonelistfile: "{work}/zone.list"
-  logfile: "{work}/nsd.log"
   verbosity: 0
   rrl-ratelimit: 0
   rrl-whitelist-ratelimit: 0
@@ -149,23 +149,37 @@ def probe(port: int, origin: str) -> bool:
 @dataclass
 class DnsServer:
     name: str
-    args: list[str]
-    port: int
+    command: Callable[[int], list[str]]  # the command line for a port
+    ready: str  # what the server logs once it listens, {port} standing for its port
     log: Path
+    port: int = 0
     proc: subprocess.Popen | None = None
     rounds: list[dict] = field(default_factory=list)
 
     def start(self, origin: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-        log = open(self.log, "wb")
-        self.proc = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd
-        )
-        log.close()
+        """Start on a free port; another free port if someone took that one in the meantime."""
+        for attempt in range(3):
+            self.port = free_port()
+            try:
+                return self._start(origin, env, cwd)
+            except RuntimeError:
+                self.stop()
+                if attempt == 2:
+                    raise
+
+    def _start(self, origin: str, env: dict[str, str] | None, cwd: Path | None) -> None:
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(self.port), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.log.read_text(errors='replace')}")
-            if probe(self.port, origin):
+            # Its own ready line first: a probe alone could be answered by whoever else holds
+            # the port, while this server fails to bind it.
+            text = self.log.read_text(errors="replace")
+            if self.ready.format(port=self.port) in text and probe(self.port, origin):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer:\n{self.log.read_text(errors='replace')}")
@@ -447,14 +461,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copy(args.zone, zones_dir / args.zone.name)
     zonefile = work / "zone.db"
     zonefile.write_text(nsd_zone_text(zone))
-    nsd_port = free_port()
     conf = work / "nsd.conf"
-    conf.write_text(nsd_conf(work, nsd_port, zone.origin, zonefile))
-    nsd = DnsServer("NSD", [*server_pin, NSD, "-d", "-c", str(conf)], nsd_port, work / "nsd.out")
-    lbdns_port = free_port()
-    lbdns = DnsServer(
-        "lbdns",
-        [
+
+    def nsd_command(port: int) -> list[str]:
+        conf.write_text(nsd_conf(work, port, zone.origin, zonefile))
+        return [*server_pin, NSD, "-d", "-c", str(conf)]
+
+    def lbdns_command(port: int) -> list[str]:
+        return [
             *server_pin,
             sys.executable,
             "-m",
@@ -463,15 +477,15 @@ def main(argv: list[str] | None = None) -> int:
             "--zones",
             str(zones_dir),
             "--dns",
-            f"127.0.0.1:{lbdns_port}",
+            f"127.0.0.1:{port}",
             "--http",
             "off",
             "--data-dir",
             str(work / "data"),
-        ],
-        lbdns_port,
-        work / "lbdns.out",
-    )
+        ]
+
+    nsd = DnsServer("NSD", nsd_command, "nsd started", work / "nsd.out")
+    lbdns = DnsServer("lbdns", lbdns_command, "ready dns=127.0.0.1:{port} ", work / "lbdns.out")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     print(
