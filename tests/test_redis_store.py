@@ -366,3 +366,28 @@ def test_a_write_redis_refuses_gets_503_naming_the_reason(redis_server):
             await a.close()
 
     run(main())
+
+
+def test_a_change_whose_message_was_lost_is_read_by_the_safety_check(redis_server):
+    async def main() -> None:
+        a = make_store(redis_server.url)
+        await a.start()
+        client = aioredis.from_url(redis_server.url, decode_responses=True)
+        try:
+            farm = a.registry.farms[FARM]
+            await a.put_host(farm, HostSpec(name="web4", a=("192.0.2.13",)))
+            await a.set_admin(farm, farm.hosts["web4"], "disabled", 1.0)
+            resyncs = a.counters["resyncs"]
+            # Another writer's change whose message never arrived: in Redis, not published.
+            key = f"{FARM} web4"
+            change = json.loads(await client.hget("lbdns:hosts", key))
+            change["admin"] = None
+            await client.hset("lbdns:hosts", key, json.dumps(change))
+            await client.incr("lbdns:version")
+            await until(lambda: farm.hosts["web4"].admin == "enabled", timeout=3)
+            assert a.counters["resyncs"] > resyncs
+        finally:
+            await client.aclose()
+            await a.close()
+
+    run(main())

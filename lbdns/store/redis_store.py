@@ -214,6 +214,7 @@ class RedisStore(Store):
         self._budget_spent = False
         self._behind_at: int | None = None
         self._unreplicated = False  # the last write was not confirmed by a replica (Sentinel)
+        self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -268,11 +269,16 @@ class RedisStore(Store):
             )
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._closing = True
+        pending = set(self._tasks)
+        for _ in range(10):
+            if not pending:
+                break
+            # Again each round: redis-py may turn a cancel that races its own timeout into a
+            # TimeoutError, which the loops take for a lost connection; _closing ends them then.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         for _, _, _, future in self._queue:
             if not future.done():
                 future.set_exception(Unavailable("the server is stopping"))
@@ -351,7 +357,7 @@ class RedisStore(Store):
         """Subscribe, read everything, then apply each published change; reconnect on errors."""
         assert self._errors is not None
         delay = 0.05
-        while True:
+        while not self._closing:
             pubsub = self._listener.pubsub()
             try:
                 await pubsub.subscribe(self.channel_changes, self.channel_answers)
@@ -359,13 +365,14 @@ class RedisStore(Store):
                 await self._resync()
                 self._set_connected()
                 delay = 0.05
-                while not self._broken:
+                while not self._broken and not self._closing:
                     if self._need_resync:
                         await self._resync()
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["channel"], message["data"])
-                self._set_lost(self._lost_reason)
+                if not self._closing:
+                    self._set_lost(self._lost_reason)
             except asyncio.CancelledError:
                 raise
             except self._errors.any as exc:
@@ -465,11 +472,18 @@ class RedisStore(Store):
             for name, spec in specs.items():
                 host = farm.hosts.get(name)
                 if host is None:
-                    host = farm.hosts[name] = Host(spec)
-                host.spec = spec
-                host.admin = "enabled"
+                    farm.hosts[name] = Host(spec)
+                else:
+                    host.spec = spec
+            for host in farm.hosts.values():
+                host.admin = "enabled"  # the overlay says otherwise where it does
                 host.drain_started = None
         self.overlay.apply(self.registry)
+        for key in list(self.registry.drain_options):
+            farm = self.registry.farms.get(key[0])
+            host = farm.hosts.get(key[1]) if farm else None
+            if host is None or host.admin != "draining":
+                del self.registry.drain_options[key]
 
     def _on_message(self, channel: str, data: str) -> None:
         if channel == self.channel_answers:
@@ -557,7 +571,7 @@ class RedisStore(Store):
     async def _write_loop(self) -> None:
         """Send the queued writes in pipelines: one round trip for many concurrent writes."""
         assert self._errors is not None
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
@@ -667,7 +681,7 @@ class RedisStore(Store):
     async def _tick(self) -> None:
         assert self._errors is not None
         last_ping = 0.0
-        while True:
+        while not self._closing:
             await asyncio.sleep(EXCHANGE_INTERVAL)
             now = self.registry.clock()
             if not self.healthy():
