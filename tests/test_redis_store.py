@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -18,10 +20,10 @@ from redis_support import RedisProcess, redis_available
 from support import EXAMPLE_ZONES
 
 from lbdns.config import Config
-from lbdns.errors import Unavailable
+from lbdns.errors import ConfigError, Unavailable
 from lbdns.farm import STALE, UP, Report
 from lbdns.registry import Registry
-from lbdns.store.redis_store import RedisStore
+from lbdns.store.redis_store import RedisStore, display_url, parse_sentinel_url
 from lbdns.zone import HostSpec, load_folder
 
 pytestmark = [
@@ -391,3 +393,49 @@ def test_a_change_whose_message_was_lost_is_read_by_the_safety_check(redis_serve
             await a.close()
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis+sentinel://10.0.0.1:26379/lbdns", ([("10.0.0.1", 26379)], "lbdns", 0, None)),
+        (
+            "redis+sentinel://:pw@a:1,[::1]:2/svc/3",
+            ([("a", 1), ("::1", 2)], "svc", 3, "pw"),
+        ),
+    ],
+)
+def test_sentinel_urls(url, expected):
+    assert parse_sentinel_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+sentinel://10.0.0.1:26379", "expected redis+sentinel://host:port"),
+        ("redis+sentinel://10.0.0.1/lbdns", "sentinel address '10.0.0.1' must be host:port"),
+    ],
+)
+def test_bad_sentinel_urls_say_what_is_wrong(url, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_sentinel_url(url)
+    assert message in str(caught.value)
+
+
+def test_passwords_are_hidden_in_logs_and_status():
+    assert display_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert display_url("rediss://user:s3cret@h:6380/1") == "rediss://user:***@h:6380/1"
+    assert display_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_serve_with_a_bad_sentinel_url_exits_with_the_reason(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lbdns", "serve", "--zones", str(EXAMPLE_ZONES)]
+        + ["--dns", "127.0.0.1:0", "--http", "off", "--state", "redis+sentinel://nohost/lbdns"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "sentinel address 'nohost' must be host:port" in result.stderr
