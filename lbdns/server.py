@@ -11,6 +11,7 @@ import errno
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .config import Config
@@ -26,9 +27,17 @@ from .transport import (
     bind_udp,
 )
 from .wire import Answerer
-from .zone import load_folder
+from .zone import Zone, load_folder
 
 log = logging.getLogger("lbdns")
+
+
+def _log_zones(zones: Mapping[str, Zone], event: str) -> None:
+    log.info(
+        "zones loaded: %s",
+        ", ".join(f"{z.origin} (serial {z.serial}, {len(z.farms)} farms)" for z in zones.values()),
+        extra={"fields": {"event": event, "result": "ok", "zones": len(zones)}},
+    )
 
 
 class Server:
@@ -73,11 +82,7 @@ class Server:
         self.registry.load_zones(zones)
         self.store.zones_loaded()
         self.reloads["ok"] += 1
-        log.info(
-            "zones loaded: %s",
-            ", ".join(f"{z.origin} (serial {z.serial})" for z in zones.values()),
-            extra={"fields": {"event": "reload", "result": "ok", "zones": len(zones)}},
-        )
+        _log_zones(zones, "reload")
         return {
             "zones": {z.origin: {"serial": z.serial, "source": z.source} for z in zones.values()}
         }
@@ -86,7 +91,9 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.registry.load_zones(load_folder(self.config.zones))
+        zones = load_folder(self.config.zones)
+        self.registry.load_zones(zones)
+        _log_zones(zones, "start")
         await self.store.start()
         for host, port in self.config.dns_addresses():
             for attempt in range(20):
