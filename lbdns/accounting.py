@@ -34,6 +34,16 @@ The model (docs/balancing.md has the derivation):
   answer in between. Answers are kept in time buckets of ``W/32`` so a host's ledger stays small
   at any query rate.
 
+* **Several servers.** Each server charges its own answers and learns the others' through the
+  shared store's answer exchange (``Outbox``): the herds they charged per host (at the mean time
+  they charged them), how many answers they gave, and the times of the resolvers' queries they
+  saw. The peers' charges go into the same ledgers as the server's own (so every host carries all
+  the herds in flight, each counted once, by the server that answered it), and the peers' query
+  times go into the same resolver estimates, so that every server estimates each resolver's herd
+  from all its queries, as one server would, however the resolver spreads its queries over the
+  servers. A query time that arrives after a later one of the same resolver splits that gap in
+  two.
+
 Everything here runs inside ``Farm.choose`` or when the farm's view is rebuilt: O(1) per query,
 O(buckets) per report, no awaits, no I/O.
 """
@@ -54,6 +64,7 @@ HERD_ALPHA = 0.2  # weight of the newest estimate of the mean herd per answer
 BUCKETS = 32  # answer buckets per cache time
 MAX_BUCKETS = 256  # per host; older buckets stay in ``pending`` until a report arrives
 MAX_CLIENTS = 50_000  # client keys remembered before the table starts over
+MAX_OUTBOX = 100_000  # query times kept for the exchange when nobody takes them
 PRIOR_HERD = 1.0  # expected connections per answer before anything is learned
 RAW_FLOOR = 0.02  # gap - W counts as at least this x W (at most 50 clients per cache time)
 
@@ -64,6 +75,10 @@ class ClientStat:
     gap: float = 0.0  # EWMA of the gap between queries (0: one query seen)
     rate: float = 0.0  # raw clients per second, 1 / (gap - W), before scaling to R
     saturated: bool = False  # asks as soon as its cache expires
+    # The query before ``last`` and the gap EWMA before ``last`` counted, so that a query time
+    # learned late from another server can split the last gap in two.
+    previous: float | None = None
+    previous_gap: float = 0.0
 
 
 @dataclass(slots=True)
@@ -76,6 +91,22 @@ class Ledger:
     rate: float | None = None  # arrivals per second, EWMA over reports
     unit: float = 1.0  # score units per connection (1 for the default score)
     window_answers: int = 0  # answers naming the host within the current buckets
+
+
+@dataclass(slots=True)
+class Outbox:
+    """What this server's accounting has to tell the other servers since the last exchange."""
+
+    answers: int = 0  # answers charged
+    charges: dict[str, list[float]] = field(default_factory=dict)  # host -> [herd, herd x time]
+    queries: list[tuple[str, float]] = field(default_factory=list)  # (client, time) that counted
+
+    def to_json(self) -> dict:
+        return {
+            "answers": self.answers,
+            "charges": {h: [c[0], c[1] / c[0] if c[0] else 0.0] for h, c in self.charges.items()},
+            "queries": self.queries,
+        }
 
 
 class Accounting:
@@ -93,24 +124,56 @@ class Accounting:
         self.answers = 0  # answers charged so far
         self._herd_mark = (0.0, 0)  # (time, answers) at the last mean-herd update
         self._swept = 0.0
+        # Set by a shared store that exchanges the accounting with other servers; None alone.
+        self.outbox: Outbox | None = None
 
     # -- herds ------------------------------------------------------------------------------
 
     def herd(self, client: str, now: float) -> float:
         """The expected number of new connections one answer to ``client`` brings."""
         stat = self.clients.get(client)
-        window = self.window
         if stat is None:
             if len(self.clients) >= MAX_CLIENTS:
                 self._forget_clients()
             self.clients[client] = ClientStat(now)
+            self._queried(client, now)
             return self.mean_herd
-        gap = now - stat.last
-        stat.last = now
-        if gap < 0.5 * window:
-            # Another query within the cache time: a second qtype, a retry, or several
-            # resolver processes behind one address. The rate estimate stays as it was.
-            return self._herd_of(stat)
+        if self._observe(stat, now):
+            self._queried(client, now)
+        return self._herd_of(stat)
+
+    def _queried(self, client: str, now: float) -> None:
+        outbox = self.outbox
+        if outbox is not None and len(outbox.queries) < MAX_OUTBOX:
+            outbox.queries.append((client, now))
+
+    def _observe(self, stat: ClientStat, at: float) -> bool:
+        """Count a query of the resolver at ``at``; False when it does not change the estimate."""
+        window = self.window
+        gap = at - stat.last
+        if -0.5 * window < gap < 0.5 * window:
+            # Another query within the cache time: a second qtype, a retry, several resolver
+            # processes behind one address, or the same query answered by another server.
+            return False
+        if gap > 0.0:
+            stat.previous, stat.previous_gap = stat.last, stat.gap
+            stat.last = at
+            self._gap(stat, gap)
+            return True
+        # A query older than the last one, learned late from another server: it fell between
+        # the last two, so the last gap was two gaps.
+        previous = stat.previous
+        if previous is not None and at - previous < 0.5 * window:
+            return False
+        if previous is not None:
+            stat.gap = stat.previous_gap
+            self._gap(stat, at - previous)
+        stat.previous, stat.previous_gap = at, stat.gap
+        self._gap(stat, stat.last - at)
+        return True
+
+    def _gap(self, stat: ClientStat, gap: float) -> None:
+        window = self.window
         gap = min(gap, 20.0 * window)
         stat.gap = gap if stat.gap == 0.0 else stat.gap + GAP_ALPHA * (gap - stat.gap)
         if stat.saturated:
@@ -121,7 +184,18 @@ class Accounting:
             self.saturated += 1
         stat.rate = 1.0 / max(stat.gap - window, RAW_FLOOR * window)
         self.raw_rate += stat.rate
-        return self._herd_of(stat)
+
+    def peer_queries(self, queries: list) -> None:
+        """Query times another server saw: the resolvers' estimates count them like our own."""
+        clients = self.clients
+        for client, at in queries:
+            stat = clients.get(client)
+            if stat is None:
+                if len(clients) >= MAX_CLIENTS:
+                    self._forget_clients()
+                clients[client] = ClientStat(float(at))
+            else:
+                self._observe(stat, float(at))
 
     def _herd_of(self, stat: ClientStat) -> float:
         if stat.gap == 0.0:
@@ -156,7 +230,7 @@ class Accounting:
             ledger = self.ledgers[host] = Ledger()
         return ledger
 
-    def charge(self, ledger: Ledger, herd: float, now: float) -> None:
+    def charge(self, ledger: Ledger, herd: float, now: float, host: str = "") -> None:
         """An answer named the host: expect ``herd`` more connections over the cache time."""
         ledger.pending += herd
         ledger.window_answers += 1
@@ -167,6 +241,54 @@ class Accounting:
             buckets[-1][2] += 1
         else:
             buckets.append([key, herd, 1])
+        outbox = self.outbox
+        if outbox is not None:
+            sums = outbox.charges.get(host)
+            if sums is None:
+                outbox.charges[host] = [herd, herd * now]
+            else:
+                sums[0] += herd
+                sums[1] += herd * now
+
+    def charge_peer(self, ledger: Ledger, herd: float, at: float) -> float:
+        """Another server's answers charged ``herd`` to the host at about ``at``; returns the
+        part still to come after the host's last report (added to its pending load)."""
+        window = self.window
+        report = ledger.report
+        left = 1.0 if report is None else (at + window - report.received) / window
+        if left <= 0.0:
+            return 0.0  # the report has counted all of it already
+        pending = herd * min(left, 1.0)
+        ledger.pending += pending
+        key = int(at / self.bucket)
+        buckets = ledger.buckets
+        i = len(buckets)
+        while i and buckets[i - 1][0] > key:  # the exchange is late: a few buckets at most
+            i -= 1
+        if i and buckets[i - 1][0] == key:
+            buckets[i - 1][1] += herd
+        elif i == len(buckets):
+            buckets.append([key, herd, 0])
+        elif len(buckets) < MAX_BUCKETS:
+            buckets.insert(i, [key, herd, 0])
+        return pending
+
+    def answered(self) -> None:
+        """One more answer charged (the mean herd per answer is learned from the count)."""
+        self.answers += 1
+        if self.outbox is not None:
+            self.outbox.answers += 1
+
+    def take_outbox(self) -> Outbox | None:
+        """What to tell the other servers now (None when there is nothing); starts a new one."""
+        outbox = self.outbox
+        if outbox is None:
+            self.outbox = Outbox()
+            return None
+        if not (outbox.answers or outbox.charges or outbox.queries):
+            return None
+        self.outbox = Outbox()
+        return outbox
 
     # -- reports ----------------------------------------------------------------------------
 

@@ -259,7 +259,7 @@ class Farm:
         )
         names = tuple(c.name for c in chosen)
         self._charge(accounting, chosen, herd, now)
-        accounting.answers += 1
+        accounting.answered()
         self._answered(names, now)
         if len(self._sticky) >= STICKY_LIMIT:
             self._sticky.clear()
@@ -273,13 +273,43 @@ class Farm:
         share = herd / len(chosen)
         for candidate in chosen:
             ledger = accounting.ledger(candidate.name)
-            accounting.charge(ledger, share, now)
-            step = share * ledger.unit / candidate.capacity
-            for qtype, positions in self._positions.items():
-                i = positions.get(candidate.name)
-                if i is not None:
-                    old = self._live[qtype][i]
-                    self._live[qtype][i] = Candidate(old.name, old.capacity, old.load + step)
+            accounting.charge(ledger, share, now, candidate.name)
+            self._lift(candidate.name, share * ledger.unit / candidate.capacity)
+
+    def _lift(self, name: str, step: float) -> None:
+        for qtype, positions in self._positions.items():
+            i = positions.get(name)
+            if i is not None:
+                old = self._live[qtype][i]
+                self._live[qtype][i] = Candidate(old.name, old.capacity, old.load + step)
+
+    # -- other servers' answers (the shared store's exchange) -------------------------------
+
+    def take_accounting(self) -> dict[str, Any] | None:
+        """This server's charges, answer count and resolver query times since the last call,
+        for the other servers (None when there is nothing to tell or nothing is accounted).
+        The first call starts the collection."""
+        if self.accounting is None:
+            return None
+        outbox = self.accounting.take_outbox()
+        return outbox.to_json() if outbox is not None else None
+
+    def add_peer_accounting(self, data: Mapping[str, Any]) -> None:
+        """What another server's ``take_accounting`` returned: its answers' herds are charged
+        to the hosts they named (each herd counted once, by the server that answered), and the
+        query times it saw refine the resolvers' herd estimates here."""
+        accounting = self.accounting
+        if accounting is None:
+            return
+        accounting.answers += int(data.get("answers", 0))
+        accounting.peer_queries(data.get("queries", ()))
+        for name, (herd, at) in data.get("charges", {}).items():
+            host = self.hosts.get(name)
+            if host is None or herd <= 0.0:
+                continue
+            ledger = accounting.ledger(name)
+            pending = accounting.charge_peer(ledger, float(herd), float(at))
+            self._lift(name, pending * ledger.unit / host.spec.capacity)
 
     def _answered(self, names: tuple[str, ...], now: float) -> None:
         # Plain counters the metrics, the status page and the drain read.

@@ -414,3 +414,89 @@ def test_a_zone_reload_keeps_the_accounting():
     assert sum(ledger.pending for ledger in again.accounting.ledgers.values()) == 1
     registry.load_zones({"t.": parse_text(text % 30)})  # another cache time: start afresh
     assert registry.farms["f.t."].accounting is not farm.accounting
+
+
+# -- accounting shared between servers -------------------------------------------------------
+
+
+def exchange(sender: Farm, receiver: Farm) -> None:
+    """One answer-exchange message, through JSON as the shared store sends it."""
+    import json
+
+    taken = sender.take_accounting()
+    if taken is not None:
+        receiver.add_peer_accounting(json.loads(json.dumps(taken)))
+
+
+def test_two_servers_charge_each_herd_once_and_do_not_herd_to_one_empty_host():
+    clock = Clock()
+    one, two = (make_farm(hosts={"a": 1, "b": 1, "c": 1}, clock=clock) for _ in range(2))
+    for farm in (one, two):
+        exchange(farm, farm)  # the first call starts the collection
+        report_all(farm, {"a": 10, "b": 10, "c": 4})  # c is 6 behind
+        farm.view()
+    got = [one.choose(A, f"10.8.0.{i}")[0] for i in range(6)]  # herd 1 each (first seen)
+    assert got == ["c"] * 6
+    clock.now += 0.15
+    exchange(one, two)
+    # two counts one's six answers at c: the next answers do not pile onto c as well.
+    assert two.accounting.ledgers["c"].pending == pytest.approx(6)
+    assert sorted(c.load for c in two._live[A]) == pytest.approx([10, 10, 10])
+    got = Counter(two.choose(A, f"10.8.1.{i}")[0] for i in range(30))
+    assert got == {"a": 10, "b": 10, "c": 10}
+    exchange(two, one)
+    exchange(one, two)  # nothing new: nothing sent, nothing counted twice
+    for farm in (one, two):
+        pending = {n: farm.accounting.ledgers[n].pending for n in "abc"}
+        assert pending == pytest.approx({"a": 10, "b": 10, "c": 16})
+        assert farm.accounting.answers == 36
+    # A report counts what arrived before it: half the cache time later, half of every herd.
+    clock.now += 2.5 - 0.15
+    for farm in (one, two):
+        report_all(farm, {"a": 15, "b": 15, "c": 12})
+        farm.view()
+        pending = {n: farm.accounting.ledgers[n].pending for n in "abc"}
+        assert pending == pytest.approx({"a": 5, "b": 5, "c": 8}, rel=0.05)
+    # A peer's herd charged before the last report is charged only for what is still to come.
+    one.add_peer_accounting({"answers": 1, "charges": {"a": [4.0, clock.now - 2.5]}})
+    assert one.accounting.ledgers["a"].pending == pytest.approx(5 + 2, rel=0.05)
+
+
+def test_resolver_herds_count_the_queries_other_servers_answered():
+    """A resolver asks every 7 s (clients every 2 s after its 5 s cache), each time of one of two
+    servers at random: each server sees gaps of 7, 14, 21 s, and alone would take the resolver
+    for a much smaller one. With the other's query times both estimate it as one server would."""
+    clock = Clock()
+    one, two = make_farm(clock=clock), make_farm(clock=clock)
+    alone = make_farm(clock=clock)
+    for farm in (one, two):
+        exchange(farm, farm)
+    pick = random.Random(3)
+    for _ in range(40):
+        pick.choice((one, two)).choose(A, "10.9.9.9")
+        alone.choose(A, "10.9.9.9")
+        clock.now += 0.15
+        exchange(one, two)
+        exchange(two, one)
+        clock.now += 7.0 - 0.15
+    for farm in (one, two):
+        stat = farm.accounting.clients["10.9.9.9"]
+        assert stat.rate == pytest.approx(0.5)
+        assert farm.accounting.herd("10.9.9.9", clock.now) == pytest.approx(1 + 0.5 * 5)
+    assert alone.accounting.clients["10.9.9.9"].rate == pytest.approx(0.5)
+
+
+def test_a_query_time_learned_late_splits_the_last_gap():
+    clock = Clock()
+    farm = make_farm(clock=clock)
+    accounting = farm.accounting
+    for at in (1000.0, 1007.0, 1014.0):
+        accounting.herd("10.9.9.8", at)
+    accounting.herd("10.9.9.8", 1028.0)  # here; 1021 was answered by another server
+    assert accounting.clients["10.9.9.8"].gap == pytest.approx(7 + 0.3 * 7)
+    accounting.peer_queries([("10.9.9.8", 1021.0)])
+    stat = accounting.clients["10.9.9.8"]
+    assert stat.gap == pytest.approx(7) and stat.last == 1028.0
+    assert accounting.raw_rate == pytest.approx(0.5)
+    accounting.peer_queries([("10.9.9.8", 1028.1), ("10.9.9.8", 1020.9)])  # the same queries
+    assert stat.gap == pytest.approx(7) and accounting.raw_rate == pytest.approx(0.5)

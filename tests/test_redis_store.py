@@ -273,19 +273,29 @@ def test_answer_counts_are_exchanged(redis_server):
         await b.start()
         try:
             farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
-            seen: list[dict] = []
-            farm_b.add_peer_answers = lambda counts, at: seen.append(dict(counts))
             for _ in range(5):
                 farm_a.hosts["web2"].answers += 1
             farm_a.hosts["web3"].answers += 2
             await until(lambda: b.peer_answers.get(FARM, {}).get("web3") == 2)
             assert b.peer_answers[FARM]["web2"] == 5
-            assert seen and sum(c.get("web2", 0) for c in seen) == 5
             assert farm_b.hosts["web2"].last_answered > 0
+            # The load-aware accounting: A's herds, answers and resolver queries reach B.
+            accounting_a, accounting_b = farm_a.accounting, farm_b.accounting
+            await until(lambda: accounting_a.outbox is not None)
+            now = time.time()
+            accounting_a.herd("127.0.9.9", now)
+            accounting_a.charge(accounting_a.ledger("web2"), 3.0, now, "web2")
+            accounting_a.answered()
+            await until(lambda: accounting_b.ledger("web2").pending > 0)
+            assert accounting_b.ledgers["web2"].pending == pytest.approx(3.0)
+            assert accounting_b.answers == 1 and "127.0.9.9" in accounting_b.clients
             # Own answers are not counted twice.
             await asyncio.sleep(0.4)
             assert a.peer_answers.get(FARM, {}) == {}
             assert b.peer_answers[FARM]["web2"] == 5
+            assert accounting_a.ledgers["web2"].pending == pytest.approx(3.0)
+            assert accounting_b.ledgers["web2"].pending == pytest.approx(3.0)
+            assert accounting_a.answers == 1
         finally:
             await a.close()
             await b.close()

@@ -10,7 +10,8 @@ What lives in Redis (``P`` is ``redis_prefix``, default ``lbdns:``):
   (new, or restarted without persistence) and is re-seeded before it takes writes;
 * ``P changes`` pub/sub channel: ``"<version> <server id> <json>"`` for every change, in
   version order;
-* ``P answers`` pub/sub channel: each server's answers per host since its last message.
+* ``P answers`` pub/sub channel: each server's answers per host since its last message, and
+  its load-aware accounting (herds charged per host, answers, resolvers' query times).
 
 Every write is one Lua script (change the hash, increment the version, publish), so all servers
 see the changes in one order. The server that accepted a change applies it locally once Redis
@@ -689,8 +690,18 @@ class RedisStore(Store):
                 continue
             try:
                 counts = self._answer_deltas()
-                if counts:
-                    message = {"origin": self.server_id, "at": now, "farms": counts}
+                accounting = {}
+                for farm in self.registry.farms.values():
+                    taken = farm.take_accounting()
+                    if taken is not None:
+                        accounting[farm.name] = taken
+                if counts or accounting:
+                    message = {
+                        "origin": self.server_id,
+                        "at": now,
+                        "farms": counts,
+                        "accounting": accounting,
+                    }
                     await self._client.publish(self.channel_answers, json.dumps(message))
                 if time.monotonic() - last_ping >= PING_INTERVAL:
                     last_ping = time.monotonic()
@@ -740,10 +751,11 @@ class RedisStore(Store):
                 if host is not None:
                     # A drain waits for the last answer that named the host, on any server.
                     host.last_answered = max(host.last_answered, at)
-            # The load-aware accounting counts the other servers' answers like its own.
-            hook = getattr(farm, "add_peer_answers", None)
-            if hook is not None:
-                hook(counts, at)
+        # The load-aware accounting charges the other servers' herds like its own.
+        for farm_name, data in message.get("accounting", {}).items():
+            farm = self.registry.farms.get(farm_name)
+            if farm is not None:
+                farm.add_peer_accounting(data)
 
     def _hold_ages(self, now: float) -> None:
         """While Redis is away, report ages stand still for ``stale_budget`` seconds.
