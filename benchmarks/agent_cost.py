@@ -10,7 +10,10 @@ open-file limit, which it raises to the hard limit), starts a real ``lbdns serve
 * the agent's CPU use (user + system, from /proc/<pid>/stat) over ``--seconds`` after a warm-up,
   as a percentage of one core;
 * the time one connection count takes with each method (netlink socket diagnostics and
-  /proc/net/tcp), and one whole measurement (all metrics), median and 90th percentile.
+  /proc/net/tcp), and one whole measurement (all metrics), median and 90th percentile, run back
+  to back; for netlink also the part that is the kernel's walk of its connection table (a count
+  on a port no socket uses: no record is built), and both once per interval as the agent runs
+  them, when the sockets are no longer in the CPU caches (the figure the agent's CPU follows).
 
 On loopback the client ends are sockets of this host too, so the kernel walks twice the sockets a
 real server with N remote clients has: the figures are an upper bound. Connections are closed
@@ -108,6 +111,18 @@ def timings(func, runs: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
 
 
+def spaced_cpu(func, runs: int, gap: float) -> float:
+    """Median CPU milliseconds of ``func`` run once per ``gap`` seconds, as the agent runs it:
+    between two counts the kernel's socket structures leave the CPU caches."""
+    samples = []
+    for _ in range(runs):
+        time.sleep(gap)
+        start = time.process_time()
+        func()
+        samples.append((time.process_time() - start) * 1000)
+    return statistics.median(samples)
+
+
 def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
     log = open(tmp / "lbdns.log", "wb")
     server = subprocess.Popen(
@@ -153,6 +168,12 @@ def main() -> None:
             counted = netlink.count(), proc.count()
             print(f"  counted: netlink {counted[0]}, /proc {counted[1]} (expected {n})")
             nl_med, nl_p90 = timings(netlink.count, args.runs)
+            # Port 1 matches no socket: the kernel walks its connection table, builds no record.
+            walk = NetlinkCounter([1])
+            walk_med, walk_p90 = timings(walk.count, args.runs)
+            nl_cold = spaced_cpu(netlink.count, 5, args.interval)
+            walk_cold = spaced_cpu(walk.count, 5, args.interval)
+            walk.close()
             pr_med, pr_p90 = timings(proc.count, max(3, args.runs // 4))
             netlink.close()
 
@@ -202,6 +223,13 @@ def main() -> None:
             print(f"connections: {n} established on loopback; interval {args.interval:g} s")
             print(
                 f"{'one connection count, netlink':<40} median {nl_med:6.2f} ms  p90 {nl_p90:6.2f} ms"
+            )
+            print(
+                f"{'  of which the table walk (no match)':<40} median {walk_med:6.2f} ms  p90 {walk_p90:6.2f} ms"
+            )
+            print(
+                f"{'the same, one per interval (CPU)':<40} median {nl_cold:6.2f} ms, "
+                f"table walk {walk_cold:.2f} ms"
             )
             print(
                 f"{'one connection count, /proc/net/tcp':<40} median {pr_med:6.2f} ms  p90 {pr_p90:6.2f} ms"

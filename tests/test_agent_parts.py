@@ -178,6 +178,31 @@ def test_counters_count_established_server_ends_on_ipv4_and_ipv6(counter_class):
             sock.close()
 
 
+def test_netlink_filter_counts_what_proc_counts():
+    # The kernel-side port filter must agree with /proc on every kind of socket near the port:
+    # server ends (counted), client ends whose *remote* port is the app port (not counted), a
+    # client bound to the app port on another address (local port matches: counted), and more
+    # server ends than one 32 KiB dump buffer holds, so the count spans several buffers.
+    port, socks = _pairs(socket.AF_INET, "127.0.0.1", 350)
+    port6, socks6 = _pairs(socket.AF_INET6, "::1", 5)
+    other, socks_other = _pairs(socket.AF_INET, "127.0.0.1", 0)
+    bound = socket.socket()
+    bound.bind(("127.0.0.2", port))
+    bound.connect(("127.0.0.1", other))
+    socks += socks6 + socks_other + [bound, socks_other[0].accept()[0]]
+    try:
+        for ports in ([port], [port, port6], [1, port6, port, 2], [other]):
+            netlink, proc = NetlinkCounter(ports), ProcCounter(ports)
+            assert netlink.count() == proc.count()
+            netlink.close()
+        assert NetlinkCounter([port]).count() == 351
+        assert NetlinkCounter([other]).count() == 1  # the server end of the bound client
+        assert NetlinkCounter([port, port6]).count() == 356
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_cpu_meter_averages_over_time(tmp_path):
     stat = tmp_path / "stat"
 

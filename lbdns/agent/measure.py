@@ -10,6 +10,7 @@ the fallback where netlink is not allowed.
 
 from __future__ import annotations
 
+import array
 import logging
 import math
 import os
@@ -85,6 +86,7 @@ class NetlinkCounter:
         self._seq = 0
         self._buf = bytearray(64 * 1024)
         self._view = memoryview(self._buf)
+        self._row = array.array("I")  # the expected length column of a uniform buffer
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
@@ -141,23 +143,25 @@ class NetlinkCounter:
     def _count_uniform(self, size: int, seq: int) -> int:
         """The number of socket messages in a buffer where all are of one length, else 0.
 
-        A dump's buffers are nearly always a run of equal-sized socket messages; checking the
-        length, type and sequence columns with strided views avoids a Python step per socket.
+        A dump's buffers are nearly always a run of equal-sized socket messages. Offsets follow
+        from lengths, so one comparison of the length column (a strided view against a row of
+        equal numbers, done in C) proves the layout; the kernel never mixes another dump or a
+        DONE (20 bytes) into such a run, and the first and last messages are checked for type
+        and sequence all the same.
         """
         if size < 16:
             return 0
-        (length,) = struct.unpack_from("=I", self._buf, 0)
-        if length < 16 or length % 4 or size % length:
+        unpack = struct.unpack_from
+        length, kind, _flags, msg_seq = unpack("=IHHI", self._buf, 0)
+        if length < 16 or length % 4 or size % length or kind != TCPDIAG_GETSOCK or msg_seq != seq:
             return 0
-        words = self._view[:size].cast("I")
-        step = length // 4
+        _length, kind, _flags, msg_seq = unpack("=IHHI", self._buf, size - length)
+        if kind != TCPDIAG_GETSOCK or msg_seq != seq:
+            return 0
         n = size // length
-        kind = TCPDIAG_GETSOCK | (NLM_F_MULTI << 16)
-        if (
-            words[0::step].tolist().count(length) != n
-            or words[1::step].tolist().count(kind) != n
-            or words[2::step].tolist().count(seq) != n
-        ):
+        if len(self._row) != n or self._row[0] != length:
+            self._row = array.array("I", [length]) * n
+        if self._view[:size].cast("I")[:: length // 4] != self._row:
             return 0
         return n
 
