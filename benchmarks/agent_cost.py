@@ -17,7 +17,8 @@ open-file limit, which it raises to the hard limit), starts a real ``lbdns serve
 
 On loopback the client ends are sockets of this host too, so the kernel walks twice the sockets a
 real server with N remote clients has: the figures are an upper bound. Connections are closed
-with RST so no TIME_WAIT sockets are left to skew a following run.
+with RST so no TIME_WAIT sockets are left to skew a following run. Figures, and where the time
+goes: docs/agent.md, "Cost".
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Everything here is synchronous and reads the kernel's own counters, so one measurement costs a
 few system calls. Connections are counted with the kernel's socket-diagnostics netlink interface
 (the one ``ss`` uses): the kernel filters by state and local port and sends only the matching
-sockets, which on a host with 10,000 connections is about 30 times cheaper than generating and
-parsing ``/proc/net/tcp`` (see benchmarks/agent_cost.py). ``/proc/net/tcp`` and ``tcp6`` remain as
-the fallback where netlink is not allowed.
+sockets, which on a host with 10,000 connections is about 5 times cheaper than generating and
+parsing ``/proc/net/tcp`` (see benchmarks/agent_cost.py). What remains is the kernel's: a walk of
+its whole established-socket table and one record built per matching socket (docs/agent.md,
+"Cost"). ``/proc/net/tcp`` and ``tcp6`` remain as the fallback where netlink is not allowed.
 """
 
 from __future__ import annotations
