@@ -51,8 +51,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lbdns.store")
 
-# How often each server publishes its answer counts and checks the connection (seconds).
-EXCHANGE_INTERVAL = 0.15
+# How often each server publishes its answers and accounting (seconds): the others do not see its
+# herds for up to this long, so it is short against a cache time. The connection is checked every
+# PING_INTERVAL.
+EXCHANGE_INTERVAL = 0.05
 PING_INTERVAL = 0.5
 # Redis calls give up after this long: an ingest or admin call then gets 503, not a hang.
 CALL_TIMEOUT = 1.0
