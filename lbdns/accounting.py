@@ -154,6 +154,8 @@ class Accounting:
         if -0.5 * window < gap < 0.5 * window:
             # Another query within the cache time: a second qtype, a retry, several resolver
             # processes behind one address, or the same query answered by another server.
+            if gap > 0.0:
+                stat.last = at
             return False
         if gap > 0.0:
             stat.previous, stat.previous_gap = stat.last, stat.gap
