@@ -500,3 +500,4 @@ def test_a_query_time_learned_late_splits_the_last_gap():
     assert accounting.raw_rate == pytest.approx(0.5)
     accounting.peer_queries([("10.9.9.8", 1028.1), ("10.9.9.8", 1020.9)])  # the same queries
     assert stat.gap == pytest.approx(7) and accounting.raw_rate == pytest.approx(0.5)
+    assert stat.last == 1028.1  # a repeat within half the cache time moves the last query on
