@@ -689,6 +689,10 @@ class RedisStore(Store):
             now = self.registry.clock()
             if not self.healthy():
                 self._hold_ages(now)
+                # Nothing can be sent now: drop the accounting rather than send a late backlog
+                # (the agents' reports count those clients meanwhile).
+                for farm in self.registry.farms.values():
+                    farm.take_accounting()
                 continue
             try:
                 counts = self._answer_deltas()
