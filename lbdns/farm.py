@@ -95,6 +95,14 @@ class Host:
     def name(self) -> str:
         return self.spec.name
 
+    def keep_state_of(self, previous: Host) -> None:
+        """Carry what the server learnt about a host over to its new object (after a reload)."""
+        self.report = previous.report
+        self.admin = previous.admin
+        self.drain_started = previous.drain_started
+        self.last_answered = previous.last_answered
+        self.answers = previous.answers
+
 
 def raw_score(report: Report | None, weights: Mapping[str, float]) -> float:
     """The weighted sum of a report's metrics, before dividing by capacity."""

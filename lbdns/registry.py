@@ -50,11 +50,7 @@ class Registry:
                     for host_name, host in farm.hosts.items():
                         kept = previous.hosts.get(host_name)
                         if kept is not None:
-                            host.report = kept.report
-                            host.admin = kept.admin
-                            host.drain_started = kept.drain_started
-                            host.last_answered = kept.last_answered
-                            host.answers = kept.answers
+                            host.keep_state_of(kept)
                     farm.seq = previous.seq
                     farm.keep_from(previous)
                 farms[farm_name] = farm
@@ -84,11 +80,7 @@ class Registry:
             departed = self._departed.pop((farm.name, spec.name), None)
             host = farm.hosts[spec.name] = Host(spec)
             if departed is not None:
-                host.report = departed.report
-                host.admin = departed.admin
-                host.drain_started = departed.drain_started
-                host.last_answered = departed.last_answered
-                host.answers = departed.answers
+                host.keep_state_of(departed)
         else:
             host.spec = spec
         farm.changed()
