@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from support import free_port
+from support import free_port, stop_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -92,13 +92,8 @@ class RedisProcess:
             self.proc.wait(timeout=5)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout=5)
 
     def restart(self) -> RedisProcess:
         self.kill()

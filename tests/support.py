@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,7 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -18,6 +22,53 @@ import dns.query
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_ZONES = ROOT / "zones"
 READY = re.compile(r"ready dns=(\S*) http=(\S+)")
+
+
+def http_request(
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    method: str | None = None,
+    raw: bytes | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bytes, dict[str, str]]:
+    """One HTTP request: ``body`` sent as JSON (or ``raw`` bytes as they are), an optional
+    bearer ``token``; returns (status, body bytes, headers), error statuses included."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def http_json(
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    method: str | None = None,
+    raw: bytes | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, Any]:
+    """``http_request`` with the reply parsed as JSON (None for an empty reply)."""
+    status, content, _ = http_request(url, body, token, method, raw, timeout)
+    return status, json.loads(content) if content else None
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Ask ``proc`` to stop with ``sig``; kill it if it has not within ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port() -> int:
@@ -101,13 +152,7 @@ class LbdnsProcess:
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig)
         self._log.close()
         return self.proc.returncode
 

@@ -15,26 +15,17 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from support import EXAMPLE_ZONES, ROOT, LbdnsProcess, free_port
+from support import EXAMPLE_ZONES, ROOT, LbdnsProcess, free_port, http_json
 
 FARM = "chat.example.test."
 INTERVAL = 0.2
 
 
 def get_json(url: str, token: str | None = None):
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=3) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    return http_json(url, token=token, timeout=3)
 
 
 def host_info(server: LbdnsProcess, host: str, token: str | None = None):
@@ -354,13 +345,8 @@ def test_shed_advice_reaches_the_application_hook(tmp_path):
         # web2 (capacity 2) reports no connections and stays fresh for a minute.
         body = {"farm": FARM, "host": "web2", "seq": 1, "interval": 60.0, "healthy": True,
                 "metrics": {"connections": 0}}  # fmt: skip
-        request = urllib.request.Request(
-            f"{lbdns.http_url}/v1/report",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=3) as response:
-            assert response.status == 200
+        status, reply = http_json(f"{lbdns.http_url}/v1/report", body, method="POST", timeout=3)
+        assert status == 200, reply
         config = f"""
             farm: {FARM}
             host: web1

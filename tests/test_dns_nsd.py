@@ -17,7 +17,7 @@ import dns.flags
 import dns.message
 import dns.query
 import pytest
-from support import ROOT, LbdnsProcess, free_port, which
+from support import ROOT, LbdnsProcess, free_port, stop_process, which
 
 from lbdns.zone import Zone, load_folder
 
@@ -113,12 +113,7 @@ def servers(tmp_path_factory):
             wait_ready(port, nsd, tmp)
             yield lbdns.port, port
     finally:
-        nsd.terminate()
-        try:
-            nsd.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            nsd.kill()
-            nsd.wait()
+        stop_process(nsd)
 
 
 def wait_ready(port: int, proc: subprocess.Popen, tmp) -> None:

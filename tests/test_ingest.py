@@ -7,17 +7,14 @@ fake clock and a seeded random source where the test needs time to pass on comma
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import dns.asyncquery
 import dns.message
 import pytest
-from support import EXAMPLE_ZONES, LbdnsProcess
+from support import EXAMPLE_ZONES, LbdnsProcess, http_json
 
 from lbdns.config import Config
 from lbdns.registry import Registry
@@ -27,27 +24,11 @@ FARM = "chat.example.test."
 
 
 def post(url: str, body, token: str | None = None, raw: bytes | None = None):
-    data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return http_json(url, body, token, "POST", raw)
 
 
 def get(url: str, token: str | None = None):
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return http_json(url, token=token)
 
 
 def good(**changes):

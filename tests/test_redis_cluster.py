@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from redis_support import RedisProcess, redis_available
-from support import LbdnsProcess
+from support import LbdnsProcess, http_json
 
 from lbdns.config import Config
 from lbdns.farm import Report
@@ -93,18 +91,7 @@ def wait_answers(group: list[LbdnsProcess], expected, timeout: float = 3.0) -> N
 
 
 def api(server: LbdnsProcess, method: str, path: str, body=None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        server.http_url + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return http_json(server.http_url + path, body, method=method)
 
 
 def ok(result: tuple[int, dict]) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from obs_support import http, report, status, wait_for
-from support import ROOT, LbdnsProcess
+from support import ROOT, LbdnsProcess, stop_process
 
 FARM = "chat.example.test."
 ARTIFACTS = ROOT / "test-artifacts"
@@ -251,12 +251,7 @@ class DevTools:
         if self.http is not None:
             await self.http.close()
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self.proc.stderr.close()
 
 

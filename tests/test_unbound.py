@@ -11,7 +11,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from support import ROOT, LbdnsProcess, free_port, which
+from support import ROOT, LbdnsProcess, free_port, stop_process, which
 
 ZONES = ROOT / "tests" / "zones" / "auth"
 UNBOUND = which("unbound")
@@ -84,12 +84,7 @@ def resolver(tmp_path_factory):
             wait_ready(port, proc, tmp)
             yield port
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def wait_ready(port: int, proc: subprocess.Popen, tmp) -> None:
