@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 from dnslib import QTYPE
@@ -58,6 +59,14 @@ SORRY = "sorry"
 
 STICKY_LIMIT = 50_000  # client keys remembered for A/AAAA stickiness before starting over
 _QTYPES = (QTYPE.A, QTYPE.AAAA)
+# Candidate((name, capacity, load)) without the Python-level __new__ of a named tuple.
+_new_candidate = partial(tuple.__new__, Candidate)
+
+
+def _names(chosen: Sequence[Candidate]) -> tuple[str, ...]:
+    if len(chosen) == 1:
+        return (chosen[0].name,)
+    return tuple(c.name for c in chosen)
 
 
 @dataclass(slots=True)
@@ -170,11 +179,13 @@ class Farm:
         )
         self.started = self.clock()
         self.first_report: float | None = None
-        self.last: LastAnswer | None = None
+        # (when, client, qtype, herd, candidates, chosen, how) of the last answer: ``last``.
+        self._last: tuple | None = None
         # qtype -> the candidates answered now, loads including the in-flight estimate; the
         # charges after each answer replace entries in place (the view itself stays frozen).
         self._live: dict[int, list[Candidate]] = {}
         self._positions: dict[int, dict[str, int]] = {}
+        self._slots: dict[str, list[tuple[list[Candidate], int]]] = {}  # host -> live entries
         self._failing_open: dict[int, bool] = {}
         self._sticky: dict[str, tuple[float, tuple[str, ...], int]] = {}
         self._herd_unit = 1.0
@@ -189,7 +200,7 @@ class Farm:
         """A zone reload replaced ``previous``: keep what was learned (in-flight loads, resolver
         estimates, the warm-up's start) unless the policy or the cache time changed."""
         self.first_report = previous.first_report
-        self.last = previous.last
+        self._last = previous._last
         if (
             self.accounting is not None
             and previous.accounting is not None
@@ -228,6 +239,8 @@ class Farm:
     def choose(self, qtype: int, client: str = "") -> tuple[str, ...] | str:
         """Host names to answer a query of ``qtype`` (A or AAAA) from ``client`` (the resolver's
         address), or NODATA/SERVFAIL/SORRY."""
+        # The query path: a third of the queries of a busy farm come here, so it avoids what a
+        # plain rendering would cost per call (named tuples, generators, helper calls).
         now = self.clock()
         view = self._view
         if view is None or now >= view.valid_until:
@@ -246,9 +259,9 @@ class Farm:
         accounting = self.accounting
         if accounting is None:
             chosen = self.policy(candidates, Ask(self.spec.answers, self.seq, self.rng))
-            names = tuple(c.name for c in chosen)
+            names = _names(chosen)
             self._answered(names, now)
-            self.last = LastAnswer(now, client, qtype, 0.0, tuple(candidates), names, how)
+            self._last = (now, client, qtype, 0.0, tuple(candidates), names, how)
             return names
         sticky = self._sticky.get(client)
         if sticky is not None and sticky[2] != qtype and now - sticky[0] < accounting.window / 4:
@@ -256,40 +269,55 @@ class Farm:
             # the A (or the reverse) for the same clients. Same host, and no second charge.
             names = sticky[1]
             positions = self._positions[qtype]
-            if all(n in positions for n in names):
+            for name in names:
+                if name not in positions:
+                    break
+            else:
                 self._answered(names, now)
-                self.last = LastAnswer(now, client, qtype, 0.0, (), names, "sticky")
+                self._last = (now, client, qtype, 0.0, (), names, "sticky")
                 return names
         herd = accounting.herd(client, now)
         chosen = self.policy(
             candidates,
             Ask(self.spec.answers, self.seq, self.rng, herd * self._herd_unit, self.spec.split),
         )
-        names = tuple(c.name for c in chosen)
+        last = (now, client, qtype, herd, tuple(candidates))  # loads before this answer's charge
+        names = _names(chosen)
         self._charge(accounting, chosen, herd, now)
         accounting.answered()
         self._answered(names, now)
         if len(self._sticky) >= STICKY_LIMIT:
             self._sticky.clear()
         self._sticky[client] = (now, names, qtype)
-        self.last = LastAnswer(now, client, qtype, herd, tuple(candidates), names, how)
+        self._last = (*last, names, how)
         return names
+
+    @property
+    def last(self) -> LastAnswer | None:
+        """What the last answer was chosen from (built when asked: the query path keeps a plain
+        tuple)."""
+        return None if self._last is None else LastAnswer._make(self._last)
 
     def _charge(
         self, accounting: Accounting, chosen: Sequence[Candidate], herd: float, now: float
     ) -> None:
         share = herd / len(chosen)
+        ledgers = accounting.ledgers
+        slots = self._slots
         for candidate in chosen:
-            ledger = accounting.ledger(candidate.name)
-            accounting.charge(ledger, share, now, candidate.name)
-            self._lift(candidate.name, share * ledger.unit / candidate.capacity)
+            name = candidate.name
+            ledger = ledgers.get(name) or accounting.ledger(name)
+            accounting.charge(ledger, share, now, name)
+            step = share * ledger.unit / candidate.capacity
+            for live, i in slots.get(name, ()):  # _lift, inline
+                old = live[i]
+                live[i] = _new_candidate((old[0], old[1], old[2] + step))
 
     def _lift(self, name: str, step: float) -> None:
-        for qtype, positions in self._positions.items():
-            i = positions.get(name)
-            if i is not None:
-                old = self._live[qtype][i]
-                self._live[qtype][i] = Candidate(old.name, old.capacity, old.load + step)
+        """Add ``step`` to the live load of host ``name`` wherever it is a candidate."""
+        for live, i in self._slots.get(name, ()):
+            old = live[i]
+            live[i] = _new_candidate((old[0], old[1], old[2] + step))
 
     # -- other servers' answers (the shared store's exchange) -------------------------------
 
@@ -417,14 +445,17 @@ class Farm:
                     break
         self._live = {}
         self._positions = {}
+        self._slots = {}
         self._failing_open = {}
         for qtype in _QTYPES:
             live = candidates[qtype]
             if not live and spec.all_unhealthy == "fail-open" and qtype in fallback:
                 live = list(fallback[qtype])
                 self._failing_open[qtype] = True
-            self._live[qtype] = list(live)
+            self._live[qtype] = live = list(live)
             self._positions[qtype] = {c.name: i for i, c in enumerate(live)}
+            for i, c in enumerate(live):
+                self._slots.setdefault(c.name, []).append((live, i))
         return FarmView(
             states=states,
             scores=scores,

@@ -41,8 +41,10 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     n = len(candidates)
     if not n:
         return ()
-    want = min(ask.want, n)
     herd = ask.herd
+    if ask.want == 1 and (n == 1 or ask.split < 2 or herd < 2 * MIN_PER_RECORD):
+        return _lowest(candidates, herd, ask)[1]  # one record, and no split is possible
+    want = min(ask.want, n)
     if want == 1:
         best_cost, chosen = _lowest(candidates, herd, ask)
     else:
@@ -57,12 +59,12 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
 
 def _lowest(candidates: Sequence[Candidate], herd: float, ask: Ask) -> tuple[float, tuple]:
     # One pass, no sort: the query path calls this for every answer.
-    best = None
-    best_key = 0.0
-    ties = 0
-    for c in candidates:
-        key = c.load + herd / c.capacity
-        if best is None or key < best_key - _TIE:
+    first = candidates[0]
+    best, best_key, ties = first, first[2] + herd / first[1], 1
+    for i in range(1, len(candidates)):
+        c = candidates[i]
+        key = c[2] + herd / c[1]  # load + herd / capacity
+        if key < best_key - _TIE:
             best, best_key, ties = c, key, 1
         elif key <= best_key + _TIE:
             ties += 1
