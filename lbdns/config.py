@@ -38,6 +38,7 @@ class Config:
     log_level: str = "info"
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    udp_batch: bool = True  # recvmmsg/sendmmsg where available (lbdns.udpbatch)
     tokens: tuple[Token, ...] = ()
     redis_prefix: str = "lbdns:"
     stale_budget: float = 5.0  # seconds without the shared store before its data counts as stale
@@ -150,6 +151,7 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "log_level": _choice(LOG_LEVELS),
     "tcp_idle_timeout": _number(float, 0.1, 3600),
     "tcp_max_connections": _number(int, 1, 1_000_000),
+    "udp_batch": _bool,
     "tokens": _tokens,
     "redis_prefix": _string,
     "stale_budget": _number(float, 0.1, 3600),

@@ -123,12 +123,15 @@ class Server:
             if udp_sock is None:
                 continue
             port = bound
-            listener = UdpListener(udp_sock, self.answerer.respond, self.stats)
+            listener = UdpListener(
+                udp_sock, self.answerer.respond, self.stats, batch=self.config.udp_batch
+            )
             listener.start(loop)
             self.udp.append(listener)
             await self.tcp.start(tcp_sock)
             self.dns_addresses.append((host, port))
-            log.info("DNS on %s port %d (UDP and TCP)", host, port)
+            how = "batched" if listener.batch is not None else "one datagram per system call"
+            log.info("DNS on %s port %d (UDP %s, and TCP)", host, port, how)
         if self.config.http is not None:
             await self._start_http()
         dns = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.dns_addresses)

@@ -2,9 +2,11 @@
 
 UDP reads a non-blocking socket straight from the event loop's reader callback and drains it in
 batches: no transport object, no task or future per packet (each would add system calls and
-allocations to every query). The answers of a batch are sent together once it is read: back to
-back, they wake a client waiting on the other CPU once per batch instead of once per answer, and
-that wake-up is the dearest part of a send on a busy server (see docs/performance.md).
+allocations to every query). On 64-bit Linux a batch is one ``recvmmsg`` and its answers one
+``sendmmsg`` (``lbdns.udpbatch``); elsewhere, or with ``udp_batch: false``, one ``recvfrom`` and
+one ``sendto`` per datagram. Either way the answers of a batch are sent together once it is read:
+back to back, they wake a client waiting on the other CPU once per batch instead of once per
+answer, and that wake-up is the dearest part of a send on a busy server (docs/performance.md).
 
 TCP (RFC 7766) accepts pipelined queries, answers each as soon as it is read, and closes idle
 connections; a cap bounds how many are open at once.
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
+from . import udpbatch
 from .latency import LatencyHistogram
 
 log = logging.getLogger("lbdns.dns")
@@ -102,19 +105,81 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 
 class UdpListener:
-    """Serves one bound UDP socket from the loop's reader callback."""
+    """Serves one bound UDP socket from the loop's reader callback.
 
-    def __init__(self, sock: socket.socket, respond: Respond, stats: TransportStats):
+    With ``batch`` (the default where the platform has them) datagrams are read and answered
+    with one ``recvmmsg`` and one ``sendmmsg`` per batch (``lbdns.udpbatch``); otherwise with one
+    ``recvfrom`` and one ``sendto`` each.
+    """
+
+    def __init__(
+        self, sock: socket.socket, respond: Respond, stats: TransportStats, batch: bool = True
+    ):
         self.sock = sock
         self.respond = respond
         self.stats = stats
         self.loop: asyncio.AbstractEventLoop | None = None
         self._replies: list[tuple[bytes, tuple]] = []  # one batch's answers, reused
         self._recv_errors = 0
+        self.batch = udpbatch.BatchSocket(sock) if batch and udpbatch.available() else None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        loop.add_reader(self.sock.fileno(), self._readable)
+        reader = self._readable if self.batch is None else self._readable_batch
+        loop.add_reader(self.sock.fileno(), reader)
+
+    def _receive_failed(self, exc: OSError) -> None:
+        self._recv_errors += 1
+        if self._recv_errors & (self._recv_errors - 1) == 0:  # 1st, 2nd, 4th...
+            log.warning("UDP receive failed (%d times): %s", self._recv_errors, exc)
+
+    def _readable_batch(self) -> None:
+        batch = self.batch
+        assert batch is not None
+        try:
+            n = batch.receive()
+        except OSError as exc:  # e.g. ICMP errors surfacing on the socket
+            if exc.errno not in _TRANSIENT:
+                self._receive_failed(exc)
+            return  # the loop calls again while the socket stays readable
+        if not n:
+            return
+        rx, tx = batch.rx, batch.tx
+        received, answers = rx.view, tx.view
+        lengths, answer_lengths, answer_names = rx.words, tx.iov_words, tx.pointers
+        name_size, namelen = udpbatch.NAME, batch.namelen
+        slot = udpbatch.DATA
+        names = received[rx.name_offset : rx.name_offset + n * name_size].tobytes()
+        clients = batch.clients
+        respond = self.respond
+        j = 0
+        for i in range(n):
+            offset = i * slot
+            data = received[offset : offset + lengths[16 * i + 14]].tobytes()
+            raw = names[i * name_size : i * name_size + namelen]
+            client = clients.get(raw) or batch.client(raw)
+            if i == 0:
+                started = perf_counter()
+                response = respond(data, client, False)
+                self.stats.latency.observe(perf_counter() - started)
+            else:
+                response = respond(data, client, False)
+            if response is None:
+                continue
+            size = len(response)
+            if size > slot:  # not over UDP (answers are cut to 1232 bytes), but never lost
+                try:
+                    self.sock.sendto(response, batch.address(raw))
+                except OSError:
+                    self.stats.udp_send_errors += 1
+                continue
+            answers[j * slot : j * slot + size] = response
+            answer_lengths[2 * j + 1] = size
+            answer_names[8 * j] = rx.names + i * name_size  # back to where the query came from
+            j += 1
+        self.stats.udp_queries += n
+        if j:
+            self.stats.udp_send_errors += batch.send(j)
 
     def _readable(self) -> None:
         recvfrom = self.sock.recvfrom
@@ -124,15 +189,13 @@ class UdpListener:
         try:
             for _ in range(UDP_BATCH):
                 try:
-                    data, address = recvfrom(65535)
+                    data, address = recvfrom(udpbatch.DATA)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # e.g. ICMP errors surfacing on the socket
                     if exc.errno in _TRANSIENT:
                         continue
-                    self._recv_errors += 1
-                    if self._recv_errors & (self._recv_errors - 1) == 0:  # 1st, 2nd, 4th...
-                        log.warning("UDP receive failed (%d times): %s", self._recv_errors, exc)
+                    self._receive_failed(exc)
                     break  # the loop calls again while the socket stays readable
                 count += 1
                 if count == 1:

@@ -1,0 +1,163 @@
+"""The UDP listener, batched (recvmmsg/sendmmsg) and one datagram at a time, over real sockets.
+
+The listener is given a plain respond function: these tests are about framing and addressing
+(every answer goes back to the socket its query came from, in bursts larger than one batch,
+around dropped queries, from IPv4 and IPv6), not about DNS. The DNS tests run the real server,
+which uses the batched listener by default; one of them here runs it with ``udp_batch: false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import dns.message
+import dns.query
+import pytest
+from support import ROOT, LbdnsProcess
+
+from lbdns import udpbatch
+from lbdns.transport import TransportStats, UdpListener, bind_udp
+
+MODES = [pytest.param(True, id="batched"), pytest.param(False, id="one-by-one")]
+
+
+def echo(data: bytes, client: str, tcp: bool) -> bytes | None:
+    """Answer b"<client>|<query>", drop queries starting with b"drop", inflate b"big"."""
+    if data.startswith(b"drop"):
+        return None
+    if data.startswith(b"big"):
+        return b"B" * 6000
+    return client.encode() + b"|" + data
+
+
+class Served:
+    """A UdpListener on its own event loop thread, bound to ``host`` on a free port."""
+
+    def __init__(self, host: str, batch: bool, respond=echo):
+        self.sock = bind_udp(host, 0)
+        self.address = self.sock.getsockname()[:2]
+        self.stats = TransportStats()
+        self.listener = UdpListener(self.sock, respond, self.stats, batch=batch)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.listener.start(self.loop)
+        self.loop.run_forever()
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.listener.close()
+        self.loop.close()
+
+
+def client_socket(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.settimeout(3.0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return sock
+
+
+def receive_all(sock: socket.socket, count: int) -> list[bytes]:
+    return [sock.recv(65535) for _ in range(count)]
+
+
+def test_batching_is_available_on_this_platform(tmp_path):
+    # The suite runs on 64-bit Linux, where the batched path is the one users get by default.
+    assert udpbatch.available()
+    with LbdnsProcess(tmp_path, zones=ROOT / "zones", http=None) as proc:
+        assert "(UDP batched, and TCP)" in proc.log()
+    with Served("127.0.0.1", batch=True) as served:
+        assert served.listener.batch is not None
+
+
+@pytest.mark.parametrize("batch", MODES)
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_bursts_from_several_clients_each_get_their_own_answers(batch, host):
+    clients = [client_socket(host) for _ in range(3)]
+    burst = 150  # more than two batches' worth from each client, sent before any is read
+    with Served(host, batch) as served:
+        for n in range(burst):
+            for k, sock in enumerate(clients):
+                sock.sendto(f"q{k}-{n}".encode(), served.address)
+        for k, sock in enumerate(clients):
+            got = receive_all(sock, burst)
+            expected = [f"{host}|q{k}-{n}".encode() for n in range(burst)]
+            assert sorted(got) == sorted(expected)
+            assert got == expected  # one socket, one loop: answers keep the queries' order
+        assert served.stats.udp_queries == 3 * burst
+        assert served.stats.udp_send_errors == 0
+    for sock in clients:
+        sock.close()
+
+
+@pytest.mark.parametrize("batch", MODES)
+def test_dropped_queries_do_not_shift_answers_to_other_clients(batch):
+    # Every third query of client A is dropped: the answers after a drop must still go to the
+    # client that asked (a batch's answer slots no longer line up with its query slots).
+    a, b = client_socket("127.0.0.1"), client_socket("127.0.0.1")
+    with Served("127.0.0.1", batch) as served:
+        for n in range(90):
+            a.sendto(b"drop" if n % 3 == 0 else f"a{n}".encode(), served.address)
+            b.sendto(f"b{n}".encode(), served.address)
+        got_a = receive_all(a, 60)
+        got_b = receive_all(b, 90)
+        assert got_a == [f"127.0.0.1|a{n}".encode() for n in range(90) if n % 3]
+        assert got_b == [f"127.0.0.1|b{n}".encode() for n in range(90)]
+        a.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            a.recv(65535)  # nothing for the dropped queries
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("batch", MODES)
+def test_an_answer_larger_than_a_slot_and_an_oversized_query(batch):
+    sock = client_socket("127.0.0.1")
+    with Served("127.0.0.1", batch) as served:
+        sock.sendto(b"big", served.address)
+        assert sock.recv(65535) == b"B" * 6000  # sent on its own, not lost
+        # A query longer than the receive slot is cut to the slot's size, never to more.
+        sock.sendto(b"x" * 6000, served.address)
+        answer = sock.recv(65535)
+        assert answer == b"127.0.0.1|" + b"x" * udpbatch.DATA
+        sock.sendto(b"after", served.address)
+        assert sock.recv(65535) == b"127.0.0.1|after"
+    sock.close()
+
+
+@pytest.mark.parametrize("batch", MODES)
+def test_a_vanished_client_does_not_stop_the_listener(batch):
+    # An answer to a closed port brings back an ICMP port unreachable, which surfaces as an
+    # error on the listener's next receive: it must cost nothing but that one answer.
+    gone = client_socket("127.0.0.1")
+    with Served("127.0.0.1", batch) as served:
+        gone.sendto(b"one", served.address)
+        assert gone.recv(65535) == b"127.0.0.1|one"
+        gone.sendto(b"two", served.address)
+        gone.close()  # its answer goes to a closed port
+        alive = client_socket("127.0.0.1")
+        for n in range(20):
+            alive.sendto(f"n{n}".encode(), served.address)
+        assert receive_all(alive, 20) == [f"127.0.0.1|n{n}".encode() for n in range(20)]
+        alive.close()
+
+
+def test_the_server_answers_with_udp_batch_off(tmp_path):
+    config = tmp_path / "lbdns.yaml"
+    config.write_text("udp_batch: false\n")
+    with LbdnsProcess(tmp_path, zones=ROOT / "zones", http=None, config=config) as proc:
+        assert "(UDP one datagram per system call, and TCP)" in proc.log()
+        for name in ("chat.example.test.", "mail.example.test."):
+            reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=proc.port)
+            assert reply.answer, name
