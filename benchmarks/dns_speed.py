@@ -423,6 +423,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-edns", dest="edns", action="store_false", help="plain DNS queries")
     p.add_argument("--zone", type=Path, default=ROOT / "zones" / "example.test.yaml")
+    p.add_argument(
+        "--lbdns-config", type=Path, help="a config file for lbdns (e.g. udp_batch: false)"
+    )
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for the servers (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU for dnsperf (default 1)")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -482,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             "off",
             "--data-dir",
             str(work / "data"),
+            *(["-c", str(args.lbdns_config.resolve())] if args.lbdns_config else []),
         ]
 
     nsd = DnsServer("NSD", nsd_command, "nsd started", work / "nsd.out")

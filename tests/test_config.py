@@ -17,6 +17,7 @@ BAD = [
     ("tcp_idle_timeout: -1\n", "tcp_idle_timeout: must be between"),
     ("tcp_max_connections: 1.5\n", "tcp_max_connections: must be an integer"),
     ("explain_queries: 'yes please'\n", "explain_queries: must be true or false"),
+    ("udp_batch: 1\n", "udp_batch: must be true or false"),
     ("tokens: {a: 1}\n", "tokens: must be a list"),
     ("tokens:\n  - {name: a, secret: short, role: admin}\n", "tokens.0.secret: a secret must be"),
     ("tokens:\n  - {name: a, secret: longenough, role: king}\n", "tokens.0.role: must be one of"),
