@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lbdns.agent import config as agent_config  # noqa: E402
+from lbdns.agent import ebpf  # noqa: E402
 from lbdns.agent.main import Agent  # noqa: E402
 from lbdns.agent.measure import NetlinkCounter, ProcCounter  # noqa: E402
 
@@ -146,9 +147,19 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=30.0, help="measured agent run time")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=65.0,
+        help="measured time of each agent run (default 65: it includes one eBPF recount)",
+    )
     parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--method", default="auto", choices=("auto", "netlink", "proc"))
+    parser.add_argument("--method", default="auto", choices=("auto", "ebpf", "netlink", "proc"))
+    parser.add_argument(
+        "--methods",
+        default="auto,netlink",
+        help="agent runs, one per counting method (default auto,netlink)",
+    )
     parser.add_argument("--runs", type=int, default=20, help="timed runs of one measurement")
     args = parser.parse_args()
     n = max(1, min(args.connections, MAX_CONNECTIONS))
@@ -176,6 +187,19 @@ def main() -> None:
             walk_cold = spaced_cpu(walk.count, 5, args.interval)
             walk.close()
             pr_med, pr_p90 = timings(proc.count, max(3, args.runs // 4))
+            try:
+                started = time.perf_counter()
+                counter = ebpf.EbpfCounter([port], NetlinkCounter([port]), recount_every=1e9)
+                eb_start = (time.perf_counter() - started) * 1000
+                eb_count = counter.count()
+                eb_med, eb_p90 = timings(counter.count, args.runs)
+                counter.close()
+                eb_line = (
+                    f"median {eb_med * 1000:6.1f} us  p90 {eb_p90 * 1000:6.1f} us "
+                    f"(counted {eb_count}; loading it and the first full count: {eb_start:.1f} ms)"
+                )
+            except ebpf.Unavailable as exc:
+                eb_line = f"unavailable: {exc}"
             netlink.close()
 
             config_text = (
@@ -201,25 +225,37 @@ def main() -> None:
             all_med, all_p90 = asyncio.run(whole())
 
             server, url = start_server(tmp)
-            path.write_text(config_text + f"servers: [{url}]\n")
-            agent_log = open(tmp / "agent.log", "wb")
-            agent_proc = subprocess.Popen(
-                [sys.executable, "-m", "lbdns", "agent", "-c", str(path)],
-                stdout=agent_log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-            warmup = max(3.0, 3 * args.interval)
-            print(
-                f"agent running: {warmup:g} s warm-up, then {seconds:g} s measured ...", flush=True
-            )
-            time.sleep(warmup)
-            cpu0, wall0 = cpu_seconds(agent_proc.pid), time.monotonic()
-            time.sleep(seconds)
-            cpu1, wall1 = cpu_seconds(agent_proc.pid), time.monotonic()
-            if agent_proc.poll() is not None:
-                raise SystemExit((tmp / "agent.log").read_text())
-            share = 100 * (cpu1 - cpu0) / (wall1 - wall0)
+            runs = []
+            for method in args.methods.split(","):
+                text = config_text.replace(f"method: {args.method}", f"method: {method}")
+                path.write_text(text + f"servers: [{url}]\n")
+                agent_log = tmp / f"agent-{method}.log"
+                with open(agent_log, "wb") as out:
+                    agent_proc = subprocess.Popen(
+                        [sys.executable, "-m", "lbdns", "agent", "-c", str(path)],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=ROOT,
+                    )
+                warmup = max(3.0, 3 * args.interval)
+                print(
+                    f"agent ({method}) running: {warmup:g} s warm-up, then {seconds:g} s "
+                    "measured ...",
+                    flush=True,
+                )
+                time.sleep(warmup)
+                cpu0, wall0 = cpu_seconds(agent_proc.pid), time.monotonic()
+                time.sleep(seconds)
+                cpu1, wall1 = cpu_seconds(agent_proc.pid), time.monotonic()
+                if agent_proc.poll() is not None:
+                    raise SystemExit(agent_log.read_text())
+                agent_proc.terminate()
+                agent_proc.wait(timeout=15)
+                agent_proc = None
+                chosen = re.search(r"port\(s\) [\d, ]+ with (\w+)", agent_log.read_text())
+                runs.append(
+                    (method, chosen.group(1) if chosen else "?", cpu1 - cpu0, wall1 - wall0)
+                )
             print()
             print(f"connections: {n} established on loopback; interval {args.interval:g} s")
             print(
@@ -235,13 +271,16 @@ def main() -> None:
             print(
                 f"{'one connection count, /proc/net/tcp':<40} median {pr_med:6.2f} ms  p90 {pr_p90:6.2f} ms"
             )
+            print(f"{'one connection count, eBPF':<40} {eb_line}")
             print(
                 f"{'one whole measurement (' + args.method + ')':<40} median {all_med:6.2f} ms  p90 {all_p90:6.2f} ms"
             )
-            print(
-                f"{'agent CPU, measuring and pushing':<40} {share:.2f}% of one core "
-                f"({cpu1 - cpu0:.2f} s CPU in {wall1 - wall0:.1f} s)  target < 1%"
-            )
+            for method, chosen, cpu, wall in runs:
+                label = f"agent CPU, {method} ({chosen})"
+                print(
+                    f"{label:<40} {100 * cpu / wall:.2f}% of one core "
+                    f"({cpu:.2f} s CPU in {wall:.1f} s)  target < 1%"
+                )
         finally:
             if agent_proc is not None:
                 agent_proc.terminate()

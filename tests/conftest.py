@@ -1,5 +1,11 @@
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 from support import LbdnsProcess
+
+from lbdns.agent import ebpf
 
 
 @pytest.fixture
@@ -14,3 +20,26 @@ def _data_dir(tmp_path, monkeypatch):
     """Host changes made by a test stay in that test: the embedded store's default data dir
     (``$LBDNS_DATA_DIR``, else ./data) points into the test's own folder."""
     monkeypatch.setenv("LBDNS_DATA_DIR", str(tmp_path / "data"))
+
+
+def _mount_tracefs() -> None:
+    """The agent's eBPF counter reads its tracepoint's id and format from tracefs. Hosts run by
+    systemd mount it; a bare machine or container may not: mount it when root."""
+    path = Path("/sys/kernel/tracing")
+    if os.geteuid() == 0 and path.is_dir() and not (path / "events").exists():
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", str(path)], check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tracefs_mounted():
+    # Once for the whole run, so that every agent on ``method: auto`` chooses alike.
+    _mount_tracefs()
+
+
+@pytest.fixture(scope="session")
+def tracefs():
+    """Skips a test of the eBPF counter where it cannot run (not root, no tracefs)."""
+    try:
+        ebpf.tracepoint()
+    except ebpf.Unavailable as exc:
+        pytest.skip(f"eBPF counting cannot run here: {exc}")

@@ -99,7 +99,10 @@ def reported(server: LbdnsProcess, host: str = "web1", token: str | None = None)
     return body["report"]
 
 
-def test_loopback_connections_show_up_in_reports(lbdns, tmp_path):
+@pytest.mark.parametrize("method", ["netlink", "ebpf", "proc"])
+def test_loopback_connections_show_up_in_reports(lbdns, tmp_path, method, request):
+    if method == "ebpf":
+        request.getfixturevalue("tracefs")
     v4 = listener()
     v6 = listener(socket.AF_INET6, "::1")
     port4, port6 = v4.getsockname()[1], v6.getsockname()[1]
@@ -109,7 +112,7 @@ def test_loopback_connections_show_up_in_reports(lbdns, tmp_path):
         host: web1
         interval: {INTERVAL}
         servers: [{lbdns.http_url}]
-        connections: {{ports: [{port4}, {port6}]}}
+        connections: {{ports: [{port4}, {port6}], method: {method}}}
     """
     try:
         with Agent(tmp_path, config) as agent:
@@ -117,11 +120,12 @@ def test_loopback_connections_show_up_in_reports(lbdns, tmp_path):
                 lambda: (r := reported(lbdns)) and r["metrics"].get("connections") == 12,
                 what="12 connections reported",
             )
+            held += connect(v6, 2)  # two arrivals after the agent started
             for sock in held[:6]:  # three client/server pairs on IPv4
                 sock.close()
             report = wait_for(
-                lambda: (r := reported(lbdns)) and r["metrics"].get("connections") == 9 and r,
-                what="9 connections after closing 3",
+                lambda: (r := reported(lbdns)) and r["metrics"].get("connections") == 11 and r,
+                what="11 connections after opening 2 and closing 3",
             )
             assert report["healthy"] is True
             assert 0.0 <= report["metrics"]["cpu"] <= 1.0
@@ -129,6 +133,10 @@ def test_loopback_connections_show_up_in_reports(lbdns, tmp_path):
             assert 0.0 < report["metrics"]["memory"] < 1.0
             assert report["interval"] == INTERVAL
             assert agent.proc.poll() is None, agent.log()
+            assert f"port(s) {port4}, {port6} with {method}" in agent.log()
+            # Only the eBPF counter sees arrivals (connections made after the agent started),
+            # reported as the ``accepted`` counter the servers take arrival rates from.
+            assert report["metrics"].get("accepted") == (2 if method == "ebpf" else None)
     finally:
         for sock in [*held, v4, v6]:
             sock.close()

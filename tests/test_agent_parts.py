@@ -17,8 +17,9 @@ from lbdns.agent import config as agent_config
 from lbdns.agent.advice import AdviceHook
 from lbdns.agent.config import Advice, Check
 from lbdns.agent.custom import MetricError, parse_json, parse_text
+from lbdns.agent.ebpf import EbpfCounter
 from lbdns.agent.health import CheckState
-from lbdns.agent.measure import CpuMeter, NetlinkCounter, ProcCounter
+from lbdns.agent.measure import CpuMeter, NetlinkCounter, ProcCounter, connection_counter
 from lbdns.agent.push import backoff_delay
 from lbdns.agent.ratelog import RateLimitedLog
 from lbdns.errors import ConfigError, ZoneErrors
@@ -43,7 +44,8 @@ BAD = [
     (BASE + "interval: 0\n", "line 4: interval: must be between 0.05 and 3600, got 0"),
     (BASE + "intervall: 1\n", "line 4: intervall: unknown key (expected one of"),
     (BASE + "connections: {ports: [0]}\n", "connections.ports.0: must be between 1 and 65535"),
-    (BASE + "connections: {ports: [80], method: ebpf}\n", "connections.method: must be one of"),
+    (BASE + "connections: {ports: [80], method: bpf}\n", "connections.method: must be one of"),
+    (BASE + "connections: {ports: [80], recount: 0}\n", "connections.recount: must be between 1"),
     (BASE + "connections: {port: 80}\n", "connections.port: unknown key"),
     ("farm: chat..test.\nservers: [http://x:1]\n", "farm: 'chat..test.' has an empty label"),
     (BASE.replace("host: web1", "host: 'web 1'"), "host: host names are"),
@@ -160,8 +162,21 @@ def _pairs(family: int, host: str, n: int):
     return listen.getsockname()[1], socks
 
 
-@pytest.mark.parametrize("counter_class", [NetlinkCounter, ProcCounter])
-def test_counters_count_established_server_ends_on_ipv4_and_ipv6(counter_class):
+def ebpf_counter(ports):
+    return EbpfCounter(ports, NetlinkCounter(ports))
+
+
+@pytest.mark.parametrize(
+    "counter_class",
+    [
+        NetlinkCounter,
+        ProcCounter,
+        pytest.param(ebpf_counter, id="ebpf"),
+    ],
+)
+def test_counters_count_established_server_ends_on_ipv4_and_ipv6(counter_class, request):
+    if counter_class is ebpf_counter:
+        request.getfixturevalue("tracefs")
     port4, socks4 = _pairs(socket.AF_INET, "127.0.0.1", 4)
     port6, socks6 = _pairs(socket.AF_INET6, "::1", 3)
     other, socks_other = _pairs(socket.AF_INET, "127.0.0.1", 2)
@@ -172,9 +187,119 @@ def test_counters_count_established_server_ends_on_ipv4_and_ipv6(counter_class):
         assert counter_class([other, port4, port6]).count() == 9
         socks4[1].close()  # one client end closed: its server end leaves ESTABLISHED
         assert counter.count() == 6
+        more = [socket.create_connection(("::1", port6)) for _ in range(4)]
+        more += [socks6[0].accept()[0] for _ in range(4)]
+        socks6 += more
+        assert counter.count() == 10
+        socks6[2].close()  # a server end closed by the application
+        assert counter.count() == 9
         counter.close()
     finally:
         for sock in socks4 + socks6 + socks_other:
+            sock.close()
+
+
+class TickingClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class BusyFullCount:
+    """A full count that connects once more while it walks the table, when told to."""
+
+    def __init__(self, ports, listen):
+        self.netlink = NetlinkCounter(ports)
+        self.listen = listen
+        self.busy = False
+        self.opened = []
+        self.calls = 0
+
+    def count(self):
+        self.calls += 1
+        counted = self.netlink.count()
+        if self.busy:
+            self.opened.append(socket.create_connection(self.listen.getsockname()))
+            self.opened.append(self.listen.accept()[0])
+        return counted
+
+    def close(self):
+        self.netlink.close()
+
+
+@pytest.mark.usefixtures("tracefs")
+def test_ebpf_counter_recounts_on_schedule_and_never_from_a_moving_table():
+    port, socks = _pairs(socket.AF_INET, "127.0.0.1", 5)
+    full = BusyFullCount([port], socks[0])
+    clock = TickingClock()
+    counter = EbpfCounter([port], full, recount_every=60.0, clock=clock)
+    try:
+        assert counter.count() == 5 and counter.recounts == 1
+        # Between recounts only the kernel's counters are read.
+        socks.append(socket.create_connection(("127.0.0.1", port)))
+        socks.append(socks[0].accept()[0])
+        clock.now += 59.0
+        assert counter.count() == 6 and full.calls == 1
+        # A base gone wrong (say a change the start-up count saw and the counters also did)
+        # is set right by the next recount...
+        counter.base += 3
+        assert counter.count() == 9
+        clock.now += 1.0
+        assert counter.count() == 6 and full.calls == 2
+        # ...but not by one during which a connection came: the walk may or may not have seen
+        # it, so that recount is not used, and the counters still count the newcomer.
+        counter.base += 3
+        full.busy = True
+        clock.now += 60.0
+        assert counter.count() == 10 and full.calls == 3  # 9 + the newcomer: base kept
+        full.busy = False
+        clock.now += 60.0
+        assert counter.count() == 7 and full.calls == 4
+    finally:
+        counter.close()
+        for sock in socks + full.opened:
+            sock.close()
+
+
+@pytest.mark.usefixtures("tracefs")
+def test_ebpf_counter_counts_accepted_connections_since_it_started():
+    port, socks = _pairs(socket.AF_INET, "127.0.0.1", 3)
+    port6, socks6 = _pairs(socket.AF_INET6, "::1", 0)
+    counter = ebpf_counter([port, port6])
+    try:
+        assert counter.accepted() == 0 and counter.count() == 3  # those before are not arrivals
+        for host, listen, group in (("127.0.0.1", socks[0], socks), ("::1", socks6[0], socks6)):
+            for _ in range(4):
+                group.append(socket.create_connection((host, listen.getsockname()[1])))
+                group.append(listen.accept()[0])
+        assert counter.accepted() == 8 and counter.count() == 11
+        for sock in socks[1:5]:  # two pairs closed: fewer connections, as many arrivals
+            sock.close()
+        assert counter.count() == 9 and counter.accepted() == 8
+    finally:
+        counter.close()
+        for sock in socks + socks6:
+            sock.close()
+
+
+@pytest.mark.usefixtures("tracefs")
+def test_auto_prefers_ebpf_and_explicit_methods_are_kept():
+    port, socks = _pairs(socket.AF_INET, "127.0.0.1", 2)
+    try:
+        for method, kind in (
+            ("auto", EbpfCounter),
+            ("ebpf", EbpfCounter),
+            ("netlink", NetlinkCounter),
+            ("proc", ProcCounter),
+        ):
+            counter = connection_counter([port], method)
+            assert type(counter) is kind, method
+            assert counter.count() == 2
+            counter.close()
+    finally:
+        for sock in socks:
             sock.close()
 
 

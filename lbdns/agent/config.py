@@ -102,6 +102,7 @@ class AgentConfig:
     backoff_max: float = 30.0
     ports: tuple[int, ...] = ()
     connections_method: str = "auto"
+    connections_recount: float = 60.0  # eBPF method: seconds between full recounts
     cpu_window: float = 10.0
     metrics: tuple[MetricSource, ...] = ()
     checks: tuple[Check, ...] = ()
@@ -264,11 +265,11 @@ def _ports(value: Any, where, fail: Fail) -> tuple[int, ...]:
     return tuple(out)
 
 
-CONNECTION_KEYS = {"ports", "method"}
+CONNECTION_KEYS = {"ports", "method", "recount"}
 
 
 def _connections(value: Any, where, fail: Fail, values: dict) -> None:
-    if not _keys(value, where, fail, CONNECTION_KEYS, "ports and method"):
+    if not _keys(value, where, fail, CONNECTION_KEYS, "ports, method and recount"):
         return
     if "ports" not in value:
         fail(where, "ports: list the local ports the application listens on")
@@ -279,6 +280,10 @@ def _connections(value: Any, where, fail: Fail, values: dict) -> None:
         fail((*where, "method"), f"must be one of {', '.join(METHODS)}, got {method!r}")
     else:
         values["connections_method"] = method
+    if "recount" in value:
+        recount = _number(value["recount"], (*where, "recount"), fail, 1.0, 86400.0)
+        if recount is not None:
+            values["connections_recount"] = float(recount)
 
 
 METRIC_KEYS = {"name", "command", "url", "timeout"}

@@ -40,8 +40,16 @@ class Agent:
         self.config = config
         self.push = push
         self.counter = (
-            connection_counter(config.ports, config.connections_method) if config.ports else None
+            connection_counter(config.ports, config.connections_method, config.connections_recount)
+            if config.ports
+            else None
         )
+        if self.counter is not None:
+            log.info(
+                "counting established connections on port(s) %s with %s",
+                ", ".join(map(str, config.ports)),
+                self.counter.name,
+            )
         self.cpu = CpuMeter(config.cpu_window)
         self.health = Health(config.checks, config.fail_after, config.recover_after)
         self.ratelog = RateLimitedLog(log, config.log_every)
@@ -66,6 +74,9 @@ class Agent:
         if self.counter is not None:
             try:
                 metrics["connections"] = self.counter.count()
+                accepted = getattr(self.counter, "accepted", None)
+                if accepted is not None:  # the eBPF counter counts arrivals too
+                    metrics["accepted"] = accepted()
             except OSError as exc:
                 self.ratelog.log(
                     logging.ERROR, "connections", "counting connections failed: %s", exc

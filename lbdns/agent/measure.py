@@ -20,6 +20,9 @@ import socket
 import struct
 from collections.abc import Sequence
 
+from . import ebpf
+from .ebpf import EbpfCounter
+
 log = logging.getLogger("lbdns.agent")
 
 # linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h
@@ -37,7 +40,7 @@ INET_DIAG_BC_S_LE = 3
 INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 TCP_ESTABLISHED = 1
 
-METHODS = ("auto", "netlink", "proc")
+METHODS = ("auto", "ebpf", "netlink", "proc")
 
 
 def port_filter(ports: Sequence[int]) -> bytes:
@@ -70,6 +73,8 @@ class NetlinkCounter:
     (including IPv4-mapped ones) in one walk of the kernel's connection table: walking that table
     is a fixed cost per dump, so one walk instead of two halves it.
     """
+
+    name = "netlink"
 
     def __init__(self, ports: Sequence[int]):
         self.ports = tuple(ports)
@@ -170,6 +175,8 @@ class NetlinkCounter:
 class ProcCounter:
     """Counts established TCP sockets on local ``ports`` from /proc/net/tcp and tcp6."""
 
+    name = "proc"
+
     def __init__(self, ports: Sequence[int], root: str = "/proc/net"):
         self.ports = tuple(ports)
         hex_ports = b"|".join(b"%04X" % port for port in self.ports)
@@ -207,13 +214,29 @@ def _read(path: str, chunk: int = 1 << 20) -> bytes:
         os.close(fd)
 
 
-def connection_counter(ports: Sequence[int], method: str = "auto"):
-    """A counter by ``method``; ``auto`` is netlink when the kernel allows it, else /proc."""
+def connection_counter(ports: Sequence[int], method: str = "auto", recount: float = 60.0):
+    """A counter by ``method``.
+
+    ``auto`` is eBPF where the agent may load it (``lbdns.agent.ebpf``), else netlink where the
+    kernel allows it, else /proc. ``ebpf`` raises ``ebpf.Unavailable`` when it cannot run.
+    """
     if method == "proc":
         return ProcCounter(ports)
-    counter = NetlinkCounter(ports)
     if method == "netlink":
-        return counter
+        return NetlinkCounter(ports)
+    full = _netlink_or_proc(ports)
+    if method == "ebpf":
+        return EbpfCounter(ports, full, recount)
+    try:
+        counter = EbpfCounter(ports, full, recount)
+    except ebpf.Unavailable as exc:
+        log.info("eBPF connection counting unavailable: %s", exc)
+        return _netlink_or_proc(ports)
+    return counter
+
+
+def _netlink_or_proc(ports: Sequence[int]):
+    counter = NetlinkCounter(ports)
     try:
         counter.count()
         return counter
