@@ -67,6 +67,12 @@ class Counter(Protocol):
 
 # -- a tiny assembler -------------------------------------------------------------------------
 
+# Opcodes (linux/bpf_common.h, linux/bpf.h) and registers.
+MOV64_REG, MOV64_IMM, ADD64_IMM = 0xBF, 0xB7, 0x07
+LDX_H, LDX_W, STX_W = 0x69, 0x61, 0x63
+LD_IMM64, ATOMIC_ADD_DW = 0x18, 0xDB  # BPF_STX | BPF_ATOMIC | BPF_DW with imm BPF_ADD
+JEQ_IMM, JNE_IMM, JA, CALL, EXIT = 0x15, 0x55, 0x05, 0x85, 0x95
+BPF_PSEUDO_MAP_FD = 1
 R0, R1, R2, R3, R6, R7, R8, R10 = 0, 1, 2, 3, 6, 7, 8, 10
 
 
@@ -74,79 +80,80 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
-def _load(size: int, dst: int, src: int, off: int) -> bytes:
-    return _insn({2: 0x69, 4: 0x61}[size], dst, src, off)  # BPF_LDX | BPF_MEM | BPF_H/W
+class Assembler:
+    """Instructions with forward jumps to named labels, resolved by ``assemble``."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str | None, bytes]] = []  # (label jumped to, instruction)
+        self.labels: dict[str, int] = {}
+        self.size = 0  # in 8-byte instruction slots
+
+    def op(self, code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> None:
+        self._add(None, _insn(code, dst, src, off, imm))
+
+    def jump(self, code: int, dst: int, imm: int, label: str) -> None:
+        self._add(label, _insn(code, dst, 0, 0, imm))
+
+    def load_map(self, dst: int, map_fd: int) -> None:
+        self._add(None, _insn(LD_IMM64, dst, BPF_PSEUDO_MAP_FD, 0, map_fd) + _insn(0))
+
+    def label(self, name: str) -> None:
+        self.labels[name] = self.size
+
+    def _add(self, label: str | None, insn: bytes) -> None:
+        self.items.append((label, insn))
+        self.size += len(insn) // 8
+
+    def assemble(self) -> bytes:
+        out = bytearray()
+        for label, insn in self.items:
+            if label is not None:  # the offset counts the slots after the jump
+                code, regs, _, imm = struct.unpack("<BBhi", insn)
+                insn = struct.pack("<BBhi", code, regs, self.labels[label] - len(out) // 8 - 1, imm)
+            out += insn
+        return bytes(out)
 
 
 def program(fields: dict[str, int], ports: Sequence[int], map_fd: int) -> bytes:
     """The tracepoint program: when a TCP socket whose local port is ``ports[i]`` enters
     ESTABLISHED, ``counters[i] += 1`` and ``counters[n + i] += 1`` (``n = len(ports)``: the
     second half only ever grows, it counts accepted connections); when it leaves,
-    ``counters[i] -= 1``."""
-    exit_label = "exit"
-    code: list[bytes | tuple[str, bytes]] = []  # (label to jump to, instruction) or bytes
+    ``counters[i] -= 1``. ``fields`` are the offsets of the tracepoint's fields."""
+    asm = Assembler()
 
-    def jump(opcode: int, dst: int, imm: int, label: str) -> None:
-        code.append((label, _insn(opcode, dst, 0, 0, imm)))
+    def add_to_counter() -> None:  # counters[r8] += r7, atomically
+        asm.op(STX_W, R10, R8, -4)  # the key lives on the stack
+        asm.op(MOV64_REG, R2, R10)
+        asm.op(ADD64_IMM, R2, imm=-4)
+        asm.load_map(R1, map_fd)
+        asm.op(CALL, imm=BPF_FUNC_map_lookup_elem)
+        asm.jump(JEQ_IMM, R0, 0, "exit")
+        asm.op(ATOMIC_ADD_DW, R0, R7)
 
-    code.append(_insn(0xBF, R6, R1))  # r6 = ctx
-    code.append(_load(2, R2, R6, fields["protocol"]))
-    jump(0x55, R2, IPPROTO_TCP, exit_label)  # not TCP
-    code.append(_insn(0xB7, R7, 0, 0, 1))  # delta = +1
-    code.append(_load(4, R3, R6, fields["newstate"]))
-    jump(0x15, R3, TCP_ESTABLISHED, "port")
-    code.append(_insn(0xB7, R7, 0, 0, -1))  # delta = -1
-    code.append(_load(4, R3, R6, fields["oldstate"]))
-    jump(0x55, R3, TCP_ESTABLISHED, exit_label)  # neither enters nor leaves ESTABLISHED
-    code.append("port")  # type: ignore[arg-type]
-    code.append(_load(2, R2, R6, fields["sport"]))
+    asm.op(MOV64_REG, R6, R1)  # r6 = the tracepoint's record
+    asm.op(LDX_H, R2, R6, fields["protocol"])
+    asm.jump(JNE_IMM, R2, IPPROTO_TCP, "exit")
+    asm.op(MOV64_IMM, R7, imm=1)  # r7: +1, entering ESTABLISHED
+    asm.op(LDX_W, R3, R6, fields["newstate"])
+    asm.jump(JEQ_IMM, R3, TCP_ESTABLISHED, "port")
+    asm.op(MOV64_IMM, R7, imm=-1)  # or -1, leaving it
+    asm.op(LDX_W, R3, R6, fields["oldstate"])
+    asm.jump(JNE_IMM, R3, TCP_ESTABLISHED, "exit")
+    asm.label("port")
+    asm.op(LDX_H, R2, R6, fields["sport"])  # the local port, host order
     for index, port in enumerate(ports):
-        code.append(_insn(0xB7, R8, 0, 0, index))
-        jump(0x15, R2, port, "found")
-    code.append((exit_label, _insn(0x05)))  # no port of ours: goto exit
-    code.append("found")  # type: ignore[arg-type]
-    code.append(_insn(0x63, R10, R8, -4))  # *(u32 *)(fp - 4) = index
-    code.append(_insn(0xBF, R2, R10))
-    code.append(_insn(0x07, R2, 0, 0, -4))  # r2 = &index
-    code.append(_insn(0x18, R1, 1, 0, map_fd) + _insn(0))  # r1 = map (ld_imm64, pseudo fd)
-    code.append(_insn(0x85, 0, 0, 0, BPF_FUNC_map_lookup_elem))
-    jump(0x15, R0, 0, exit_label)
-    code.append(_insn(0xDB, R0, R7, 0, 0))  # lock *(u64 *)(r0 + 0) += delta
-    jump(0x55, R7, 1, exit_label)  # left ESTABLISHED: done
-    code.append(_insn(0x07, R8, 0, 0, len(ports)))  # index += n: the entries counter
-    code.append(_insn(0x63, R10, R8, -4))
-    code.append(_insn(0xBF, R2, R10))
-    code.append(_insn(0x07, R2, 0, 0, -4))
-    code.append(_insn(0x18, R1, 1, 0, map_fd) + _insn(0))
-    code.append(_insn(0x85, 0, 0, 0, BPF_FUNC_map_lookup_elem))
-    jump(0x15, R0, 0, exit_label)
-    code.append(_insn(0xDB, R0, R7, 0, 0))  # lock *(u64 *)(r0 + 0) += 1
-    code.append(exit_label)  # type: ignore[arg-type]
-    code.append(_insn(0xB7, R0, 0, 0, 0))
-    code.append(_insn(0x95))  # exit
-
-    # Resolve labels: jump offsets count 8-byte instructions after the jump.
-    labels: dict[str, int] = {}
-    position = 0
-    for item in code:
-        if isinstance(item, str):
-            labels[item] = position
-        else:
-            position += len(item if isinstance(item, bytes) else item[1]) // 8
-    out = bytearray()
-    position = 0
-    for item in code:
-        if isinstance(item, str):
-            continue
-        if isinstance(item, tuple):
-            label, insn = item
-            opcode, regs, _, imm = struct.unpack("<BBhi", insn)
-            insn = struct.pack("<BBhi", opcode, regs, labels[label] - position - 1, imm)
-        else:
-            insn = item
-        out += insn
-        position += len(insn) // 8
-    return bytes(out)
+        asm.op(MOV64_IMM, R8, imm=index)
+        asm.jump(JEQ_IMM, R2, port, "found")
+    asm.jump(JA, 0, 0, "exit")  # not one of ours
+    asm.label("found")
+    add_to_counter()
+    asm.jump(JNE_IMM, R7, 1, "exit")  # left ESTABLISHED: done
+    asm.op(ADD64_IMM, R8, imm=len(ports))  # entered it: count an arrival too
+    add_to_counter()
+    asm.label("exit")
+    asm.op(MOV64_IMM, R0, imm=0)
+    asm.op(EXIT)
+    return asm.assemble()
 
 
 # -- system calls -----------------------------------------------------------------------------
@@ -233,7 +240,11 @@ class EbpfCounter:
         self.base = 0
         self.recounted = 0.0
         self.recounts = 0
-        self._sync(force=True)
+        try:
+            self._sync(force=True)
+        except OSError:
+            self.close()  # unload the program: nothing will read it
+            raise
 
     @staticmethod
     def _create_map(entries: int) -> int:
