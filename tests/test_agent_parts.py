@@ -14,6 +14,7 @@ from aiohttp import web
 
 from lbdns import yamlfile
 from lbdns.agent import config as agent_config
+from lbdns.agent import ebpf
 from lbdns.agent.advice import AdviceHook
 from lbdns.agent.config import Advice, Check
 from lbdns.agent.custom import MetricError, parse_json, parse_text
@@ -282,6 +283,15 @@ def test_ebpf_counter_counts_accepted_connections_since_it_started():
         counter.close()
         for sock in socks + socks6:
             sock.close()
+
+
+def test_ebpf_refused_with_the_reason_and_auto_falls_back():
+    ports = list(range(20000, 20065))  # one more port than the program takes
+    with pytest.raises(ebpf.Unavailable, match="1 to 64 ports"):
+        connection_counter(ports, "ebpf")
+    counter = connection_counter(ports, "auto")
+    assert counter.name == "netlink" and counter.count() == 0
+    counter.close()
 
 
 @pytest.mark.usefixtures("tracefs")
