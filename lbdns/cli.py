@@ -42,7 +42,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("zones", "dns", "http", "state", "data_dir", "log_format", "log_level")
+    keys = ("zones", "dns", "http", "state", "data_dir", "log_format", "log_level", "query_log")
     return {key: getattr(args, key, None) for key in keys}
 
 
@@ -70,6 +70,13 @@ def _serve_command(commands) -> None:
     )
     p.add_argument("--log-format", dest="log_format", choices=("text", "json"))
     p.add_argument("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--query-log",
+        dest="query_log",
+        type=float,
+        metavar="FRACTION",
+        help="log this fraction of DNS queries (0 to 1; default 0, off)",
+    )
     p.set_defaults(run=_serve)
 
 

@@ -8,6 +8,7 @@ import random
 import time
 
 import dns.message
+import pytest
 from obs_support import scrape, value
 from support import EXAMPLE_ZONES, LbdnsProcess
 
@@ -104,3 +105,16 @@ def test_sampling_fraction(caplog):
     record = caplog.records[-1]
     assert record.fields["rcode"] == "NXDOMAIN"
     assert record.fields["reason"] == "nxdomain"
+
+
+def test_query_log_flag_turns_it_on_and_a_bad_value_names_the_flag(tmp_path):
+    extra = ("--log-format", "json", "--query-log", "1")
+    with LbdnsProcess(tmp_path, extra=extra) as server:
+        server.query("mail.example.test.", "A")
+        deadline = time.monotonic() + 5
+        while not query_lines(server.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = query_lines(server.log())
+    assert lines and lines[0]["qname"] == "mail.example.test."
+    with pytest.raises(RuntimeError, match="--query-log: must be between"):
+        LbdnsProcess(tmp_path, extra=("--query-log", "2")).start()
