@@ -449,3 +449,47 @@ def test_serve_with_a_bad_sentinel_url_exits_with_the_reason(tmp_path):
     )
     assert result.returncode == 1
     assert "sentinel address 'nohost' must be host:port" in result.stderr
+
+
+def test_a_batch_of_reports_is_applied_as_one_by_one_keeping_the_newest_per_host(redis_server):
+    async def main() -> None:
+        a, b = make_store(redis_server.url), make_store(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            farm = a.registry.farms[FARM]
+            web1, web2, web3 = (farm.hosts[h] for h in ("web1", "web2", "web3"))
+            now = time.time()
+            writes = a.counters["writes"]
+            results = await a.reports(
+                [
+                    (farm, web1, report(5, 10, now)),
+                    (farm, web2, report(7, 20, now)),
+                    (farm, web1, report(4, 99, now)),  # older than the one before it
+                    (farm, web3, report(1, 30, now)),
+                    (farm, web3, report(2, 31, now)),  # newer than the one before it
+                ]
+            )
+            assert results == [True, True, False, True, True]
+            assert a.counters["writes"] == writes + 4
+            assert [h.report.seq for h in (web1, web2, web3)] == [5, 7, 2]
+            # Redis holds what this server holds, and the other server learns it.
+            client = aioredis.from_url(redis_server.url, decode_responses=True)
+            stored = await client.hgetall("lbdns:reports")
+            await client.aclose()
+            seqs = {key.split(" ")[1]: json.loads(value)["seq"] for key, value in stored.items()}
+            assert seqs == {"web1": 5, "web2": 7, "web3": 2}
+            other = b.registry.farms[FARM].hosts
+            await until(lambda: other["web3"].report is not None and other["web3"].report.seq == 2)
+            assert other["web1"].report.seq == 5 and other["web2"].report.seq == 7
+            # Redis away: the batch is refused as a whole and nothing is applied locally.
+            redis_server.kill()
+            await until(lambda: not a.healthy(), timeout=3)
+            with pytest.raises(Unavailable):
+                await a.reports([(farm, web2, report(8, 21, time.time()))])
+            assert web2.report.seq == 7
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())

@@ -8,6 +8,7 @@ came from.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 from ..farm import Farm, Host, Report
@@ -44,6 +45,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def report(self, farm: Farm, host: Host, report: Report) -> bool:
         """Apply a host's report. False if it is older than what is known (``seq``)."""
+
+    async def reports(self, items: Sequence[tuple[Farm, Host, Report]]) -> list[bool]:
+        """Apply a batch of reports (``POST /v1/reports``): one result per item, as ``report``
+        would give one by one."""
+        return [await self.report(farm, host, report) for farm, host, report in items]
 
     @abc.abstractmethod
     async def put_host(self, farm: Farm, spec: HostSpec) -> Host:

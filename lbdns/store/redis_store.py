@@ -35,6 +35,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -556,11 +557,18 @@ class RedisStore(Store):
     # -- writes -----------------------------------------------------------------------------
 
     async def _call(self, script: str, keys: list[str], args: list[str]) -> list[Any]:
+        return await self._finish(self._submit(script, keys, args))
+
+    def _submit(self, script: str, keys: list[str], args: list[str]) -> asyncio.Future:
+        """Queue a write for the next pipeline; ``_finish`` awaits its result."""
         if not self.healthy():
             raise self._unavailable()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append((script, keys, args, future))
         self._wake.set()
+        return future
+
+    async def _finish(self, future: asyncio.Future) -> list[Any]:
         result = await future
         if int(result[0]) < 0:
             # Redis lost its data since this server last read it: re-seed before writing.
@@ -621,11 +629,20 @@ class RedisStore(Store):
                         future.set_result(result)
 
     async def report(self, farm: Farm, host: Host, report: Report) -> bool:
+        future = self._submit_report(farm, host, report)
+        if future is None:
+            return False
+        await self._finish(future)
+        self._apply_report(farm.name, host.name, report)
+        return True
+
+    def _submit_report(self, farm: Farm, host: Host, report: Report) -> asyncio.Future | None:
+        """Queue a report's write; None when it is older than what is known."""
         previous = host.report
         if not apply_report(host, report):
-            return False
+            return None
         host.report = previous  # applied for real once Redis has it
-        await self._call(
+        return self._submit(
             REPORT_SCRIPT,
             [self.key_reports, self.key_version, self.key_epoch],
             [
@@ -635,8 +652,38 @@ class RedisStore(Store):
                 self.server_id,
             ],
         )
-        self._apply_report(farm.name, host.name, report)
-        return True
+
+    async def reports(self, items: Sequence[tuple[Farm, Host, Report]]) -> list[bool]:
+        # The whole batch goes into the write queue before any reply is awaited, so it reaches
+        # Redis in one pipeline instead of one round trip per report. A host named twice waits
+        # for its first report, so Redis and this server keep the same (the newer) one.
+        results: list[bool] = [False] * len(items)
+        queued: list[tuple[int, asyncio.Future]] = []
+        repeated: list[int] = []
+        named: set[tuple[str, str]] = set()
+        for i, (farm, host, report) in enumerate(items):
+            if (farm.name, host.name) in named:
+                repeated.append(i)
+                continue
+            named.add((farm.name, host.name))
+            future = self._submit_report(farm, host, report)
+            if future is not None:
+                queued.append((i, future))
+        failed: Unavailable | None = None
+        for i, future in queued:  # every future is awaited, even after a failure
+            try:
+                await self._finish(future)
+            except Unavailable as exc:
+                failed = failed or exc
+                continue
+            farm, host, report = items[i]
+            self._apply_report(farm.name, host.name, report)
+            results[i] = True
+        if failed is not None:
+            raise failed
+        for i in repeated:
+            results[i] = await self.report(*items[i])
+        return results
 
     async def _change_host(self, farm: Farm, host_name: str, patch: dict[str, Any]) -> Host | None:
         version, merged = await self._call(

@@ -124,17 +124,18 @@ def _allowed(token: Token, farm: Farm, host: Host, where: str) -> None:
         )
 
 
-async def _apply(request: web.Request, farm: Farm, host: Host, item: dict) -> dict[str, Any]:
-    server = request.app[SERVER]
-    report = Report(
+def _report(farm: Farm, item: dict) -> Report:
+    return Report(
         seq=item["seq"],
         received=farm.clock(),
         interval=item["interval"],
         healthy=item["healthy"],
         metrics=item["metrics"],
     )
-    previous = host.report
-    applied = await server.store.report(farm, host, report)
+
+
+def _reply(request: web.Request, farm: Farm, host: Host, item: dict, applied: bool) -> dict:
+    server = request.app[SERVER]
     now = farm.clock()
     reply: dict[str, Any] = {
         "farm": farm.name,
@@ -145,7 +146,7 @@ async def _apply(request: web.Request, farm: Farm, host: Host, item: dict) -> di
         "advice": advice_reply(farm, host) if server.config.advice else None,
     }
     if not applied:
-        last = previous.seq if previous is not None else None
+        last = host.report.seq if host.report is not None else None
         reply["ignored"] = f"seq {item['seq']} is not newer than the last accepted seq {last}"
     return reply
 
@@ -163,7 +164,8 @@ async def post_report(request: web.Request) -> web.Response:
     item = parse_report(await read_json(request))
     farm, host = _find(request, item, "")
     _allowed(token, farm, host, "")
-    return json_response(await _apply(request, farm, host, item))
+    applied = await request.app[SERVER].store.report(farm, host, _report(farm, item))
+    return json_response(_reply(request, farm, host, item, applied))
 
 
 @routes.post("/v1/reports")
@@ -190,6 +192,12 @@ async def post_reports(request: web.Request) -> web.Response:
             continue
         _allowed(token, farm, host, f"reports[{i}]: ")
         found.append((farm, host))
+    batch = [
+        (target[0], target[1], _report(target[0], item))
+        for item, target in zip(parsed, found, strict=True)
+        if not isinstance(target, NotFound)
+    ]
+    applied = iter(await request.app[SERVER].store.reports(batch))
     results = []
     for item, target in zip(parsed, found, strict=True):
         if isinstance(target, NotFound):
@@ -203,7 +211,8 @@ async def post_reports(request: web.Request) -> web.Response:
                 }
             )
             continue
-        results.append(await _apply(request, *target, item))
+        farm, host = target
+        results.append(_reply(request, farm, host, item, next(applied)))
     return json_response({"applied": sum(1 for r in results if r["applied"]), "results": results})
 
 
