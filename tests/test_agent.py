@@ -494,3 +494,64 @@ def test_shell_agent_reports_connections(tmp_path):
                 proc.wait()
             for sock in [*held, app, away]:
                 sock.close()
+
+
+def test_sighup_reloads_the_config_without_draining(tmp_path):
+    server_config = tmp_path / "lbdns.yaml"
+    server_config.write_text(SERVER_CONFIG)
+    first, second = listener(), listener()
+    held = connect(first, 1) + connect(second, 3)
+    admin = "admin-secret-1"
+    with LbdnsProcess(tmp_path, config=server_config) as lbdns:
+        template = """
+            farm: {farm}
+            host: web9
+            interval: {interval}
+            servers:
+              - url: {url}
+                token: report-secret-1
+            connections: {{ports: [{port}]}}
+            register: {{register_token: register-secret-1, a: 192.0.2.19, drain_grace: 0}}
+        """
+
+        def config(port: int, farm: str = FARM, interval: float = INTERVAL) -> str:
+            text = template.format(farm=farm, interval=interval, url=lbdns.http_url, port=port)
+            return textwrap.dedent(text)
+
+        def report() -> dict | None:
+            status, body = host_info(lbdns, "web9", admin)
+            return body.get("report") if status == 200 else None
+
+        try:
+            with Agent(tmp_path, config(first.getsockname()[1])) as agent:
+                wait_for(
+                    lambda: (r := report()) and r["metrics"].get("connections") == 1,
+                    what="web9 registered, 1 connection on the first port",
+                )
+                # A new port and interval: the agent counts the new port and is never drained.
+                agent.path.write_text(config(second.getsockname()[1], interval=0.3))
+                agent.proc.send_signal(signal.SIGHUP)
+                body = wait_for(
+                    lambda: (r := report()) and r["metrics"].get("connections") == 3 and r,
+                    what="3 connections on the second port after SIGHUP",
+                )
+                assert body["interval"] == 0.3
+                assert host_info(lbdns, "web9", admin)[1]["state"] == "up"
+                assert "reloading" in agent.log() and "draining" not in agent.log()
+                # A bad file, and one naming another farm: logged, and the running config stays.
+                agent.path.write_text(config(second.getsockname()[1]) + "interval: -1\n")
+                agent.proc.send_signal(signal.SIGHUP)
+                wait_for(lambda: "reload of" in agent.log(), what="the failed reload logged")
+                agent.path.write_text(config(second.getsockname()[1], farm="other.example.test."))
+                agent.proc.send_signal(signal.SIGHUP)
+                wait_for(
+                    lambda: "farm and host cannot change" in agent.log(),
+                    what="the farm change refused",
+                )
+                seq = report()["seq"]
+                wait_for(lambda: report()["seq"] > seq, what="reports going on")
+                assert report()["interval"] == 0.3 and agent.proc.poll() is None
+                assert "line 10: interval: duplicate key 'interval'" in agent.log()
+        finally:
+            for sock in [*held, first, second]:
+                sock.close()

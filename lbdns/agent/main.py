@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from ..errors import LbdnsError
 from .advice import AdviceHook
 from .config import AgentConfig
 from .custom import MetricError, collect
@@ -56,6 +57,7 @@ class Agent:
         self._seq = 0
         self._stop = asyncio.Event()
         self._signals = 0
+        self.reload_to: AgentConfig | None = None  # set by request_reload: run again with it
         self.links: list[ServerLink] = []
         self.session: aiohttp.ClientSession | None = None  # to the lbdns servers
         self.local: aiohttp.ClientSession | None = None  # to the application (checks, metrics)
@@ -170,8 +172,16 @@ class Agent:
             log.warning("second stop signal: exiting without waiting for the drain")
         self._stop.set()
 
+    def request_reload(self, config: AgentConfig) -> None:
+        """Stop measuring without draining, so that the caller runs an agent with ``config``
+        (the newest, when several reloads come before it does)."""
+        if self._signals:
+            return  # already stopping: the stop wins
+        self.reload_to = config
+        self._stop.set()
+
     def _drains(self) -> bool:
-        return self.push and self.config.register is not None
+        return self.push and self.config.register is not None and self.reload_to is None
 
     async def run(self, printer=None) -> None:
         """Measure and push until a stop signal; then drain and deregister if registered."""
@@ -288,12 +298,43 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(report) + "\n")
         sys.stdout.flush()
 
+    running: list[Agent] = []  # the agent a SIGHUP reloads (the newest)
+
+    def reload() -> None:
+        # SIGHUP: the new config must be valid and name the same host, else nothing changes.
+        agent = running[-1]
+        try:
+            new = config_module.load(args.config, need_servers=not args.dry_run)
+        except LbdnsError as exc:
+            log.error("reload of %s failed; the running config stays:\n%s", args.config, exc)
+            return
+        if (new.farm, new.host) != (agent.config.farm, agent.config.host):
+            log.error(
+                "reload of %s: farm and host cannot change while running (%s in %s); "
+                "restart the agent for that. The running config stays",
+                args.config,
+                new.host,
+                new.farm,
+            )
+            return
+        logs.setup(new.log_format, new.log_level)
+        log.info("reloading %s", args.config)
+        agent.request_reload(new)
+
     async def main() -> None:
-        agent = Agent(config, push=not args.dry_run)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.request_stop)
-        await agent.run(printer if args.dry_run else None)
+        current = config
+        while True:
+            agent = Agent(current, push=not args.dry_run)
+            running.append(agent)
+            del running[:-1]
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, agent.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, reload)
+            await agent.run(printer if args.dry_run else None)
+            if agent.reload_to is None:
+                return
+            current = agent.reload_to
 
     try:
         import uvloop
