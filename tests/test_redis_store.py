@@ -7,12 +7,13 @@ faults happen. A fake clock is used where report ages matter; everything else is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -56,6 +57,18 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def started(*stores: RedisStore) -> AsyncIterator[tuple[RedisStore, ...]]:
+    """The stores started (two stores: two servers), and closed when the block ends."""
+    try:
+        for store in stores:
+            await store.start()
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+
+
 def run(coro) -> None:
     asyncio.run(asyncio.wait_for(coro, 25))
 
@@ -72,10 +85,7 @@ def report(seq: int, connections: float, received: float, interval: float = 1.0)
 
 def test_every_change_reaches_the_other_server(redis_server):
     async def main() -> None:
-        a, b = make_store(redis_server.url), make_store(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with started(make_store(redis_server.url), make_store(redis_server.url)) as (a, b):
             farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
             assert a.healthy() and b.healthy()
 
@@ -111,19 +121,13 @@ def test_every_change_reaches_the_other_server(redis_server):
                 assert hosts_c["web2"].report.seq == 7
             finally:
                 await c.close()
-        finally:
-            await a.close()
-            await b.close()
 
     run(main())
 
 
 def test_two_servers_changing_one_host_agree(redis_server):
     async def main() -> None:
-        a, b = make_store(redis_server.url), make_store(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with started(make_store(redis_server.url), make_store(redis_server.url)) as (a, b):
             farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
             # Interleaved writes to the same host from both servers: each merges its fields
             # into what Redis holds, so both end with the capacity and the admin state.
@@ -135,9 +139,6 @@ def test_two_servers_changing_one_host_agree(redis_server):
                 await until(lambda farm=farm: farm.hosts["web1"].admin == "disabled")
                 await until(lambda farm=farm: farm.hosts["web1"].spec.capacity == 3.0)
             assert a.version == b.version
-        finally:
-            await a.close()
-            await b.close()
 
     run(main())
 
@@ -167,10 +168,7 @@ def test_writes_get_503_while_redis_is_away_and_nothing_is_half_applied(redis_se
 
 def test_redis_back_with_its_data_resyncs_without_restart(tmp_path):
     async def main(redis_server: RedisProcess) -> None:
-        a, b = make_store(redis_server.url), make_store(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with started(make_store(redis_server.url), make_store(redis_server.url)) as (a, b):
             farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
             await a.put_host(farm_a, HostSpec(name="web4", a=("192.0.2.13",)))
             await until(lambda: "web4" in farm_b.hosts)
@@ -181,9 +179,6 @@ def test_redis_back_with_its_data_resyncs_without_restart(tmp_path):
             assert a.counters["reseeds"] == b.counters["reseeds"] == 0
             await b.set_admin(farm_b, farm_b.hosts["web4"], "disabled", 1.0)
             await until(lambda: farm_a.hosts["web4"].admin == "disabled")
-        finally:
-            await a.close()
-            await b.close()
 
     with RedisProcess(tmp_path / "redis", persist=True) as server:
         run(main(server))
@@ -193,10 +188,7 @@ def test_redis_back_empty_is_reseeded_from_the_servers_view(redis_server, caplog
     caplog.set_level(logging.INFO, logger="lbdns.store")
 
     async def main() -> None:
-        a, b = make_store(redis_server.url), make_store(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with started(make_store(redis_server.url), make_store(redis_server.url)) as (a, b):
             farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
             await a.put_host(farm_a, HostSpec(name="web4", a=("192.0.2.13",)))
             await a.set_admin(farm_a, farm_a.hosts["web1"], "disabled", 1.0)
@@ -225,9 +217,6 @@ def test_redis_back_empty_is_reseeded_from_the_servers_view(redis_server, caplog
             # And it takes writes again, seen by the other server.
             await b.set_admin(farm_b, farm_b.hosts["web1"], "enabled", 2.0)
             await until(lambda: farm_a.hosts["web1"].admin == "enabled")
-        finally:
-            await a.close()
-            await b.close()
 
     run(main())
     assert "came back empty" in caplog.text and "re-seeded the membership" in caplog.text
@@ -268,10 +257,7 @@ def test_report_ages_are_held_for_the_stale_budget_then_count(redis_server):
 
 def test_answer_counts_are_exchanged(redis_server):
     async def main() -> None:
-        a, b = make_store(redis_server.url), make_store(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with started(make_store(redis_server.url), make_store(redis_server.url)) as (a, b):
             farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
             for _ in range(5):
                 farm_a.hosts["web2"].answers += 1
@@ -296,9 +282,6 @@ def test_answer_counts_are_exchanged(redis_server):
             assert accounting_a.ledgers["web2"].pending == pytest.approx(3.0)
             assert accounting_b.ledgers["web2"].pending == pytest.approx(3.0)
             assert accounting_a.answers == 1
-        finally:
-            await a.close()
-            await b.close()
 
     run(main())
 
@@ -326,10 +309,7 @@ def test_start_without_redis_serves_the_zone_files_and_connects_later(tmp_path):
 
 def test_reseed_keeps_the_latest_change_when_one_server_missed_it(redis_server):
     async def main() -> None:
-        a, b = make_store(redis_server.url), make_store(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with started(make_store(redis_server.url), make_store(redis_server.url)) as (a, b):
             farm_a, farm_b = a.registry.farms[FARM], b.registry.farms[FARM]
             await a.set_admin(farm_a, farm_a.hosts["web1"], "draining", 1.0)
             await until(lambda: farm_b.hosts["web1"].admin == "draining")
@@ -350,9 +330,6 @@ def test_reseed_keeps_the_latest_change_when_one_server_missed_it(redis_server):
             # New versions continue above the re-seeded ones, so the order stays right.
             await b.set_admin(farm_b, farm_b.hosts["web1"], "enabled", 3.0)
             await until(lambda: farm_a.hosts["web1"].admin == "enabled")
-        finally:
-            await a.close()
-            await b.close()
 
     run(main())
 
@@ -453,10 +430,7 @@ def test_serve_with_a_bad_sentinel_url_exits_with_the_reason(tmp_path):
 
 def test_a_batch_of_reports_is_applied_as_one_by_one_keeping_the_newest_per_host(redis_server):
     async def main() -> None:
-        a, b = make_store(redis_server.url), make_store(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with started(make_store(redis_server.url), make_store(redis_server.url)) as (a, b):
             farm = a.registry.farms[FARM]
             web1, web2, web3 = (farm.hosts[h] for h in ("web1", "web2", "web3"))
             now = time.time()
@@ -488,8 +462,5 @@ def test_a_batch_of_reports_is_applied_as_one_by_one_keeping_the_newest_per_host
             with pytest.raises(Unavailable):
                 await a.reports([(farm, web2, report(8, 21, time.time()))])
             assert web2.report.seq == 7
-        finally:
-            await a.close()
-            await b.close()
 
     run(main())
