@@ -38,7 +38,32 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 5.
     raise RuntimeError(f"redis-server on port {port} did not answer PING:\n{log.read_text()}")
 
 
-class RedisProcess:
+class _ServerProcess:
+    """A ``redis-server`` process on ``port``, with the command line ``args()`` gives."""
+
+    folder: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen | None
+
+    def args(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.folder
+        )
+        _wait_port(self.port, self.proc, self.log_path)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the way a crash looks to the clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+class RedisProcess(_ServerProcess):
     """One ``redis-server`` on 127.0.0.1. ``restart()`` keeps the port (and, if persistent, data)."""
 
     def __init__(self, folder: Path, port: int | None = None, persist: bool = False):
@@ -78,19 +103,6 @@ class RedisProcess:
             args += ["--save", "", "--appendonly", "no"]
         return args + self.extra
 
-    def start(self) -> RedisProcess:
-        self.proc = subprocess.Popen(
-            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.folder
-        )
-        _wait_port(self.port, self.proc, self.log_path)
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: the way a crash looks to the clients."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, timeout=5)
@@ -106,7 +118,7 @@ class RedisProcess:
         self.kill()
 
 
-class SentinelProcess:
+class SentinelProcess(_ServerProcess):
     """``redis-server --sentinel`` watching the primary named ``service``."""
 
     def __init__(self, folder: Path, primary_port: int, service: str = "lbdns", quorum: int = 1):
@@ -128,17 +140,5 @@ class SentinelProcess:
         )
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> SentinelProcess:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, str(self.conf), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            cwd=self.folder,
-        )
-        _wait_port(self.port, self.proc, self.log_path)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+    def args(self) -> list[str]:
+        return [REDIS_SERVER, str(self.conf), "--sentinel"]

@@ -23,6 +23,16 @@ from support import ROOT, LbdnsProcess, stop_process
 FARM = "chat.example.test."
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# A quiet headless browser: no GPU, no sandbox (root in CI), no background traffic.
+HEADLESS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 def _reports(base: str, seq: int, loads: dict[str, float], healthy: set[str] | None = None):
@@ -183,13 +193,7 @@ class DevTools:
         self.proc = subprocess.Popen(
             [
                 CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
+                *HEADLESS,
                 f"--user-data-dir={self.tmp / 'chromium'}",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
@@ -317,13 +321,7 @@ def _dump_dom(url: str, profile: Path) -> str:
     done = subprocess.run(
         [
             CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
+            *HEADLESS,
             f"--user-data-dir={profile}",
             "--virtual-time-budget=3000",
             "--dump-dom",
