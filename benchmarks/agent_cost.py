@@ -38,7 +38,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+
+from support import LbdnsProcess  # noqa: E402
 
 from lbdns.agent import config as agent_config  # noqa: E402
 from lbdns.agent import ebpf  # noqa: E402
@@ -125,25 +128,6 @@ def spaced_cpu(func, runs: int, gap: float) -> float:
     return statistics.median(samples)
 
 
-def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
-    log = open(tmp / "lbdns.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lbdns", "serve", "--zones", str(ROOT / "zones")]
-        + ["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        match = re.search(r"ready dns=\S* http=(\S+)", (tmp / "lbdns.log").read_text())
-        if match:
-            return server, f"http://{match.group(1)}"
-        time.sleep(0.1)
-    server.kill()
-    raise SystemExit("lbdns did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
@@ -224,7 +208,8 @@ def main() -> None:
 
             all_med, all_p90 = asyncio.run(whole())
 
-            server, url = start_server(tmp)
+            server = LbdnsProcess(tmp).start()
+            url = server.http_url
             runs = []
             for method in args.methods.split(","):
                 text = config_text.replace(f"method: {args.method}", f"method: {method}")
@@ -286,8 +271,7 @@ def main() -> None:
                 agent_proc.terminate()
                 agent_proc.wait(timeout=15)
             if server is not None:
-                server.terminate()
-                server.wait(timeout=15)
+                server.stop()
             close_connections(holder, clients)
 
 

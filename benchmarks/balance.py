@@ -32,10 +32,8 @@ import heapq
 import json
 import math
 import random
-import re
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +43,10 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = re.compile(r"ready dns=(\S*) http=(\S+)")
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import LbdnsProcess  # noqa: E402
+
 POLICIES = ("least-load", "lowest-score", "weighted-round-robin", "round-robin")
 SLUG = {
     "least-load": "ll",
@@ -238,32 +239,14 @@ class Bench:
 
     # -- lbdns ------------------------------------------------------------------------------
 
-    def start_lbdns(self, folder: Path) -> subprocess.Popen:
+    def start_lbdns(self, folder: Path) -> LbdnsProcess:
         zones = folder / "zones"
         zones.mkdir()
         (zones / "bench.yaml").write_text(zone_text(self.worlds, self.args.ttl, self.cache_time))
-        log = open(folder / "lbdns.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lbdns", "serve", "--zones", str(zones)]
-            + ["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=folder,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            text = (folder / "lbdns.log").read_text(errors="replace")
-            match = READY.search(text)
-            if match:
-                host, _, port = match.group(1).split(",")[0].rpartition(":")
-                self.dns = (host, int(port))
-                self.http = f"http://{match.group(2)}"
-                return proc
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        proc.kill()
-        raise SystemExit("lbdns did not start:\n" + (folder / "lbdns.log").read_text())
+        server = LbdnsProcess(folder, zones=zones).start(timeout=20)
+        self.dns = server.dns[0]
+        self.http = server.http_url
+        return server
 
     async def open_resolvers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -521,15 +504,11 @@ def run_case(case: Case, args: argparse.Namespace, phases: Phases) -> list[dict]
     policies = tuple(args.policies)
     bench = Bench(case, args, policies)
     with tempfile.TemporaryDirectory(prefix="lbdns-balance-") as tmp:
-        proc = bench.start_lbdns(Path(tmp))
+        servers = bench.start_lbdns(Path(tmp))
         try:
             asyncio.run(bench.run(phases))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            servers.stop()
     rows = []
     for world in bench.worlds:
         samples = world.samples

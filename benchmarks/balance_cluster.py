@@ -18,10 +18,7 @@ compare several pairs (docs/cluster.md has the figures).
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,30 +27,20 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import balance  # noqa: E402
 from redis_support import RedisProcess  # noqa: E402
-
-READY = re.compile(r"ready dns=(\S*) http=(\S+)")
+from support import LbdnsProcess  # noqa: E402
 
 
 class Group:
     """The processes of one run, stopped together (what ``balance.run_case`` stops)."""
 
-    def __init__(self, redis: RedisProcess, servers: list[subprocess.Popen]):
+    def __init__(self, redis: RedisProcess, servers: list[LbdnsProcess]):
         self.redis = redis
         self.servers = servers
 
-    def terminate(self) -> None:
-        for proc in self.servers:
-            proc.terminate()
-
-    def wait(self, timeout: float | None = None) -> None:
-        for proc in self.servers:
-            proc.wait(timeout=timeout)
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
         self.redis.stop()
-
-    def kill(self) -> None:
-        for proc in self.servers:
-            proc.kill()
-        self.redis.kill()
 
 
 class ClusterBench(balance.Bench):
@@ -65,35 +52,18 @@ class ClusterBench(balance.Bench):
         (zones / "bench.yaml").write_text(
             balance.zone_text(self.worlds, self.args.ttl, self.cache_time)
         )
-        redis = RedisProcess(folder / "redis").start()
-        servers: list[subprocess.Popen] = []
-        self.dns_servers: list[tuple[str, int]] = []
-        https: list[str] = []
-        for name in ("a", "b"):
-            log_path = folder / f"lbdns-{name}.log"
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lbdns", "serve", "--zones", str(zones)]
-                + ["--dns", "127.0.0.1:0", "--http", "127.0.0.1:0", "--state", redis.url],
-                stdout=open(log_path, "wb"),
-                stderr=subprocess.STDOUT,
-                cwd=folder,
-            )
-            servers.append(proc)
-            deadline = time.monotonic() + 20
-            while True:
-                match = READY.search(log_path.read_text(errors="replace"))
-                if match:
-                    host, _, port = match.group(1).split(",")[0].rpartition(":")
-                    self.dns_servers.append((host, int(port)))
-                    https.append(f"http://{match.group(2)}")
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    Group(redis, servers).kill()
-                    raise SystemExit(f"lbdns {name} did not start:\n{log_path.read_text()}")
-                time.sleep(0.05)
+        group = Group(RedisProcess(folder / "redis").start(), [])
+        try:
+            for _ in ("a", "b"):
+                server = LbdnsProcess(folder, zones=zones, extra=("--state", group.redis.url))
+                group.servers.append(server.start(timeout=20))
+        except BaseException:
+            group.stop()
+            raise
+        self.dns_servers = [server.dns[0] for server in group.servers]
         self.dns = self.dns_servers[0]
-        self.http = https[0]
-        return Group(redis, servers)
+        self.http = group.servers[0].http_url
+        return group
 
     def ask(self, w: int, r: int, now: float) -> None:
         if self.split == "resolver":
