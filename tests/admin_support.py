@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from support import LbdnsProcess
@@ -60,14 +59,3 @@ def error_of(call, *args, **kw) -> ClientError:
 def addresses(server: LbdnsProcess, name: str = FARM, rdtype: str = "A") -> set[str]:
     response = server.query(name, rdtype)
     return {rr.address for rrset in response.answer for rr in rrset}
-
-
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,15 +43,3 @@ def report(base: str, host: str, seq: int, connections: float, **extra: Any) -> 
     }
     code, payload, _ = http(base + "/v1/report", body=body)
     return code
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0, step: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something true; fail with its last value otherwise."""
-    deadline = time.monotonic() + timeout
-    result = None
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,21 @@ def http_json(
     """``http_request`` with the reply parsed as JSON (None for an empty reply)."""
     status, content, _ = http_request(url, body, token, method, raw, timeout)
     return status, json.loads(content) if content else None
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float = 5.0, step: float = 0.05, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns something true, and return that; fail with its last value
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    result = None
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {result!r})")
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:

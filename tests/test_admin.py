@@ -7,7 +7,8 @@ import time
 import urllib.request
 
 import pytest
-from admin_support import FARM, addresses, client, error_of, start, wait_for
+from admin_support import FARM, addresses, client, error_of, start
+from support import wait_for
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from admin_support import FARM, client, start, wait_for, write_zone
+from admin_support import FARM, client, start, write_zone
+from support import wait_for
 
 
 def test_drain_waits_for_reported_connections_and_advice_in_replies(tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from support import EXAMPLE_ZONES, ROOT, LbdnsProcess, free_port, http_json
+from support import wait_for as support_wait_for
 
 FARM = "chat.example.test."
 INTERVAL = 0.2
@@ -33,14 +34,8 @@ def host_info(server: LbdnsProcess, host: str, token: str | None = None):
 
 
 def wait_for(predicate, timeout: float = 8.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    # A longer default than elsewhere: an agent's report takes an interval to arrive.
+    return support_wait_for(predicate, timeout, what=what)
 
 
 class Agent:

@@ -9,8 +9,7 @@ import shutil
 import signal
 import sys
 
-from obs_support import wait_for
-from support import EXAMPLE_ZONES, LbdnsProcess
+from support import EXAMPLE_ZONES, LbdnsProcess, wait_for
 
 from lbdns.logs import JsonFormatter, TextFormatter
 

@@ -7,9 +7,9 @@ import signal
 import socket
 
 import pytest
-from obs_support import http, report, scrape, value, wait_for
+from obs_support import http, report, scrape, value
 from redis_support import RedisProcess, redis_available
-from support import EXAMPLE_ZONES, LbdnsProcess
+from support import EXAMPLE_ZONES, LbdnsProcess, wait_for
 
 FARM = "chat.example.test."
 HOSTS = ("web1", "web2", "web3")

@@ -6,7 +6,8 @@ import signal
 
 import dns.rcode
 import pytest
-from admin_support import addresses, client, error_of, start, wait_for, write_zone
+from admin_support import addresses, client, error_of, start, write_zone
+from support import wait_for
 
 
 def serial(server) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from obs_support import http, report, status, wait_for
-from support import ROOT, LbdnsProcess, stop_process
+from obs_support import http, report, status
+from support import ROOT, LbdnsProcess, stop_process, wait_for
 
 FARM = "chat.example.test."
 ARTIFACTS = ROOT / "test-artifacts"
