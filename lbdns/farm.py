@@ -303,15 +303,11 @@ class Farm:
     ) -> None:
         share = herd / len(chosen)
         ledgers = accounting.ledgers
-        slots = self._slots
         for candidate in chosen:
             name = candidate.name
             ledger = ledgers.get(name) or accounting.ledger(name)
             accounting.charge(ledger, share, now, name)
-            step = share * ledger.unit / candidate.capacity
-            for live, i in slots.get(name, ()):  # _lift, inline
-                old = live[i]
-                live[i] = _new_candidate((old[0], old[1], old[2] + step))
+            self._lift(name, share * ledger.unit / candidate.capacity)
 
     def _lift(self, name: str, step: float) -> None:
         """Add ``step`` to the live load of host ``name`` wherever it is a candidate."""

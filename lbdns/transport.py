@@ -146,6 +146,7 @@ class UdpListener:
             return
         rx, tx = batch.rx, batch.tx
         received, answers = rx.view, tx.view
+        # Indexes into the rings' word views: see udpbatch.Ring.
         lengths, answer_lengths, answer_names = rx.words, tx.iov_words, tx.pointers
         name_size, namelen = udpbatch.NAME, batch.namelen
         slot = udpbatch.DATA

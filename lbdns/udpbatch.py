@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import os
 import socket
 import struct
 import sys
@@ -33,8 +34,6 @@ MMSGHDR = 64  # struct mmsghdr { struct msghdr (56 bytes); unsigned msg_len; }
 MSG_DONTWAIT = 0x40
 # struct msghdr: name, namelen, (pad), iov, iovlen, control, controllen, flags, (pad); msg_len
 _HEADER = "=QI4xQQQQi4xI4x"
-_LEN_WORD = 14  # msg_len, as the 15th 32-bit word of an mmsghdr
-_NAME_WORD = 0  # msg_name, as the 1st 64-bit word of an mmsghdr
 _CLIENTS_LIMIT = 65536  # sockaddr -> address string cache entries before starting over
 
 
@@ -122,7 +121,7 @@ class BatchSocket:
             code = ctypes.get_errno()
             if code in (errno.EAGAIN, errno.EINTR):
                 return 0
-            raise OSError(code, errno.errorcode.get(code, str(code)))
+            raise OSError(code, os.strerror(code))
         return n
 
     def client(self, raw: bytes) -> str:
