@@ -202,7 +202,8 @@ class EbpfCounter:
     """Established TCP connections on local ``ports``, counted by the kernel as they change.
 
     ``full`` counts them the slow way (a socket-diag dump); it sets the base at start and every
-    ``recount_every`` seconds, and is closed with this counter.
+    ``recount_every`` seconds, and is closed with this counter. When the counter cannot start
+    (``Unavailable``), ``full`` stays open, for the caller to count with.
     """
 
     name = "ebpf"
@@ -229,10 +230,10 @@ class EbpfCounter:
             self._fds.append(prog)
             self._fds.append(self._attach(ident, prog))
         except Unavailable:
-            self.close()
+            self._unload()  # ``full`` stays the caller's: it may count without us
             raise
         except OSError as exc:
-            self.close()
+            self._unload()
             raise Unavailable(f"loading the eBPF program failed: {exc.strerror}") from None
         self._key = ctypes.c_uint32(0)
         self._value = ctypes.c_int64(0)
@@ -243,7 +244,7 @@ class EbpfCounter:
         try:
             self._sync(force=True)
         except OSError:
-            self.close()  # unload the program: nothing will read it
+            self._unload()  # nothing will read the program
             raise
 
     @staticmethod
@@ -339,10 +340,13 @@ class EbpfCounter:
 
     def close(self) -> None:
         """Detach the program (closing its descriptors unloads it) and close ``full``."""
+        self._unload()
+        self.full.close()
+
+    def _unload(self) -> None:
         for fd in reversed(self._fds):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self._fds = []
-        self.full.close()

@@ -298,36 +298,33 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(report) + "\n")
         sys.stdout.flush()
 
-    running: list[Agent] = []  # the agent a SIGHUP reloads (the newest)
-
-    def reload() -> None:
-        # SIGHUP: the new config must be valid and name the same host, else nothing changes.
-        agent = running[-1]
-        try:
-            new = config_module.load(args.config, need_servers=not args.dry_run)
-        except LbdnsError as exc:
-            log.error("reload of %s failed; the running config stays:\n%s", args.config, exc)
-            return
-        if (new.farm, new.host) != (agent.config.farm, agent.config.host):
-            log.error(
-                "reload of %s: farm and host cannot change while running (%s in %s); "
-                "restart the agent for that. The running config stays",
-                args.config,
-                new.host,
-                new.farm,
-            )
-            return
-        logs.setup(new.log_format, new.log_level)
-        log.info("reloading %s", args.config)
-        agent.request_reload(new)
-
     async def main() -> None:
         loop = asyncio.get_running_loop()
+
+        def reload() -> None:
+            # SIGHUP reloads the agent running now (``agent`` below, read at call time). The new
+            # config must be valid and name the same host, else nothing changes.
+            try:
+                new = config_module.load(args.config, need_servers=not args.dry_run)
+            except LbdnsError as exc:
+                log.error("reload of %s failed; the running config stays:\n%s", args.config, exc)
+                return
+            if (new.farm, new.host) != (agent.config.farm, agent.config.host):
+                log.error(
+                    "reload of %s: farm and host cannot change while running (%s in %s); "
+                    "restart the agent for that. The running config stays",
+                    args.config,
+                    new.host,
+                    new.farm,
+                )
+                return
+            logs.setup(new.log_format, new.log_level)
+            log.info("reloading %s", args.config)
+            agent.request_reload(new)
+
         current = config
         while True:
             agent = Agent(current, push=not args.dry_run)
-            running.append(agent)
-            del running[:-1]
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, agent.request_stop)
             loop.add_signal_handler(signal.SIGHUP, reload)

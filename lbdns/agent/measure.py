@@ -225,14 +225,14 @@ def connection_counter(ports: Sequence[int], method: str = "auto", recount: floa
     if method == "netlink":
         return NetlinkCounter(ports)
     full = _netlink_or_proc(ports)
-    if method == "ebpf":
-        return EbpfCounter(ports, full, recount)
     try:
-        counter = EbpfCounter(ports, full, recount)
+        return EbpfCounter(ports, full, recount)
     except ebpf.Unavailable as exc:
+        if method == "ebpf":
+            full.close()
+            raise
         log.info("eBPF connection counting unavailable: %s", exc)
-        return _netlink_or_proc(ports)
-    return counter
+        return full
 
 
 def _netlink_or_proc(ports: Sequence[int]):
