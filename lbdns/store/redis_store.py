@@ -629,12 +629,7 @@ class RedisStore(Store):
                         future.set_result(result)
 
     async def report(self, farm: Farm, host: Host, report: Report) -> bool:
-        future = self._submit_report(farm, host, report)
-        if future is None:
-            return False
-        await self._finish(future)
-        self._apply_report(farm.name, host.name, report)
-        return True
+        return (await self.reports([(farm, host, report)]))[0]
 
     def _submit_report(self, farm: Farm, host: Host, report: Report) -> asyncio.Future | None:
         """Queue a report's write; None when it is older than what is known."""
