@@ -20,18 +20,16 @@ import argparse
 import http.client
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+import dns.message
+import dns.query
 
-import dns.message  # noqa: E402
-import dns.query  # noqa: E402
-from support import LbdnsProcess  # noqa: E402
+from lbdns.testing.process import LbdnsProcess
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FARM = "app.bench.test."
 

@@ -37,16 +37,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from lbdns.agent import config as agent_config
+from lbdns.agent import ebpf
+from lbdns.agent.main import Agent
+from lbdns.agent.measure import NetlinkCounter, ProcCounter
+from lbdns.testing.process import LbdnsProcess
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from support import LbdnsProcess  # noqa: E402
-
-from lbdns.agent import config as agent_config  # noqa: E402
-from lbdns.agent import ebpf  # noqa: E402
-from lbdns.agent.main import Agent  # noqa: E402
-from lbdns.agent.measure import NetlinkCounter, ProcCounter  # noqa: E402
 
 MAX_CONNECTIONS = 15_000
 HOLDER = r"""

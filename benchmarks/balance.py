@@ -34,7 +34,6 @@ import math
 import random
 import socket
 import struct
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,10 +41,9 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from lbdns.testing.process import LbdnsProcess
 
-from support import LbdnsProcess  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 POLICIES = ("least-load", "lowest-score", "weighted-round-robin", "round-robin")
 SLUG = {

@@ -21,13 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
+import balance
 
-import balance  # noqa: E402
-from redis_support import RedisProcess  # noqa: E402
-from support import LbdnsProcess  # noqa: E402
+from lbdns.testing.process import LbdnsProcess
+from lbdns.testing.redis import RedisProcess
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Group:

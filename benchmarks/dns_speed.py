@@ -37,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from lbdns.zone.model import Zone
+from lbdns.zone.parse import load_file
 
-from lbdns.zone import Zone, load_file  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 NSD = "/usr/sbin/nsd"
 DNSPERF = "dnsperf"

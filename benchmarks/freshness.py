@@ -31,14 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+import dns.message
+import dns.query
 
-import dns.message  # noqa: E402
-import dns.query  # noqa: E402
-from redis_support import RedisProcess  # noqa: E402
-from support import LbdnsProcess  # noqa: E402
+from lbdns.testing.process import LbdnsProcess
+from lbdns.testing.redis import RedisProcess
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FRESH = "fresh.bench.test."
 INGEST = "load.bench.test."

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import dns.message
 
-from lbdns.latency import LatencyHistogram
-from lbdns.querylog import QueryLog
+from lbdns.dnsserver.latency import LatencyHistogram
+from lbdns.dnsserver.querylog import QueryLog
+from lbdns.dnsserver.wire import Answerer
 from lbdns.registry import Registry
-from lbdns.wire import Answerer
-from lbdns.zone import load_folder
+from lbdns.zone.parse import load_folder
 
 ZONES = Path(__file__).resolve().parent.parent / "zones"
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import yamlfile
-from .auth import Token, parse_tokens
-from .errors import ConfigError, LbdnsError, ZoneErrors
-from .transport import parse_address
+from lbdns import yamlfile
+from lbdns.auth import Token, parse_tokens
+from lbdns.dnsserver.transport import parse_address
+from lbdns.errors import ConfigError, LbdnsError, ZoneErrors
 
 DEFAULT_HTTP = "127.0.0.1:8053"
 LOG_FORMATS = ("text", "json")

@@ -12,10 +12,11 @@ import random
 import time
 from collections.abc import Mapping
 
-from . import name as dname
-from .drain import DrainOptions
-from .farm import Clock, Farm, Host
-from .zone import HostSpec, Zone
+from lbdns import name as dname
+from lbdns.balance.drain import DrainOptions
+from lbdns.balance.farm import Clock, Farm
+from lbdns.balance.host import Host
+from lbdns.zone.model import HostSpec, Zone
 
 
 class Registry:

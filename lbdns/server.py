@@ -10,15 +10,13 @@ import asyncio
 import errno
 import logging
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Config
-from .errors import LbdnsError, ZoneErrors
-from .registry import Registry
-from .store import open_store
-from .transport import (
+from lbdns.config import Config
+from lbdns.dnsserver.transport import (
     TcpLimits,
     TcpServer,
     TransportStats,
@@ -26,8 +24,12 @@ from .transport import (
     bind_tcp,
     bind_udp,
 )
-from .wire import Answerer
-from .zone import Zone, load_folder
+from lbdns.dnsserver.wire import Answerer
+from lbdns.errors import LbdnsError, ZoneErrors
+from lbdns.registry import Registry
+from lbdns.store import open_store
+from lbdns.zone.model import Zone
+from lbdns.zone.parse import load_folder
 
 log = logging.getLogger("lbdns")
 
@@ -49,7 +51,7 @@ class Server:
         self.answerer = Answerer(self.registry)
         self.answerer.explain_queries = config.explain_queries
         if config.query_log > 0:
-            from .querylog import QueryLog
+            from lbdns.dnsserver.querylog import QueryLog
 
             self.answerer.query_log = QueryLog(
                 self.answerer, config.query_log, config.query_log_rate
@@ -149,21 +151,28 @@ class Server:
     async def _start_http(self) -> None:
         from aiohttp import web
 
-        from .web.app import build_app
+        from lbdns.web.app import build_app
 
         app = build_app(self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         host, port = self.config.http
-        site = web.TCPSite(runner, host, port)
+        # Bind the listening socket here, so the bound address (port 0 included) is ours to read
+        # and aiohttp's runner only serves it.
         try:
-            await site.start()
+            sock = socket.create_server(
+                (host, port),
+                family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                backlog=1024,
+                reuse_port=False,
+            )
         except OSError as exc:
             await runner.cleanup()
             raise LbdnsError(f"cannot listen on HTTP {host}:{port}: {exc.strerror}") from None
+        site = web.SockSite(runner, sock)
+        await site.start()
         self._http_runner = runner
-        sockets = site._server.sockets if site._server else []
-        self.http_address = sockets[0].getsockname()[:2] if sockets else (host, port)
+        self.http_address = sock.getsockname()[:2]
         log.info("HTTP API on http://%s:%d/", *self.http_address)
 
     def spawn(self, coro) -> asyncio.Task:

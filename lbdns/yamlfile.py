@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import LbdnsError
+from lbdns.errors import LbdnsError
 
 Where = tuple[Any, ...]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from support import LbdnsProcess
 
-from lbdns.client import Client, ClientError
+from lbdns.cli.client import Client, ClientError
 
 FARM = "app.admin.test."
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from lbdns.advice import farm_load, shed_advice
-from lbdns.drain import DrainOptions, drain_status
-from lbdns.farm import Farm, Report
-from lbdns.zone import FarmSpec, HostSpec
+from lbdns.balance.capacity import farm_load, shed_advice
+from lbdns.balance.drain import DrainOptions, drain_status
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import Report
+from lbdns.zone.model import FarmSpec, HostSpec
 
 
 class Clock:

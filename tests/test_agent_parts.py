@@ -15,7 +15,6 @@ from aiohttp import web
 from lbdns import yamlfile
 from lbdns.agent import config as agent_config
 from lbdns.agent import ebpf
-from lbdns.agent.advice import AdviceHook
 from lbdns.agent.config import Advice, Check
 from lbdns.agent.custom import MetricError, parse_json, parse_text
 from lbdns.agent.ebpf import EbpfCounter
@@ -23,6 +22,7 @@ from lbdns.agent.health import CheckState
 from lbdns.agent.measure import CpuMeter, NetlinkCounter, ProcCounter, connection_counter
 from lbdns.agent.push import backoff_delay
 from lbdns.agent.ratelog import RateLimitedLog
+from lbdns.agent.shed import AdviceHook
 from lbdns.errors import ConfigError, ZoneErrors
 
 BASE = "farm: chat.example.test.\nhost: web1\nservers: [http://127.0.0.1:8053]\n"

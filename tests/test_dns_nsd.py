@@ -19,7 +19,8 @@ import dns.query
 import pytest
 from support import ROOT, LbdnsProcess, free_port, stop_process, which
 
-from lbdns.zone import Zone, load_folder
+from lbdns.zone.model import Zone
+from lbdns.zone.parse import load_folder
 
 ZONES = ROOT / "tests" / "zones" / "auth"
 NSD = which("nsd")

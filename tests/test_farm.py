@@ -13,20 +13,9 @@ from collections import Counter
 import pytest
 from dnslib import QTYPE
 
-from lbdns.farm import (
-    DISABLED,
-    DOWN,
-    DRAINING,
-    NEW,
-    NODATA,
-    SERVFAIL,
-    SORRY,
-    STALE,
-    UP,
-    Farm,
-    Report,
-)
-from lbdns.zone import parse_text
+from lbdns.balance.farm import NODATA, SERVFAIL, SORRY, Farm
+from lbdns.balance.host import DISABLED, DOWN, DRAINING, NEW, STALE, UP, Report
+from lbdns.zone.parse import parse_text
 
 A, AAAA = QTYPE.A, QTYPE.AAAA
 

@@ -203,7 +203,7 @@ def test_redis_connection_state_and_resyncs(tmp_path):
 
 
 def test_latency_buckets_are_cumulative():
-    from lbdns.latency import BOUNDS, LatencyHistogram
+    from lbdns.dnsserver.latency import BOUNDS, LatencyHistogram
 
     histogram = LatencyHistogram()
     for seconds in (0.000001, 0.000005, 0.00002, 0.003, 1.0):

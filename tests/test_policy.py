@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from lbdns.policy import (
+from lbdns.balance.policy import (
     POLICIES,
     Ask,
     Candidate,
@@ -17,7 +17,7 @@ from lbdns.policy import (
     round_robin,
     score_weights,
 )
-from lbdns.policy import weighted_round_robin as wrr
+from lbdns.balance.policy import weighted_round_robin as wrr
 
 
 def cands(*items: tuple[str, float] | tuple[str, float, float]) -> tuple[Candidate, ...]:

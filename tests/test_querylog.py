@@ -13,11 +13,11 @@ from obs_support import scrape, value
 from support import EXAMPLE_ZONES, LbdnsProcess
 
 from lbdns.config import Config
-from lbdns.querylog import QueryLog
+from lbdns.dnsserver.querylog import QueryLog
+from lbdns.dnsserver.wire import Answerer
 from lbdns.registry import Registry
 from lbdns.server import Server
-from lbdns.wire import Answerer
-from lbdns.zone import load_folder
+from lbdns.zone.parse import load_folder
 
 
 def query_lines(text: str) -> list[dict]:

@@ -17,11 +17,11 @@ import pytest
 from redis_support import RedisProcess, redis_available
 from support import LbdnsProcess, http_json
 
+from lbdns.balance.host import Report
 from lbdns.config import Config
-from lbdns.farm import Report
 from lbdns.registry import Registry
-from lbdns.store.redis_store import RedisStore
-from lbdns.zone import load_folder
+from lbdns.store.redis.store import RedisStore
+from lbdns.zone.parse import load_folder
 
 pytestmark = [
     pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),

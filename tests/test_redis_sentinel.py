@@ -16,7 +16,7 @@ from redis_support import RedisProcess, SentinelProcess, redis_available
 from test_redis_store import FARM, make_store, report, until
 
 from lbdns.errors import Unavailable
-from lbdns.zone import HostSpec
+from lbdns.zone.model import HostSpec
 
 pytestmark = [
     pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),

@@ -20,12 +20,13 @@ import redis.asyncio as aioredis
 from redis_support import RedisProcess, redis_available
 from support import EXAMPLE_ZONES
 
+from lbdns.balance.host import STALE, UP, Report
 from lbdns.config import Config
 from lbdns.errors import ConfigError, Unavailable
-from lbdns.farm import STALE, UP, Report
 from lbdns.registry import Registry
-from lbdns.store.redis_store import RedisStore, display_url, parse_sentinel_url
-from lbdns.zone import HostSpec, load_folder
+from lbdns.store.redis.store import RedisStore, display_url, parse_sentinel_url
+from lbdns.zone.model import HostSpec
+from lbdns.zone.parse import load_folder
 
 pytestmark = [
     pytest.mark.skipif(not redis_available(), reason="redis-server is not installed"),

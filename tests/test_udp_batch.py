@@ -17,8 +17,8 @@ import dns.query
 import pytest
 from support import ROOT, LbdnsProcess
 
-from lbdns import udpbatch
-from lbdns.transport import TransportStats, UdpListener, bind_udp
+from lbdns.dnsserver import udpbatch
+from lbdns.dnsserver.transport import TransportStats, UdpListener, bind_udp
 
 MODES = [pytest.param(True, id="batched"), pytest.param(False, id="one-by-one")]
 

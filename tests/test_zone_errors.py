@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from lbdns.errors import ZoneErrors
-from lbdns.zone import load_folder
+from lbdns.zone.parse import load_folder
 
 HEAD = """\
 zone: bad.test.
@@ -288,7 +288,7 @@ def test_yaml_typed_words_stay_names_and_text(tmp_path):
 def test_serial_from_mtime_never_goes_back(tmp_path):
     import os
 
-    from lbdns.zone import load_file
+    from lbdns.zone.parse import load_file
 
     path = tmp_path / "z.yaml"
     path.write_text(HEAD)

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import yamlfile
-from ..errors import ConfigError, LbdnsError, ZoneErrors
-from ..name import NameError_
-from ..name import absolute as absolute_name
-from ..zone import check_host_name, parse_host
-from .measure import METHODS
+from lbdns import yamlfile
+from lbdns.agent.measure import METHODS
+from lbdns.errors import ConfigError, LbdnsError, ZoneErrors
+from lbdns.name import NameError_
+from lbdns.name import absolute as absolute_name
+from lbdns.zone.settings import check_host_name, parse_host
 
 Fail = Callable[[yamlfile.Where, str], None]
 

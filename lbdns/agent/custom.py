@@ -15,8 +15,8 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import LbdnsError
-from .config import BUILTIN_METRICS, METRIC_NAME, MetricSource
+from lbdns.agent.config import BUILTIN_METRICS, METRIC_NAME, MetricSource
+from lbdns.errors import LbdnsError
 
 
 class MetricError(LbdnsError):

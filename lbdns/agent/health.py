@@ -15,7 +15,7 @@ import time
 
 import aiohttp
 
-from .config import Check
+from lbdns.agent.config import Check
 
 
 class CheckState:

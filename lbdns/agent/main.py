@@ -24,14 +24,14 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import LbdnsError
-from .advice import AdviceHook
-from .config import AgentConfig
-from .custom import MetricError, collect
-from .health import Health
-from .measure import CpuMeter, connection_counter, load_average, memory_used
-from .push import ServerLink
-from .ratelog import RateLimitedLog
+from lbdns.agent.config import AgentConfig
+from lbdns.agent.custom import MetricError, collect
+from lbdns.agent.health import Health
+from lbdns.agent.measure import CpuMeter, connection_counter, load_average, memory_used
+from lbdns.agent.push import ServerLink
+from lbdns.agent.ratelog import RateLimitedLog
+from lbdns.agent.shed import AdviceHook
+from lbdns.errors import LbdnsError
 
 log = logging.getLogger("lbdns.agent")
 
@@ -282,8 +282,8 @@ def register_command(commands) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import logs
-    from . import config as config_module
+    from lbdns import logs
+    from lbdns.agent import config as config_module
 
     config = config_module.load(args.config, need_servers=not (args.once or args.dry_run))
     logs.setup(config.log_format, config.log_level)

@@ -20,8 +20,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from . import ebpf
-from .ebpf import EbpfCounter
+from lbdns.agent import ebpf
+from lbdns.agent.ebpf import EbpfCounter
 
 log = logging.getLogger("lbdns.agent")
 

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .config import AgentConfig, Server
-from .ratelog import RateLimitedLog
+from lbdns.agent.config import AgentConfig, Server
+from lbdns.agent.ratelog import RateLimitedLog
 
 log = logging.getLogger("lbdns.agent")
 

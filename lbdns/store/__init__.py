@@ -15,20 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..registry import Registry
-    from .base import Store
+    from lbdns.config import Config
+    from lbdns.registry import Registry
+    from lbdns.store.base import Store
 
 
 def open_store(config: Config, registry: Registry) -> Store:
     """The store named by ``config.state``."""
     url = config.state
     if url.startswith("memory://"):
-        from .memory import MemoryStore
+        from lbdns.store.memory import MemoryStore
 
         return MemoryStore(registry, data_dir=config.data_dir)
     if url.startswith(("redis://", "rediss://", "redis+sentinel://")):
-        from .redis_store import RedisStore
+        from lbdns.store.redis.store import RedisStore
 
         return RedisStore(registry, url=url, config=config)
     raise ValueError(f"unknown state URL {url!r}")

@@ -11,9 +11,10 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
-from ..farm import Farm, Host, Report
-from ..registry import Registry
-from ..zone import HostSpec
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import Host, Report
+from lbdns.registry import Registry
+from lbdns.zone.model import HostSpec
 
 
 class Store(abc.ABC):

@@ -20,14 +20,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..drain import DrainOptions
-from ..errors import LbdnsError, Unavailable
-from ..farm import Farm, Host, Report
-from ..registry import Registry
-from ..zone import HostSpec
-from . import default_data_dir
-from .base import Store, apply_report
-from .overlay import Overlay
+from lbdns.balance.drain import DrainOptions
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import Host, Report
+from lbdns.errors import LbdnsError, Unavailable
+from lbdns.registry import Registry
+from lbdns.store import default_data_dir
+from lbdns.store.base import Store, apply_report
+from lbdns.store.overlay import Overlay
+from lbdns.zone.model import HostSpec
 
 log = logging.getLogger("lbdns.store")
 

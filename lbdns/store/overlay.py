@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ..drain import DrainOptions
-from ..registry import Registry
-from ..zone import HostSpec
+from lbdns.balance.drain import DrainOptions
+from lbdns.registry import Registry
+from lbdns.zone.model import HostSpec
 
 FORMAT_VERSION = 2
 

@@ -25,13 +25,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..advice import farm_load
-from ..auth import Token
-from ..drain import DEFAULT_GRACE, DrainOptions, drain_status
-from ..errors import Conflict, Forbidden, NotFound, RequestError, ZoneErrors
-from ..farm import DRAINED, Farm, Host
-from ..zone import HostSpec, check_host_name, parse_host
-from .app import SERVER, authenticate, json_response, read_json
+from lbdns.auth import Token
+from lbdns.balance.capacity import farm_load
+from lbdns.balance.drain import DEFAULT_GRACE, DrainOptions, drain_status
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import DRAINED, Host
+from lbdns.errors import Conflict, Forbidden, NotFound, RequestError, ZoneErrors
+from lbdns.web.base import REGISTRY, SERVER, authenticate, json_response, read_json
+from lbdns.zone.model import HostSpec
+from lbdns.zone.settings import check_host_name, parse_host
 
 log = logging.getLogger("lbdns.admin")
 
@@ -46,14 +48,14 @@ MAX_GRACE = 86400.0
 
 
 def _now(request: web.Request) -> float:
-    return request.app[SERVER].registry.clock()
+    return request.app[REGISTRY].clock()
 
 
 def _farm(request: web.Request, token: Token) -> Farm:
     name = request.match_info["farm"]
-    farm = request.app[SERVER].registry.farm(name)
+    farm = request.app[REGISTRY].farm(name)
     if farm is None:
-        served = [f for f in sorted(request.app[SERVER].registry.farms) if token.allows_farm(f)]
+        served = [f for f in sorted(request.app[REGISTRY].farms) if token.allows_farm(f)]
         listed = ", ".join(served[:5]) + (", ..." if len(served) > 5 else "")
         raise NotFound(f"no farm {name!r} is served (farms: {listed or 'none'})", field="farm")
     if not token.allows_farm(farm.name):
@@ -439,9 +441,7 @@ async def selector_action(request: web.Request) -> web.Response:
             drain = drain_status(
                 farm,
                 host,
-                request.app[SERVER].registry.drain_options.get(
-                    (farm.name, host.name), DrainOptions()
-                ),
+                request.app[REGISTRY].drain_options.get((farm.name, host.name), DrainOptions()),
                 now,
             )
             if drain is None or not drain.done:

@@ -20,11 +20,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..advice import advice_reply
-from ..auth import Token
-from ..errors import Forbidden, NotFound, RequestError
-from ..farm import Farm, Host, Report, score
-from .app import SERVER, authenticate, json_response, read_json
+from lbdns.auth import Token
+from lbdns.balance.capacity import advice_reply
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import Host, Report, score
+from lbdns.errors import Forbidden, NotFound, RequestError
+from lbdns.web.base import CONFIG, REGISTRY, SERVER, STORE, authenticate, json_response, read_json
 
 routes = web.RouteTableDef()
 
@@ -102,7 +103,7 @@ def parse_report(data: Any, where: str = "") -> dict[str, Any]:
 
 
 def _find(request: web.Request, item: dict[str, Any], where: str) -> tuple[Farm, Host]:
-    registry = request.app[SERVER].registry
+    registry = request.app[REGISTRY]
     farm = registry.farm(item["farm"])
     if farm is None:
         raise NotFound(f"{where}farm: no farm named {item['farm']!r}", field=f"{where}farm")
@@ -164,7 +165,7 @@ async def post_report(request: web.Request) -> web.Response:
     item = parse_report(await read_json(request))
     farm, host = _find(request, item, "")
     _allowed(token, farm, host, "")
-    applied = await request.app[SERVER].store.report(farm, host, _report(farm, item))
+    applied = await request.app[STORE].report(farm, host, _report(farm, item))
     return json_response(_reply(request, farm, host, item, applied))
 
 
@@ -173,7 +174,7 @@ async def post_reports(request: web.Request) -> web.Response:
     """A batch: ``{"reports": [report, ...]}``. Validated as a whole (400/403 name the item);
     unknown farms or hosts are per-item errors so one removed host does not drop the rest."""
     token = authenticate(request, "report")
-    _check_size(request, request.app[SERVER].config.max_body)
+    _check_size(request, request.app[CONFIG].max_body)
     body = await read_json(request)
     if not isinstance(body, dict) or set(body) != {"reports"}:
         raise RequestError('body must be {"reports": [...]}', field="reports")
@@ -197,7 +198,7 @@ async def post_reports(request: web.Request) -> web.Response:
         for item, target in zip(parsed, found, strict=True)
         if not isinstance(target, NotFound)
     ]
-    applied = iter(await request.app[SERVER].store.reports(batch))
+    applied = iter(await request.app[STORE].reports(batch))
     results = []
     for item, target in zip(parsed, found, strict=True):
         if isinstance(target, NotFound):
@@ -219,7 +220,7 @@ async def post_reports(request: web.Request) -> web.Response:
 @routes.get("/v1/farms/{farm}/explain")
 async def explain(request: web.Request) -> web.Response:
     token = authenticate(request, "read")
-    farm = request.app[SERVER].registry.farm(request.match_info["farm"])
+    farm = request.app[REGISTRY].farm(request.match_info["farm"])
     if farm is None:
         raise NotFound(f"no farm named {request.match_info['farm']!r}", field="farm")
     if not token.allows_farm(farm.name):

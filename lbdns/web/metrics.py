@@ -29,11 +29,11 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from ..errors import RequestError
-from ..farm import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
-from ..server import Server
-from .app import SERVER, Handler, authenticate
-from .status import HISTORY, History
+from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
+from lbdns.errors import RequestError
+from lbdns.server import Server
+from lbdns.web.base import SERVER, Handler, authenticate
+from lbdns.web.status import HISTORY, History
 
 STATES = (UP, NEW, STALE, DOWN, DRAINING, DRAINED, DISABLED)
 

@@ -23,9 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..farm import DOWN, STALE, UP, Farm
-from ..server import Server
-from .app import SERVER, authenticate, json_response
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import DOWN, STALE, UP
+from lbdns.server import Server
+from lbdns.web.base import CONFIG, SERVER, authenticate, json_response
 
 log = logging.getLogger("lbdns.http")
 
@@ -215,7 +216,7 @@ def status(server: Server, history: History | None, points: int = 120) -> dict[s
 def _page_auth(request: web.Request) -> None:
     # The page carries no data: with tokens configured anyone may load it and the data calls
     # need the token; without tokens it is loopback-only like everything else.
-    if not request.app[SERVER].config.tokens:
+    if not request.app[CONFIG].tokens:
         authenticate(request, "read")
 
 

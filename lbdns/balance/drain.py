@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .farm import DRAINED, DRAINING, Farm, Host
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import DRAINED, DRAINING, Host
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from lbdns.registry import Registry
 
 DEFAULT_GRACE = 5.0
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from .client import Client, ClientError, quote, read_token
+from lbdns.cli.client import Client, ClientError, quote, read_token
 
 
 def client_options(p: argparse.ArgumentParser) -> None:

@@ -7,18 +7,9 @@ load-aware default policy the farm also keeps, per host, the load its own recent
 expected to bring (``lbdns.accounting``), added to each candidate's score before the policy sees
 it and charged after each answer.
 
-Host states (docs/balancing.md):
+Host states are in ``lbdns.balance.host``.
 
-| state    | when                                                        | answered          |
-|----------|-------------------------------------------------------------|-------------------|
-| up       | a fresh report says healthy                                 | yes               |
-| new      | never reported since this server started or since added     | only in warm-up * |
-| stale    | no report for ``stale_after`` x the host's report interval  | fail-open only    |
-| down     | the last report says unhealthy                              | fail-open only    |
-| draining | drained through the admin API; turns drained when empty     | never             |
-| disabled | disabled through the admin API                              | never             |
-
-\\* Warm-up: until ``stale_after`` report intervals after the first report the farm received
+Warm-up: until ``stale_after`` report intervals after the first report the farm received
 (a restart), hosts that have not reported yet are answered at the mean reported load, so the
 first host to report does not get every answer. After that a never-reported host is answered
 only when no host is up (fail-open, after stale hosts).
@@ -35,22 +26,22 @@ from typing import Any, NamedTuple
 
 from dnslib import QTYPE
 
-from .accounting import Accounting, Ledger
-from .policy import ACCOUNTED, POLICIES, Ask, Candidate
-from .zone import FarmSpec, HostSpec
+from lbdns.balance.accounting import Accounting, Ledger
+from lbdns.balance.host import (
+    DISABLED,
+    DOWN,
+    DRAINING,
+    NEW,
+    STALE,
+    UP,
+    Host,
+    raw_score,
+    score,
+)
+from lbdns.balance.policy import ACCOUNTED, POLICIES, Ask, Candidate
+from lbdns.zone.model import FarmSpec
 
 Clock = Callable[[], float]
-
-# Host states, in the order of precedence used to describe a host.
-UP = "up"
-NEW = "new"  # never reported since this server started (or since it was added)
-STALE = "stale"  # no report for stale_after x its interval
-DOWN = "down"  # reported unhealthy
-DRAINING = "draining"
-DRAINED = "drained"
-DISABLED = "disabled"
-
-ADMIN_STATES = ("enabled", "draining", "disabled")
 
 # Answers that are not host lists.
 NODATA = "nodata"
@@ -67,70 +58,6 @@ def _names(chosen: Sequence[Candidate]) -> tuple[str, ...]:
     if len(chosen) == 1:
         return (chosen[0].name,)
     return tuple(c.name for c in chosen)
-
-
-@dataclass(slots=True)
-class Report:
-    """The last report accepted from a host."""
-
-    seq: int
-    received: float  # wall-clock seconds when accepted
-    interval: float
-    healthy: bool
-    metrics: Mapping[str, float]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "received": self.received,
-            "interval": self.interval,
-            "healthy": self.healthy,
-            "metrics": dict(self.metrics),
-        }
-
-
-@dataclass(slots=True)
-class Host:
-    """A host of a farm with everything the server knows about it."""
-
-    spec: HostSpec
-    admin: str = "enabled"  # enabled, draining or disabled
-    drain_started: float | None = None
-    report: Report | None = None
-    last_answered: float = 0.0
-    answers: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def keep_state_of(self, previous: Host) -> None:
-        """Carry what the server learnt about a host over to its new object (after a reload)."""
-        self.report = previous.report
-        self.admin = previous.admin
-        self.drain_started = previous.drain_started
-        self.last_answered = previous.last_answered
-        self.answers = previous.answers
-
-
-def raw_score(report: Report | None, weights: Mapping[str, float]) -> float:
-    """The weighted sum of a report's metrics, before dividing by capacity."""
-    if report is None:
-        return 0.0
-    total = 0.0
-    metrics = report.metrics
-    for metric, weight in weights.items():
-        total += weight * float(metrics.get(metric, 0.0))
-    return total
-
-
-def score(report: Report | None, weights: Mapping[str, float], capacity: float) -> float:
-    """A host's load score: the weighted sum of its metrics divided by its capacity.
-
-    With the default weights ``{"connections": 1}`` this is connections per unit of capacity.
-    A host with no report scores 0.
-    """
-    return raw_score(report, weights) / capacity
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import LbdnsError, ZoneErrors
+from lbdns import __version__
+from lbdns.errors import LbdnsError, ZoneErrors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +81,9 @@ def _serve_command(commands) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import config as config_module
-    from . import logs
-    from .server import Server
+    from lbdns import config as config_module
+    from lbdns import logs
+    from lbdns.server import Server
 
     config = config_module.load(args.config, config_overrides(args))
     logs.setup(config.log_format, config.log_level)
@@ -119,7 +119,7 @@ def _zones_folder(args: argparse.Namespace) -> Path:
     if args.zones:
         return Path(args.zones)
     if args.config is not None:
-        from . import yamlfile
+        from lbdns import yamlfile
 
         try:
             data = yamlfile.load(args.config, LbdnsError).data
@@ -132,9 +132,9 @@ def _zones_folder(args: argparse.Namespace) -> Path:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from . import config as config_module
-    from .errors import ZoneErrors as Errors
-    from .zone import load_folder
+    from lbdns import config as config_module
+    from lbdns.errors import ZoneErrors as Errors
+    from lbdns.zone.parse import load_folder
 
     errors = []
     config = None
@@ -167,7 +167,7 @@ COMMANDS = [_serve_command, _check_command]
 
 
 def _admin_commands(commands) -> None:
-    from .cli_admin import COMMANDS as admin_commands
+    from lbdns.cli.admin import COMMANDS as admin_commands
 
     for register in admin_commands:
         register(commands)
@@ -177,7 +177,7 @@ COMMANDS.append(_admin_commands)
 
 
 def _status_command(commands) -> None:
-    from .cli_status import register
+    from lbdns.cli.status import register
 
     register(commands)
 
@@ -186,7 +186,7 @@ COMMANDS.append(_status_command)
 
 
 def _agent_command(commands) -> None:
-    from .agent.main import register_command
+    from lbdns.agent.main import register_command
 
     register_command(commands)
 

@@ -41,7 +41,13 @@ Policy = Callable[[Sequence[Candidate], Ask], Sequence[Candidate]]
 
 
 def _table() -> dict[str, Policy]:
-    from . import least_load, lowest_score, random_choice, round_robin, weighted_round_robin
+    from lbdns.balance.policy import (
+        least_load,
+        lowest_score,
+        random_choice,
+        round_robin,
+        weighted_round_robin,
+    )
 
     return {
         "least-load": least_load.choose,

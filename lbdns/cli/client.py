@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .errors import LbdnsError
+from lbdns.errors import LbdnsError
 
 DEFAULT_SERVER = "http://127.0.0.1:8053"
 

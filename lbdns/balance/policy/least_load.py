@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import Ask, Candidate
+from lbdns.balance.policy import Ask, Candidate
 
 MIN_PER_RECORD = 1.0  # a record must be worth at least one expected connection
 SPLIT_GAIN = 0.001  # split only when the highest projected load drops by more than 0.1 %

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import Ask, Candidate
+from lbdns.balance.policy import Ask, Candidate
 
 
 def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:

@@ -39,16 +39,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from ..drain import DrainOptions
-from ..errors import ConfigError, Unavailable
-from ..farm import Farm, Host, Report
-from ..registry import Registry
-from ..zone import HostSpec
-from .base import Store, apply_report
-from .overlay import HostChange, Overlay, _zone_entry, spec_digest
+from lbdns.balance.drain import DrainOptions
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import Host, Report
+from lbdns.errors import ConfigError, Unavailable
+from lbdns.registry import Registry
+from lbdns.store.base import Store, apply_report
+from lbdns.store.overlay import HostChange, Overlay, _zone_entry, spec_digest
+from lbdns.zone.model import HostSpec
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from lbdns.config import Config
 
 log = logging.getLogger("lbdns.store")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dnslib import CLASS, QTYPE, RCODE, RR, TXT, DNSError, DNSRecord
 
-from .registry import Registry
+from lbdns.registry import Registry
 
 PREFIX = "_lbdns."
 MAX_UDP = 1232

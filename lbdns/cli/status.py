@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .client import Client, read_token
+from lbdns.cli.client import Client, read_token
 
 COLOURS = {
     "up": "32",  # green

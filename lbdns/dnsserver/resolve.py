@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from dnslib import QTYPE, RCODE, RR, DNSLabel
 
-from . import name as dname
-from .farm import Farm
-from .registry import Registry
-from .zone import Zone
+from lbdns import name as dname
+from lbdns.balance.farm import Farm
+from lbdns.registry import Registry
+from lbdns.zone.model import Zone
 
 MAX_CNAME_CHAIN = 8
 ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .farm import Report
+    from lbdns.balance.host import Report
 
 SATURATED = 1.25  # gap/W below which a resolver asks as soon as its cache expires
 GAP_ALPHA = 0.3  # weight of the newest gap in a client's EWMA

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from . import name as dname
-from .farm import UP
-from .wire import Answerer, FarmEntry
+from lbdns import name as dname
+from lbdns.balance.host import UP
+from lbdns.dnsserver.wire import Answerer, FarmEntry
 
 log = logging.getLogger("lbdns.query")
 

@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .farm import DISABLED, UP, Farm, Host, score
+from lbdns.balance.farm import Farm
+from lbdns.balance.host import DISABLED, UP, Host, score
 
 SHED_FACTOR = 1.5
 

@@ -15,9 +15,9 @@ import time
 
 import aiohttp
 
-from .config import Advice
-from .custom import MetricError, run_command
-from .ratelog import RateLimitedLog
+from lbdns.agent.config import Advice
+from lbdns.agent.custom import MetricError, run_command
+from lbdns.agent.ratelog import RateLimitedLog
 
 log = logging.getLogger("lbdns.agent")
 

@@ -27,11 +27,11 @@ from dnslib import AAAA as AAAA_RDATA
 from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import A as A_RDATA
 
-from . import explain
-from . import name as dname
-from .farm import NODATA, SERVFAIL, Farm
-from .registry import Registry
-from .resolve import REFUSED, Resolution, resolve
+from lbdns import name as dname
+from lbdns.balance.farm import NODATA, SERVFAIL, Farm
+from lbdns.dnsserver import explain
+from lbdns.dnsserver.resolve import REFUSED, Resolution, resolve
+from lbdns.registry import Registry
 
 log = logging.getLogger("lbdns.dns")
 

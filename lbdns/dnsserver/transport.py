@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
-from . import udpbatch
-from .latency import LatencyHistogram
+from lbdns.dnsserver import udpbatch
+from lbdns.dnsserver.latency import LatencyHistogram
 
 log = logging.getLogger("lbdns.dns")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
-from . import Ask, Candidate
+from lbdns.balance.policy import Ask, Candidate
 
 _MAX_SCHEDULE = 4096
 

@@ -1,0 +1,1 @@
+"""Harness for tests and benchmarks (not used by the server)."""

@@ -1,0 +1,123 @@
+"""Zone files: YAML in, frozen ``Zone`` objects out.
+
+A zone file holds one zone. Its shape (documented in docs/zones.md)::
+
+    zone: example.test.
+    ttl: 300
+    soa: {mname: ns1, rname: hostmaster, refresh: 3600, retry: 600, expire: 1209600, minimum: 30}
+    ns: [ns1, ns2]
+    records:
+      ns1: {A: 192.0.2.53}
+      "@": {MX: "10 mail", TXT: "v=spf1 -all"}
+    farms:
+      chat:
+        ttl: 5
+        hosts:
+          web1: {a: 192.0.2.10, capacity: 1}
+
+Parsing never stops at the first problem: every error is collected with its file, path and line
+so that ``lbdns check`` can print them all. Zone objects are frozen; a reload builds new ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from dnslib import QTYPE, RR
+
+from lbdns import name as dname
+
+STATIC_TYPES = ("A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS", "PTR")
+ALL_UNHEALTHY = ("fail-open", "nodata", "servfail", "sorry")
+MAX_TTL = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A host of a farm: where it is and how much it can take."""
+
+    name: str
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    capacity: float = 1.0
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    source: str = "zone"  # "zone", "api" or "registered"
+
+    def addresses(self, qtype: int) -> tuple[str, ...]:
+        return self.a if qtype == QTYPE.A else self.aaaa if qtype == QTYPE.AAAA else ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": list(self.a),
+            "aaaa": list(self.aaaa),
+            "capacity": self.capacity,
+            "labels": dict(self.labels),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class FarmSpec:
+    """A name answered from a set of hosts, as the zone file declares it."""
+
+    name: str
+    ttl: int = 5
+    policy: str = "least-load"
+    answers: int = 1  # records per answer (the load-aware policy may give more to split a herd)
+    score: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({"connections": 1.0})
+    )
+    watermark: float | None = None
+    stale_after: float = 2.0  # a host is stale after this many of its report intervals
+    all_unhealthy: str = "fail-open"
+    cache_time: float | None = None  # how long resolvers keep an answer (None: the TTL)
+    split: int = 4  # at most this many records when least-load splits a resolver's herd
+    sorry_a: tuple[str, ...] = ()
+    sorry_aaaa: tuple[str, ...] = ()
+    hosts: tuple[HostSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One served zone. ``rrsets`` maps owner -> qtype -> records, all frozen."""
+
+    origin: str
+    source: str
+    ttl: int
+    serial: int
+    soa: RR
+    negative_ttl: int
+    rrsets: Mapping[str, Mapping[int, tuple[RR, ...]]]
+    farms: Mapping[str, FarmSpec]
+    names: frozenset[str]  # every name that exists: owners, farms and empty non-terminals
+    digest: str  # of the parsed content; a reload with another digest bumps the serial
+    where: str = "zone"  # the 'zone' key and its line, for errors that involve several files
+
+    @functools.cached_property
+    def negative_soa(self) -> RR:
+        """The SOA as negative answers carry it: TTL min(SOA TTL, MINIMUM) (RFC 2308 5)."""
+        return RR(self.origin, QTYPE.SOA, ttl=self.negative_ttl, rdata=self.soa.rdata)
+
+    @functools.cached_property
+    def negative_soa_wire(self) -> bytes:
+        """``negative_soa`` in wire form without its owner: type, class, TTL, RDATA."""
+        rdata = self.soa.rdata
+        fixed = (
+            dname.to_wire(str(rdata.mname).lower())
+            + dname.to_wire(str(rdata.rname).lower())
+            + struct.pack("!5I", *rdata.times)
+        )
+        return struct.pack("!HHIH", QTYPE.SOA, 1, self.negative_ttl, len(fixed)) + fixed
+
+    @functools.cached_property
+    def origin_wire(self) -> bytes:
+        return dname.to_wire(self.origin)
+
+    @property
+    def ns_names(self) -> tuple[str, ...]:
+        return tuple(str(rr.rdata.label).lower() for rr in self.rrsets[self.origin][QTYPE.NS])

@@ -1,0 +1,197 @@
+"""A farm's and a host's settings, from a zone file or an API body."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from lbdns import yamlfile
+from lbdns.zone.model import ALL_UNHEALTHY, FarmSpec, HostSpec
+
+Fail = Callable[[yamlfile.Where, str], None]
+
+FARM_KEYS = {
+    "ttl",
+    "policy",
+    "answers",
+    "score",
+    "watermark",
+    "stale_after",
+    "all_unhealthy",
+    "sorry",
+    "hosts",
+    "cache_time",
+    "split",
+}
+
+
+def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> FarmSpec | None:
+    """Validate a farm's settings; report problems through ``fail``."""
+    from lbdns.balance.policy import POLICIES, score_weights
+
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        fail(where, "a farm must be a mapping of settings")
+        return None
+    for key in body:
+        if key not in FARM_KEYS:
+            fail(
+                (*where, key),
+                f"unknown farm setting (expected one of {', '.join(sorted(FARM_KEYS))})",
+            )
+    kwargs: dict[str, Any] = {"name": farm_name}
+    ttl = body.get("ttl", 5)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 86400:
+        fail((*where, "ttl"), f"must be an integer from 0 to 86400, got {ttl!r}")
+    else:
+        kwargs["ttl"] = ttl
+    policy = body.get("policy", FarmSpec.policy)
+    if policy not in POLICIES:
+        fail(
+            (*where, "policy"), f"unknown policy {policy!r} (one of {', '.join(sorted(POLICIES))})"
+        )
+    else:
+        kwargs["policy"] = policy
+    answers = body.get("answers", 1)
+    if isinstance(answers, bool) or not isinstance(answers, int) or not 1 <= answers <= 16:
+        fail((*where, "answers"), f"must be an integer from 1 to 16, got {answers!r}")
+    else:
+        kwargs["answers"] = answers
+    if "score" in body:
+        try:
+            kwargs["score"] = MappingProxyType(score_weights(body["score"]))
+        except ValueError as exc:
+            fail((*where, "score"), str(exc))
+    watermark = body.get("watermark")
+    if watermark is not None:
+        if isinstance(watermark, bool) or not isinstance(watermark, (int, float)) or watermark <= 0:
+            fail((*where, "watermark"), f"must be a positive number, got {watermark!r}")
+        else:
+            kwargs["watermark"] = float(watermark)
+    stale_after = body.get("stale_after", 2.0)
+    if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)):
+        fail((*where, "stale_after"), f"must be a number of report intervals, got {stale_after!r}")
+    elif not 1.0 <= stale_after <= 100:
+        fail((*where, "stale_after"), "must be between 1 and 100 report intervals")
+    else:
+        kwargs["stale_after"] = float(stale_after)
+    cache_time = body.get("cache_time")
+    if cache_time is not None:
+        if (
+            isinstance(cache_time, bool)
+            or not isinstance(cache_time, (int, float))
+            or not 0 < cache_time <= 86400
+        ):
+            fail((*where, "cache_time"), f"must be seconds from 0 to 86400, got {cache_time!r}")
+        else:
+            kwargs["cache_time"] = float(cache_time)
+    split = body.get("split", 4)
+    if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= 16:
+        fail((*where, "split"), f"must be an integer from 1 to 16, got {split!r}")
+    else:
+        kwargs["split"] = split
+    mode = body.get("all_unhealthy", "fail-open")
+    if mode not in ALL_UNHEALTHY:
+        fail((*where, "all_unhealthy"), f"must be one of {', '.join(ALL_UNHEALTHY)}, got {mode!r}")
+    else:
+        kwargs["all_unhealthy"] = mode
+    sorry = body.get("sorry")
+    if mode == "sorry" and not sorry:
+        fail((*where, "sorry"), "all_unhealthy: sorry needs a sorry: {a: ..., aaaa: ...} address")
+    if sorry is not None:
+        if not isinstance(sorry, dict) or set(sorry) - {"a", "aaaa"}:
+            fail((*where, "sorry"), "must be a mapping with keys a and/or aaaa")
+        else:
+            try:
+                kwargs["sorry_a"] = _addresses(sorry.get("a"), ipaddress.IPv4Address, "a")
+                kwargs["sorry_aaaa"] = _addresses(sorry.get("aaaa"), ipaddress.IPv6Address, "aaaa")
+            except ValueError as exc:
+                fail((*where, "sorry"), str(exc))
+    hosts = body.get("hosts", {})
+    if hosts is None:
+        hosts = {}
+    if not isinstance(hosts, dict):
+        fail((*where, "hosts"), "hosts must be a mapping of host name to its settings")
+        hosts = {}
+    parsed = []
+    for host_name, host_body in hosts.items():
+        host = parse_host(str(host_name), host_body, (*where, "hosts", host_name), fail, "zone")
+        if host is not None:
+            parsed.append(host)
+    kwargs["hosts"] = tuple(parsed)
+    return FarmSpec(**kwargs)
+
+
+HOST_KEYS = {"a", "aaaa", "capacity", "labels"}
+
+
+def parse_host(
+    host_name: str, body: Any, where: yamlfile.Where, fail: Fail, source: str
+) -> HostSpec | None:
+    """Validate one host's settings (zone file or API body); report problems through ``fail``."""
+    ok = True
+    if not check_host_name(host_name):
+        fail(where, "host names are 1-63 letters, digits, '-', '_' or '.'")
+        ok = False
+    if not isinstance(body, dict):
+        fail(where, "a host must be a mapping with a and/or aaaa and capacity")
+        return None
+    for key in body:
+        if key not in HOST_KEYS:
+            fail(
+                (*where, key),
+                f"unknown host setting (expected one of {', '.join(sorted(HOST_KEYS))})",
+            )
+            ok = False
+    addresses = {}
+    for key, cls in (("a", ipaddress.IPv4Address), ("aaaa", ipaddress.IPv6Address)):
+        try:
+            addresses[key] = _addresses(body.get(key), cls, key)
+        except ValueError as exc:
+            fail((*where, key), str(exc))
+            ok = False
+    if ok and not addresses["a"] and not addresses["aaaa"]:
+        fail(where, "a host needs an a or aaaa address")
+        ok = False
+    capacity = body.get("capacity", 1)
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not capacity > 0:
+        fail((*where, "capacity"), f"must be a positive number, got {capacity!r}")
+        ok = False
+    labels = body.get("labels", {}) or {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in labels.items()
+    ):
+        fail((*where, "labels"), "labels must be a mapping of strings")
+        ok = False
+    if not ok:
+        return None
+    return HostSpec(
+        name=host_name,
+        a=addresses["a"],
+        aaaa=addresses["aaaa"],
+        capacity=float(capacity),
+        labels=MappingProxyType({k: str(v) for k, v in labels.items()}),
+        source=source,
+    )
+
+
+def check_host_name(host_name: str) -> bool:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+    return 0 < len(host_name) <= 63 and set(host_name) <= allowed
+
+
+def _addresses(value: Any, cls, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        try:
+            out.append(str(cls(str(item))))
+        except ValueError:
+            family = "IPv4" if key == "a" else "IPv6"
+            raise ValueError(f"{key}: {item!r} is not an {family} address") from None
+    return tuple(out)
