@@ -24,7 +24,8 @@ from lbdns.balance.host import STALE, UP, Report
 from lbdns.config import Config
 from lbdns.errors import ConfigError, Unavailable
 from lbdns.registry import Registry
-from lbdns.store.redis.store import RedisStore, display_url, parse_sentinel_url
+from lbdns.store.redis.store import RedisStore
+from lbdns.store.redis.urls import display_url, parse_sentinel_url
 from lbdns.zone.model import HostSpec
 from lbdns.zone.parse import load_folder
 

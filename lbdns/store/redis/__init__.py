@@ -1,1 +1,1 @@
-"""redis."""
+"""The shared store in Redis: ``store`` (RedisStore), ``scripts`` (the Lua writes), ``urls``."""

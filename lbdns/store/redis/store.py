@@ -37,15 +37,16 @@ import socket
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from lbdns.balance.drain import DrainOptions
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host, Report
-from lbdns.errors import ConfigError, Unavailable
+from lbdns.errors import Unavailable
 from lbdns.registry import Registry
 from lbdns.store.base import Store, apply_report
 from lbdns.store.overlay import HostChange, Overlay, _zone_entry, spec_digest
+from lbdns.store.redis.scripts import HOST_SCRIPT, REPORT_SCRIPT, SEED_SCRIPT
+from lbdns.store.redis.urls import display_url, parse_sentinel_url
 from lbdns.zone.model import HostSpec
 
 if TYPE_CHECKING:
@@ -64,53 +65,6 @@ CONNECT_TIMEOUT = 0.5
 RECONNECT_MAX = 1.0
 WRITE_BATCH = 256
 WAIT_MS = 250  # with Sentinel: how long a write waits for a replica to have it
-
-# KEYS: hash, version, epoch; ARGV: field, patch (JSON object merged into the stored one),
-# channel, origin. Returns {version, merged JSON}; {-1} when the store is empty (not seeded).
-HOST_SCRIPT = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, ''} end
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-local change = {}
-if current then change = cjson.decode(current) end
-for k, v in pairs(cjson.decode(ARGV[2])) do change[k] = v end
-local version = redis.call('INCR', KEYS[2])
-change.v = version
-local value = cjson.encode(change)
-redis.call('HSET', KEYS[1], ARGV[1], value)
-redis.call('PUBLISH', ARGV[3], version .. ' ' .. ARGV[4] .. ' ' .. cjson.encode(
-  {op = 'host', key = ARGV[1], change = change}))
-return {version, value}
-"""
-
-# KEYS: hash, version, epoch; ARGV: channel, new epoch, then (field, JSON, version) triples.
-# A host's change is written unless Redis holds one of a later version (another server, seeding
-# at the same time, saw a later change); the counter continues above every version seen.
-SEED_SCRIPT = """
-local top = tonumber(redis.call('GET', KEYS[2]) or '0')
-for i = 3, #ARGV, 3 do
-  local version = tonumber(ARGV[i + 2])
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  local held = 0
-  if current then held = tonumber(cjson.decode(current).v) or 0 end
-  if current == false or held < version then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  if version > top then top = version end
-end
-redis.call('SET', KEYS[2], top)
-redis.call('SET', KEYS[3], ARGV[2], 'NX')
-redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[1], '0 resync')
-return 1
-"""
-
-# KEYS: hash, version, epoch; ARGV: field, report JSON, channel, origin.
-REPORT_SCRIPT = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, ''} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local version = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[3], version .. ' ' .. ARGV[4] .. ' {"op":"report","key":'
-  .. cjson.encode(ARGV[1]) .. ',"report":' .. ARGV[2] .. '}')
-return {version, ''}
-"""
 
 
 class RedisErrors:
@@ -139,37 +93,6 @@ def report_from_json(data: dict[str, Any]) -> Report:
         healthy=bool(data["healthy"]),
         metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
     )
-
-
-def display_url(url: str) -> str:
-    """The URL without its password, for logs and the status."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
-
-
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
-    """``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``."""
-    rest = url[len("redis+sentinel://") :]
-    password = None
-    if "@" in rest:
-        auth, rest = rest.rsplit("@", 1)
-        password = unquote(auth.partition(":")[2]) or None
-    hosts_text, _, path = rest.partition("/")
-    parts = [p for p in path.split("/") if p]
-    if not hosts_text or not parts:
-        raise ConfigError(f"{url!r}: expected redis+sentinel://host:port[,host:port]/service[/db]")
-    hosts = []
-    for item in hosts_text.split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"{url!r}: sentinel address {item!r} must be host:port")
-        hosts.append((host.strip("[]"), int(port)))
-    db = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    return hosts, parts[0], db, password
 
 
 class RedisStore(Store):
