@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping
 
 from lbdns import name as dname
-from lbdns.balance.drain import DrainOptions
 from lbdns.balance.farm import Clock, Farm
 from lbdns.balance.host import Host
 from lbdns.zone.model import HostSpec, Zone
@@ -27,7 +26,6 @@ class Registry:
         self.farms: dict[str, Farm] = {}
         self.version = 0
         # (farm, host) -> the threshold and grace of a running drain, kept across reloads.
-        self.drain_options: dict[tuple[str, str], DrainOptions] = {}
         # Hosts of the farms before the last reload, so that a host the store puts back (one
         # added through the API) keeps its report and state instead of starting as new.
         self._departed: dict[tuple[str, str], Host] = {}
@@ -90,7 +88,6 @@ class Registry:
 
     def remove_host(self, farm: Farm, host_name: str) -> None:
         farm.hosts.pop(host_name, None)
-        self.drain_options.pop((farm.name, host_name), None)
         farm.changed()
         self.bump()
 

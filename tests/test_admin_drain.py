@@ -43,19 +43,23 @@ def test_drain_waits_for_connections_and_for_cached_answers():
     host = farm.hosts["h1"]
     host.report = report(clock, 12)
     host.last_answered = clock.now - 1.0  # the last answer naming it, just before the drain
-    assert drain_status(farm, host, DrainOptions(), clock.now) is None  # not draining
+    assert drain_status(farm, host, clock.now) is None  # not draining
     host.admin = "draining"
     host.drain_started = clock.now
-    options = DrainOptions(threshold=2, grace=3)
-    status = drain_status(farm, host, options, clock.now)
+    host.drain = DrainOptions(threshold=2, grace=3)
+    status = drain_status(farm, host, clock.now)
     assert not status.done and len(status.waiting_for) == 2
     assert status.answers_expire_in == 7.0  # TTL 5 + grace 3 - 1 s already gone
     clock.now += 7.0
-    status = drain_status(farm, host, options, clock.now)
+    status = drain_status(farm, host, clock.now)
     assert status.waiting_for == ("connections: 12 reported, waiting for <= 2",)
     host.report = report(clock, 2)
-    status = drain_status(farm, host, options, clock.now)
+    status = drain_status(farm, host, clock.now)
     assert status.done and status.running_for == 7.0 and status.connections == 2
+    # The farm's state, which the API, /metrics, the status page and the CLI all show.
+    assert farm.host_state(host, clock.now) == "drained"
+    host.report = report(clock, 3)
+    assert farm.host_state(host, clock.now) == "draining"
 
 
 def test_drain_without_answer_times_counts_from_its_start():
@@ -64,10 +68,10 @@ def test_drain_without_answer_times_counts_from_its_start():
     host = farm.hosts["h2"]
     host.admin = "draining"
     host.drain_started = clock.now
-    options = DrainOptions(grace=0.5)
+    host.drain = DrainOptions(grace=0.5)
     # No report: nothing else can be known, so only the cached answers are waited for.
-    assert drain_status(farm, host, options, clock.now + 1.4).waiting_for[0].startswith("answers")
-    assert drain_status(farm, host, options, clock.now + 1.5).done
+    assert drain_status(farm, host, clock.now + 1.4).waiting_for[0].startswith("answers")
+    assert drain_status(farm, host, clock.now + 1.5).done
 
 
 def test_scale_advice():

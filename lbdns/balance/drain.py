@@ -17,22 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lbdns.balance.farm import Farm
-from lbdns.balance.host import DRAINED, DRAINING, Host
+from lbdns.balance.host import DEFAULT_GRACE, DRAINING, DrainOptions, Host
 
 if TYPE_CHECKING:
-    from lbdns.registry import Registry
+    from lbdns.balance.farm import Farm
 
-DEFAULT_GRACE = 5.0
-
-
-@dataclass(frozen=True)
-class DrainOptions:
-    threshold: float = 0.0  # connections at or below which the host counts as empty
-    grace: float = DEFAULT_GRACE  # seconds added to the farm's TTL after the last answer
-
-    def to_json(self) -> dict[str, float]:
-        return {"threshold": self.threshold, "grace": self.grace}
+__all__ = ["DEFAULT_GRACE", "DrainOptions", "DrainStatus", "drain_status"]
 
 
 @dataclass(frozen=True)
@@ -63,10 +53,11 @@ class DrainStatus:
         }
 
 
-def drain_status(farm: Farm, host: Host, options: DrainOptions, now: float) -> DrainStatus | None:
+def drain_status(farm: Farm, host: Host, now: float) -> DrainStatus | None:
     """The progress of ``host``'s drain at ``now``; None when the host is not draining."""
     if host.admin != DRAINING or host.drain_started is None:
         return None
+    options = host.drain or DrainOptions()
     started = host.drain_started
     last_answer = host.last_answered if host.last_answered > 0 else started
     expire_in = max(0.0, last_answer + farm.spec.ttl + options.grace - now)
@@ -92,15 +83,3 @@ def drain_status(farm: Farm, host: Host, options: DrainOptions, now: float) -> D
         answers_expire_in=expire_in,
         waiting_for=tuple(waiting),
     )
-
-
-def host_state(registry: Registry, farm: Farm, host: Host, now: float) -> str:
-    """The host's state as users see it: the farm's state, with ``drained`` once a drain is
-    complete (the farm itself only knows ``draining``; either way the host gets no answers)."""
-    state = farm.host_state(host, now)
-    if state == DRAINING:
-        options = registry.drain_options.get((farm.name, host.name), DrainOptions())
-        status = drain_status(farm, host, options, now)
-        if status is not None and status.done:
-            return DRAINED
-    return state

@@ -27,9 +27,11 @@ from typing import Any, NamedTuple
 from dnslib import QTYPE
 
 from lbdns.balance.accounting import Accounting, Ledger
+from lbdns.balance.drain import drain_status
 from lbdns.balance.host import (
     DISABLED,
     DOWN,
+    DRAINED,
     DRAINING,
     NEW,
     STALE,
@@ -144,7 +146,9 @@ class Farm:
         if host.admin == "disabled":
             return DISABLED
         if host.admin == "draining":
-            return DRAINING
+            # drained once the drain is complete (either way the host gets no answers)
+            status = drain_status(self, host, now)
+            return DRAINED if status is not None and status.done else DRAINING
         report = host.report
         if report is None:
             return NEW
@@ -435,7 +439,7 @@ class Farm:
             ledger = accounting.ledgers.get(host.name) if accounting is not None else None
             item: dict[str, Any] = {
                 "host": host.name,
-                "state": view.states.get(host.name, self.host_state(host, now)),
+                "state": self.host_state(host, now),
                 "capacity": host.spec.capacity,
                 "report_age": round(now - report.received, 3) if report else None,
                 "seq": report.seq if report else None,

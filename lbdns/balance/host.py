@@ -22,6 +22,20 @@ from typing import Any
 
 from lbdns.zone.model import HostSpec
 
+DEFAULT_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    """When a drain counts as complete: connections at or below ``threshold``, and ``grace``
+    seconds after the farm's TTL has run out on the last answer that named the host."""
+
+    threshold: float = 0.0
+    grace: float = DEFAULT_GRACE
+
+    def to_json(self) -> dict[str, float]:
+        return {"threshold": self.threshold, "grace": self.grace}
+
 
 class HostState(StrEnum):
     """A host's state as users see it (a ``str``: it compares, hashes and prints as its value)."""
@@ -81,6 +95,7 @@ class Host:
     spec: HostSpec
     admin: str = "enabled"  # enabled, draining or disabled
     drain_started: float | None = None
+    drain: DrainOptions | None = None  # the options of the running drain
     report: Report | None = None
     last_answered: float = 0.0
     answers: int = 0
@@ -94,6 +109,7 @@ class Host:
         self.report = previous.report
         self.admin = previous.admin
         self.drain_started = previous.drain_started
+        self.drain = previous.drain
         self.last_answered = previous.last_answered
         self.answers = previous.answers
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lbdns.balance.farm import Farm
-from lbdns.balance.host import Host, Report
+from lbdns.balance.host import DrainOptions, Host, Report
 from lbdns.registry import Registry
 from lbdns.zone.model import HostSpec
 
@@ -61,8 +61,12 @@ class Store(abc.ABC):
         """Remove a host from its farm."""
 
     @abc.abstractmethod
-    async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
-        """Set a host's admin state: enabled, draining or disabled."""
+    async def set_admin(
+        self, farm: Farm, host: Host, admin: str, when: float, drain: DrainOptions | None = None
+    ) -> None:
+        """Set a host's admin state (enabled, draining or disabled) and, for a drain, its options.
+
+        Nothing changes anywhere (store, registry, host) unless the change was kept."""
 
 
 def apply_report(host: Host, report: Report) -> bool:

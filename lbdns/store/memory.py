@@ -119,14 +119,14 @@ class MemoryStore(Store):
         await self._save()
         self.registry.remove_host(farm, host_name)
 
-    async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
-        # The drain's threshold and grace were put in the registry by the caller.
-        key = (farm.name, host.name)
-        drain = self.registry.drain_options.setdefault(key, DrainOptions())
+    async def set_admin(
+        self, farm: Farm, host: Host, admin: str, when: float, drain: DrainOptions | None = None
+    ) -> None:
+        drain = (drain or DrainOptions()) if admin == "draining" else None
         self.overlay.set_admin(farm.name, host.name, admin, when, drain)
-        await self._save()
+        await self._save()  # raises before anything below when the change cannot be kept
         host.admin = admin
         host.drain_started = when if admin == "draining" else None
-        if admin != "draining":
-            self.registry.drain_options.pop(key, None)
+        host.drain = drain
+        farm.changed()
         farm.changed()

@@ -137,10 +137,9 @@ class Overlay:
                 if change.admin is not None:
                     host.admin = change.admin
                     host.drain_started = change.admin_since if change.admin == "draining" else None
-                    if change.admin == "draining":
-                        registry.drain_options[(farm_name, host_name)] = (
-                            change.drain or DrainOptions()
-                        )
+                    host.drain = (
+                        (change.drain or DrainOptions()) if change.admin == "draining" else None
+                    )
             farm.changed()
         registry.settled()
         registry.bump()

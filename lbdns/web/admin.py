@@ -29,7 +29,7 @@ from lbdns.auth import Token
 from lbdns.balance.capacity import farm_load
 from lbdns.balance.drain import DEFAULT_GRACE, DrainOptions, drain_status
 from lbdns.balance.farm import Farm
-from lbdns.balance.host import DRAINED, Host
+from lbdns.balance.host import Host
 from lbdns.errors import Conflict, Forbidden, NotFound, RequestError, ZoneErrors
 from lbdns.web.base import REGISTRY, SERVER, authenticate, json_response, read_json
 from lbdns.zone.model import HostSpec
@@ -108,9 +108,8 @@ def _changed(request: web.Request, token: Token, what: str, **fields: Any) -> No
 def host_json(registry, farm: Farm, host: Host, now: float) -> dict[str, Any]:
     """A host as the API shows it."""
     view = farm.view()
-    options = registry.drain_options.get((farm.name, host.name), DrainOptions())
-    drain = drain_status(farm, host, options, now)
-    state = DRAINED if drain is not None and drain.done else farm.host_state(host, now)
+    drain = drain_status(farm, host, now)
+    state = farm.host_state(host, now)
     report = host.report
     return {
         "name": host.name,
@@ -234,14 +233,12 @@ async def _act(
         raise Forbidden(f"token {token.name!r} (role register) may not disable hosts")
     _registered_scope(token, farm, host.spec, action)
     admin = {"drain": "draining", "enable": "enabled", "disable": "disabled"}[action]
-    if admin == "draining":
-        if host.admin == "draining":
-            # Draining again only changes the options; the drain keeps its start.
-            server.registry.drain_options[(farm.name, host.name)] = options
-            await server.store.set_admin(farm, host, admin, host.drain_started or _now(request))
-            return
-        server.registry.drain_options[(farm.name, host.name)] = options
-    await server.store.set_admin(farm, host, admin, _now(request))
+    if admin == "draining" and host.admin == "draining":
+        # Draining again only changes the options; the drain keeps its start.
+        started = host.drain_started or _now(request)
+        await server.store.set_admin(farm, host, admin, started, options)
+        return
+    await server.store.set_admin(farm, host, admin, _now(request), options)
 
 
 async def _remove(request: web.Request, token: Token, farm: Farm, host: Host, force: bool) -> None:
@@ -249,8 +246,7 @@ async def _remove(request: web.Request, token: Token, farm: Farm, host: Host, fo
     _registered_scope(token, farm, host.spec, "remove")
     if not force:
         now = _now(request)
-        options = server.registry.drain_options.get((farm.name, host.name), DrainOptions())
-        drain = drain_status(farm, host, options, now)
+        drain = drain_status(farm, host, now)
         if drain is None:
             raise Conflict(
                 f"{host.name} is {farm.host_state(host, now)}, not drained: drain it first "
@@ -438,12 +434,7 @@ async def selector_action(request: web.Request) -> web.Response:
         _registered_scope(token, farm, host.spec, action)
         if action == "remove" and not force:
             now = _now(request)
-            drain = drain_status(
-                farm,
-                host,
-                request.app[REGISTRY].drain_options.get((farm.name, host.name), DrainOptions()),
-                now,
-            )
+            drain = drain_status(farm, host, now)
             if drain is None or not drain.done:
                 raise Conflict(
                     f"{host.name} is not drained; drain the hosts first or add force=true",
@@ -533,10 +524,7 @@ async def _watch_drains(app: web.Application) -> AsyncIterator[None]:
             for farm in list(server.registry.farms.values()):
                 for host in list(farm.hosts.values()):
                     key = (farm.name, host.name, host.drain_started or 0.0)
-                    options = server.registry.drain_options.get(
-                        (farm.name, host.name), DrainOptions()
-                    )
-                    status = drain_status(farm, host, options, now)
+                    status = drain_status(farm, host, now)
                     if status is None or not status.done:
                         continue
                     current.add(key)

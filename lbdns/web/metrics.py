@@ -261,7 +261,7 @@ class ServerCollector(Collector):
             up_scores = []
             for host_name, host in farm.hosts.items():
                 labels = [farm_name, host_name]
-                current = view.states.get(host_name) or farm.host_state(host, now)
+                current = farm.host_state(host, now)
                 in_state[current] = in_state.get(current, 0) + 1
                 answers.add_metric(labels, host.answers)
                 for name in STATES:

@@ -133,7 +133,7 @@ def farm_status(farm: Farm, history: History | None, now: float, points: int) ->
     used = capacity = 0.0
     up_scores = []
     for name, host in farm.hosts.items():
-        state = view.states.get(name, farm.host_state(host, now))
+        state = farm.host_state(host, now)
         value = view.scores.get(name, 0.0)
         report = host.report
         if report is not None and state not in (STALE,):

@@ -406,12 +406,8 @@ class RedisStore(Store):
             for host in farm.hosts.values():
                 host.admin = "enabled"  # the overlay says otherwise where it does
                 host.drain_started = None
+                host.drain = None
         self.overlay.apply(self.registry)
-        for key in list(self.registry.drain_options):
-            farm = self.registry.farms.get(key[0])
-            host = farm.hosts.get(key[1]) if farm else None
-            if host is None or host.admin != "draining":
-                del self.registry.drain_options[key]
 
     def _on_message(self, channel: str, data: str) -> None:
         if channel == self.channel_answers:
@@ -470,11 +466,7 @@ class RedisStore(Store):
         if host is not None:
             host.admin = change.admin or "enabled"
             host.drain_started = change.admin_since if change.admin == "draining" else None
-            key = (farm_name, host_name)
-            if change.admin == "draining":
-                self.registry.drain_options[key] = change.drain or DrainOptions()
-            else:
-                self.registry.drain_options.pop(key, None)
+            host.drain = (change.drain or DrainOptions()) if change.admin == "draining" else None
             farm.changed()
         return host
 
@@ -635,9 +627,11 @@ class RedisStore(Store):
         }
         await self._change_host(farm, host_name, patch)
 
-    async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
-        # The drain's threshold and grace were put in the registry by the caller.
-        drain = self.registry.drain_options.get((farm.name, host.name), DrainOptions())
+    async def set_admin(
+        self, farm: Farm, host: Host, admin: str, when: float, drain: DrainOptions | None = None
+    ) -> None:
+        # Applied locally from the acknowledged change (_apply_host_change), like every server.
+        drain = drain or DrainOptions()
         patch = {
             "admin": None if admin == "enabled" else admin,
             "admin_since": when,
