@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from lbdns import validate
 
 ROLES = ("admin", "read", "report", "register")
 TOKEN_KEYS = {"name", "secret", "secret_file", "secret_env", "role", "farms", "host", "networks"}
@@ -125,27 +125,10 @@ def parse_tokens(value: Any, fail: Callable[[tuple, str], None]) -> tuple[Token,
 
 
 def _secret(item: dict, where: tuple, fail) -> str | None:
-    sources = [k for k in ("secret", "secret_file", "secret_env") if k in item]
-    if len(sources) != 1:
+    if not any(k in item for k in ("secret", "secret_file", "secret_env")):
         fail(where, "give exactly one of secret, secret_file or secret_env")
         return None
-    key = sources[0]
-    value = item[key]
-    if key == "secret_file":
-        try:
-            value = Path(str(value)).read_text().strip()
-        except OSError as exc:
-            fail((*where, key), f"cannot read: {exc.strerror}")
-            return None
-    elif key == "secret_env":
-        value = os.environ.get(str(value))
-        if value is None:
-            fail((*where, key), f"environment variable {item[key]!r} is not set")
-            return None
-    if not isinstance(value, str) or len(value) < 8:
-        fail((*where, key), "a secret must be a string of at least 8 characters")
-        return None
-    return value
+    return validate.secret(item, "secret", where, fail, what="secret")
 
 
 def find_token(tokens: Iterable[Token], presented: str) -> Token | None:
@@ -155,12 +138,3 @@ def find_token(tokens: Iterable[Token], presented: str) -> Token | None:
         if hmac.compare_digest(token.secret.encode(), presented.encode()):
             found = token
     return found
-
-
-def is_loopback(address: str | None) -> bool:
-    if not address:
-        return False
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lbdns import yamlfile
+from lbdns import validate, yamlfile
 from lbdns.auth import Token, parse_tokens
 from lbdns.dnsserver.transport import parse_address
 from lbdns.errors import ConfigError, LbdnsError, ZoneErrors
+from lbdns.validate import Fail
 
 DEFAULT_HTTP = "127.0.0.1:8053"
 LOG_FORMATS = ("text", "json")
@@ -38,7 +39,7 @@ class Config:
     log_level: str = "info"
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
-    udp_batch: bool = True  # recvmmsg/sendmmsg where available (lbdns.udpbatch)
+    udp_batch: bool = True  # recvmmsg/sendmmsg where available (lbdns.dnsserver.udpbatch)
     tokens: tuple[Token, ...] = ()
     redis_prefix: str = "lbdns:"
     stale_budget: float = 5.0  # seconds without the shared store before its data counts as stale
@@ -48,6 +49,9 @@ class Config:
     advice: bool = False  # tell overloaded hosts to shed connections in the report reply
     scale_target: float = 0.7  # utilisation the scale advice aims for
     max_body: int = 1024 * 1024  # bytes of an HTTP request body
+    http_header_timeout: float = 10.0  # seconds for a request's headers to arrive (slowloris)
+    http_body_timeout: float = 30.0  # seconds for a request's body to arrive
+    http_max_connections: int = 1024  # open HTTP connections; more are closed as accepted
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -58,40 +62,23 @@ class Config:
         return (("0.0.0.0", port), ("::", port))
 
 
-Fail = Callable[[yamlfile.Where, str], None]
-
-
-def _number(kind, low=None, high=None):
+def _number(kind, low, high):
     def parse(value: Any, where: yamlfile.Where, fail: Fail):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail(where, f"must be a number, got {value!r}")
-            return None
-        if kind is int and not isinstance(value, int):
-            fail(where, f"must be an integer, got {value!r}")
-            return None
-        if (low is not None and value < low) or (high is not None and value > high):
-            fail(where, f"must be between {low} and {high}, got {value!r}")
-            return None
-        return kind(value)
+        parsed = validate.number(value, where, fail, low, high, integer=kind is int)
+        return None if parsed is None else kind(parsed)
 
     return parse
 
 
 def _choice(options):
     def parse(value: Any, where: yamlfile.Where, fail: Fail):
-        if value not in options:
-            fail(where, f"must be one of {', '.join(options)}, got {value!r}")
-            return None
-        return value
+        return validate.choice(value, where, fail, tuple(options))
 
     return parse
 
 
-def _string(value: Any, where: yamlfile.Where, fail: Fail):
-    if not isinstance(value, str) or not value:
-        fail(where, f"must be a non-empty string, got {value!r}")
-        return None
-    return value
+_string = validate.string
+_bool = validate.boolean
 
 
 def _path(value: Any, where: yamlfile.Where, fail: Fail):
@@ -151,6 +138,9 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "log_level": _choice(LOG_LEVELS),
     "tcp_idle_timeout": _number(float, 0.1, 3600),
     "tcp_max_connections": _number(int, 1, 1_000_000),
+    "http_header_timeout": _number(float, 0.1, 3600),
+    "http_body_timeout": _number(float, 0.1, 3600),
+    "http_max_connections": _number(int, 1, 1_000_000),
     "udp_batch": _bool,
     "tokens": _tokens,
     "redis_prefix": _string,

@@ -19,7 +19,10 @@ BAD = [
     ("explain_queries: 'yes please'\n", "explain_queries: must be true or false"),
     ("udp_batch: 1\n", "udp_batch: must be true or false"),
     ("tokens: {a: 1}\n", "tokens: must be a list"),
-    ("tokens:\n  - {name: a, secret: short, role: admin}\n", "tokens.0.secret: a secret must be"),
+    (
+        "tokens:\n  - {name: a, secret: short, role: admin}\n",
+        "tokens.0.secret: a secret is at least 8 characters",
+    ),
     ("tokens:\n  - {name: a, secret: longenough, role: king}\n", "tokens.0.role: must be one of"),
     ("tokens:\n  - {secret: longenough, role: admin}\n", "tokens.0.name: every token needs a name"),
     (

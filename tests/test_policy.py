@@ -164,6 +164,7 @@ def test_random_table():
         ({"cpu": -1}, "non-negative"),
         ({"cpu": 0}, "at least one positive"),
         ({"cpu": True}, "non-negative"),
+        ({"cpu": float("inf")}, "finite"),
         (3, "metric name or a mapping"),
     ],
 )

@@ -7,12 +7,7 @@ once (``ZoneErrors`` of ``ConfigError``s), as ``lbdns check`` does for the serve
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import os
-import re
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +18,20 @@ from lbdns.agent.measure import METHODS
 from lbdns.errors import ConfigError, LbdnsError, ZoneErrors
 from lbdns.name import NameError_
 from lbdns.name import absolute as absolute_name
+from lbdns.validate import (
+    MAX_METRICS,
+    METRIC_NAME,
+    Fail,
+    boolean,
+    is_local_url,
+    known_keys,
+    number,
+    secret,
+    string,
+)
 from lbdns.zone.settings import check_host_name, parse_host
 
-Fail = Callable[[yamlfile.Where, str], None]
-
 BUILTIN_METRICS = ("connections", "cpu", "load1", "memory")
-METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # what the server accepts
-MAX_METRICS = 32  # the server refuses reports with more
 
 
 @dataclass(frozen=True)
@@ -119,35 +121,8 @@ class AgentConfig:
 # -- value parsers: each returns the parsed value or None after calling fail --------------------
 
 
-def _number(value: Any, where, fail: Fail, low: float, high: float, integer: bool = False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        fail(where, f"must be a number, got {value!r}")
-        return None
-    if integer and not isinstance(value, int):
-        fail(where, f"must be an integer, got {value!r}")
-        return None
-    if not low <= value <= high:
-        fail(where, f"must be between {low:g} and {high:g}, got {value!r}")
-        return None
-    return value
-
-
-def _string(value: Any, where, fail: Fail) -> str | None:
-    if not isinstance(value, str) or not value:
-        fail(where, f"must be a non-empty string, got {value!r}")
-        return None
-    return value
-
-
-def _bool(value: Any, where, fail: Fail) -> bool | None:
-    if not isinstance(value, bool):
-        fail(where, f"must be true or false, got {value!r}")
-        return None
-    return value
-
-
 def _url(value: Any, where, fail: Fail) -> str | None:
-    text = _string(value, where, fail)
+    text = string(value, where, fail)
     if text is None:
         return None
     parts = urlsplit(text)
@@ -172,48 +147,6 @@ def _command(value: Any, where, fail: Fail) -> tuple[str, ...] | None:
     return None
 
 
-def _keys(body: Any, where, fail: Fail, allowed: set[str], what: str) -> bool:
-    if not isinstance(body, dict):
-        fail(where, f"must be a mapping ({what})")
-        return False
-    # Unknown keys are reported, and the known ones still checked, so one run lists all.
-    for key in body:
-        if key not in allowed:
-            fail((*where, key), f"unknown key (expected one of {', '.join(sorted(allowed))})")
-    return True
-
-
-def _secret(body: dict, prefix: str, where, fail: Fail) -> str | None:
-    """``<prefix>``, ``<prefix>_file`` or ``<prefix>_env``: at most one, a string of 8+ chars."""
-    keys = [k for k in (prefix, f"{prefix}_file", f"{prefix}_env") if k in body]
-    if not keys:
-        return None
-    if len(keys) > 1:
-        fail((*where, keys[1]), f"give only one of {', '.join(keys)}")
-        return None
-    key = keys[0]
-    value = body[key]
-    if not isinstance(value, str) or not value:
-        fail((*where, key), f"must be a non-empty string, got {value!r}")
-        return None
-    if key.endswith("_file"):
-        try:
-            value = Path(value).read_text().strip()
-        except OSError as exc:
-            fail((*where, key), f"cannot read {value}: {exc.strerror}")
-            return None
-    elif key.endswith("_env"):
-        name = value
-        value = os.environ.get(name)
-        if not value:
-            fail((*where, key), f"environment variable {name} is not set")
-            return None
-    if len(value) < 8:
-        fail((*where, key), "a token is at least 8 characters")
-        return None
-    return value
-
-
 SECRET_KEYS = {"token", "token_file", "token_env"}
 REGISTER_SECRET_KEYS = {"register_token", "register_token_file", "register_token_env"}
 SERVER_KEYS = {"url"} | SECRET_KEYS | REGISTER_SECRET_KEYS
@@ -232,14 +165,14 @@ def _servers(value: Any, where, fail: Fail, token: str | None, register_token: s
             url_where = item_where
         else:
             url_where = (*item_where, "url")
-            if not _keys(item, item_where, fail, SERVER_KEYS, "url and token"):
+            if not known_keys(item, item_where, fail, SERVER_KEYS, "url and token"):
                 continue
             if "url" not in item:
                 fail(item_where, "a server needs a url")
                 continue
         url = _url(item["url"], url_where, fail)
-        own = _secret(item, "token", item_where, fail)
-        own_register = _secret(item, "register_token", item_where, fail)
+        own = secret(item, "token", item_where, fail)
+        own_register = secret(item, "register_token", item_where, fail)
         if url is None:
             continue
         url = url.rstrip("/")
@@ -257,7 +190,7 @@ def _ports(value: Any, where, fail: Fail) -> tuple[int, ...]:
     out = []
     for i, item in enumerate(items):
         item_where = (*where, i) if isinstance(value, list) else where
-        port = _number(item, item_where, fail, 1, 65535, integer=True)
+        port = number(item, item_where, fail, 1, 65535, integer=True)
         if port is not None and port not in out:
             out.append(port)
     if not out and isinstance(value, list):
@@ -269,7 +202,7 @@ CONNECTION_KEYS = {"ports", "method", "recount"}
 
 
 def _connections(value: Any, where, fail: Fail, values: dict) -> None:
-    if not _keys(value, where, fail, CONNECTION_KEYS, "ports, method and recount"):
+    if not known_keys(value, where, fail, CONNECTION_KEYS, "ports, method and recount"):
         return
     if "ports" not in value:
         fail(where, "ports: list the local ports the application listens on")
@@ -281,7 +214,7 @@ def _connections(value: Any, where, fail: Fail, values: dict) -> None:
     else:
         values["connections_method"] = method
     if "recount" in value:
-        recount = _number(value["recount"], (*where, "recount"), fail, 1.0, 86400.0)
+        recount = number(value["recount"], (*where, "recount"), fail, 1.0, 86400.0)
         if recount is not None:
             values["connections_recount"] = float(recount)
 
@@ -297,7 +230,7 @@ def _metrics(value: Any, where, fail: Fail, interval: float) -> tuple[MetricSour
     names: set[str] = set()
     for i, item in enumerate(value):
         item_where = (*where, i)
-        if not _keys(item, item_where, fail, METRIC_KEYS, "name, command or url, timeout"):
+        if not known_keys(item, item_where, fail, METRIC_KEYS, "name, command or url, timeout"):
             continue
         if ("command" in item) == ("url" in item):
             fail(item_where, "give exactly one of command or url")
@@ -318,7 +251,7 @@ def _metrics(value: Any, where, fail: Fail, interval: float) -> tuple[MetricSour
                 fail((*item_where, "name"), f"duplicate metric name {name!r}")
                 continue
             names.add(name)
-        timeout = _number(
+        timeout = number(
             item.get("timeout", min(1.0, interval)), (*item_where, "timeout"), fail, 0.01, 60
         )
         if "command" in item:
@@ -337,7 +270,7 @@ CHECK_KEYS = {"tcp", "http", "status", "timeout"}
 
 
 def _host_port(value: Any, where, fail: Fail) -> tuple[str, int] | None:
-    text = _string(value, where, fail)
+    text = string(value, where, fail)
     if text is None:
         return None
     host, sep, port = text.rpartition(":")
@@ -349,11 +282,11 @@ def _host_port(value: Any, where, fail: Fail) -> tuple[str, int] | None:
 
 
 def _health(value: Any, where, fail: Fail, values: dict, interval: float) -> None:
-    if not _keys(value, where, fail, HEALTH_KEYS, "checks, fail_after, recover_after"):
+    if not known_keys(value, where, fail, HEALTH_KEYS, "checks, fail_after, recover_after"):
         return
     for key in ("fail_after", "recover_after"):
         if key in value:
-            n = _number(value[key], (*where, key), fail, 1, 1000, integer=True)
+            n = number(value[key], (*where, key), fail, 1, 1000, integer=True)
             if n is not None:
                 values[key] = n
     checks_where = (*where, "checks")
@@ -364,12 +297,12 @@ def _health(value: Any, where, fail: Fail, values: dict, interval: float) -> Non
     out = []
     for i, item in enumerate(items):
         item_where = (*checks_where, i)
-        if not _keys(item, item_where, fail, CHECK_KEYS, "tcp or http, status, timeout"):
+        if not known_keys(item, item_where, fail, CHECK_KEYS, "tcp or http, status, timeout"):
             continue
         if ("tcp" in item) == ("http" in item):
             fail(item_where, "give exactly one of tcp or http")
             continue
-        timeout = _number(
+        timeout = number(
             item.get("timeout", min(1.0, interval)), (*item_where, "timeout"), fail, 0.01, 60
         )
         if "tcp" in item:
@@ -390,7 +323,7 @@ def _health(value: Any, where, fail: Fail, values: dict, interval: float) -> Non
         for j, code in enumerate(statuses):
             status_where = (*item_where, "status")
             code_where = (*status_where, j) if isinstance(raw, list) else status_where
-            n = _number(code, code_where, fail, 100, 599, integer=True)
+            n = number(code, code_where, fail, 100, 599, integer=True)
             if n is not None:
                 codes.append(n)
         if url is not None and timeout is not None and codes and len(codes) == len(statuses):
@@ -412,9 +345,9 @@ REGISTER_KEYS = {
 
 
 def _register(value: Any, where, fail: Fail, host: str) -> tuple[Registration | None, str | None]:
-    if not _keys(value, where, fail, REGISTER_KEYS, "a, aaaa, capacity, labels, drain_..."):
+    if not known_keys(value, where, fail, REGISTER_KEYS, "a, aaaa, capacity, labels, drain_..."):
         return None, None
-    token = _secret(value, "register_token", where, fail)
+    token = secret(value, "register_token", where, fail)
     spec_body = {k: value[k] for k in ("a", "aaaa", "capacity", "labels") if k in value}
     if isinstance(spec_body.get("labels"), dict):
         spec_body["labels"] = {str(k): str(v) for k, v in spec_body["labels"].items()}
@@ -427,12 +360,12 @@ def _register(value: Any, where, fail: Fail, host: str) -> tuple[Registration | 
     }
     for key, (low, high) in limits.items():
         if key in value:
-            n = _number(value[key], (*where, key), fail, low, high)
+            n = number(value[key], (*where, key), fail, low, high)
             if n is not None:
                 options[key] = float(n)
     for key in ("force_remove", "enable"):
         if key in value:
-            flag = _bool(value[key], (*where, key), fail)
+            flag = boolean(value[key], (*where, key), fail)
             if flag is not None:
                 options[key] = flag
     if spec is None:
@@ -453,7 +386,7 @@ ADVICE_KEYS = {"command", "url", "timeout", "min_interval"}
 
 
 def _advice(value: Any, where, fail: Fail) -> Advice | None:
-    if not _keys(value, where, fail, ADVICE_KEYS, "command or url, timeout, min_interval"):
+    if not known_keys(value, where, fail, ADVICE_KEYS, "command or url, timeout, min_interval"):
         return None
     if ("command" in value) == ("url" in value):
         fail(where, "give exactly one of command or url")
@@ -461,7 +394,7 @@ def _advice(value: Any, where, fail: Fail) -> Advice | None:
     options: dict[str, Any] = {}
     for key, (low, high) in {"timeout": (0.01, 600), "min_interval": (0, 86400)}.items():
         if key in value:
-            n = _number(value[key], (*where, key), fail, low, high)
+            n = number(value[key], (*where, key), fail, low, high)
             if n is None:
                 return None
             options[key] = float(n)
@@ -469,20 +402,10 @@ def _advice(value: Any, where, fail: Fail) -> Advice | None:
         command = _command(value["command"], (*where, "command"), fail)
         return None if command is None else Advice(command=command, **options)
     url = _url(value["url"], (*where, "url"), fail)
-    if url is not None and not _is_local(url):
+    if url is not None and not is_local_url(url):
         fail((*where, "url"), "must point at the local application (a loopback address)")
         return None
     return None if url is None else Advice(url=url, **options)
-
-
-def _is_local(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 TOP_KEYS = {
@@ -525,13 +448,13 @@ def parse(doc: yamlfile.LocatedYaml, need_servers: bool = True) -> AgentConfig:
     data = doc.data
     if not isinstance(data, dict):
         raise ZoneErrors([doc.error(ConfigError, (), "an agent config must be a mapping")])
-    _keys(data, (), fail, TOP_KEYS, "")
+    known_keys(data, (), fail, TOP_KEYS, "")
     values: dict[str, Any] = {}
 
     farm = data.get("farm")
     if farm is None:
         fail(("farm",), "missing: name the farm this host belongs to (e.g. chat.example.test.)")
-    elif _string(farm, ("farm",), fail):
+    elif string(farm, ("farm",), fail):
         try:
             values["farm"] = absolute_name(farm if farm.endswith(".") else farm + ".", ".")
         except NameError_ as exc:
@@ -542,7 +465,7 @@ def parse(doc: yamlfile.LocatedYaml, need_servers: bool = True) -> AgentConfig:
     else:
         values["host"] = host
 
-    interval = _number(data.get("interval", 1.0), ("interval",), fail, 0.05, 3600)
+    interval = number(data.get("interval", 1.0), ("interval",), fail, 0.05, 3600)
     values["interval"] = float(interval) if interval is not None else 1.0
     for key, low, high in (
         ("timeout", 0.01, 600),
@@ -550,21 +473,21 @@ def parse(doc: yamlfile.LocatedYaml, need_servers: bool = True) -> AgentConfig:
         ("log_every", 0, 86400),
     ):
         if key in data:
-            n = _number(data[key], (key,), fail, low, high)
+            n = number(data[key], (key,), fail, low, high)
             if n is not None:
                 values[key] = float(n)
-    if "backoff" in data and _keys(
+    if "backoff" in data and known_keys(
         data["backoff"], ("backoff",), fail, BACKOFF_KEYS, "initial, max"
     ):
         for key in BACKOFF_KEYS:
             if key in data["backoff"]:
-                n = _number(data["backoff"][key], ("backoff", key), fail, 0.01, 3600)
+                n = number(data["backoff"][key], ("backoff", key), fail, 0.01, 3600)
                 if n is not None:
                     values[f"backoff_{key}"] = float(n)
         if values.get("backoff_initial", 0.5) > values.get("backoff_max", 30.0):
             fail(("backoff",), "initial must not be above max")
 
-    token = _secret(data, "token", (), fail)
+    token = secret(data, "token", (), fail)
     register_token = None
     if "register" in data:
         registration, register_token = _register(

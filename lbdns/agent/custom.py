@@ -15,8 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from lbdns.agent.config import BUILTIN_METRICS, METRIC_NAME, MetricSource
+from lbdns.agent.config import BUILTIN_METRICS, MetricSource
 from lbdns.errors import LbdnsError
+from lbdns.validate import METRIC_NAME
 
 
 class MetricError(LbdnsError):

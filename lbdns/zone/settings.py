@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
-from lbdns import yamlfile
+from lbdns import validate, yamlfile
+from lbdns.validate import MAX_CAPACITY, Fail
 from lbdns.zone.model import ALL_UNHEALTHY, FarmSpec, HostSpec
-
-Fail = Callable[[yamlfile.Where, str], None]
 
 FARM_KEYS = {
     "ttl",
@@ -65,29 +63,15 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
             kwargs["score"] = MappingProxyType(score_weights(body["score"]))
         except ValueError as exc:
             fail((*where, "score"), str(exc))
-    watermark = body.get("watermark")
-    if watermark is not None:
-        if isinstance(watermark, bool) or not isinstance(watermark, (int, float)) or watermark <= 0:
-            fail((*where, "watermark"), f"must be a positive number, got {watermark!r}")
-        else:
-            kwargs["watermark"] = float(watermark)
-    stale_after = body.get("stale_after", 2.0)
-    if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)):
-        fail((*where, "stale_after"), f"must be a number of report intervals, got {stale_after!r}")
-    elif not 1.0 <= stale_after <= 100:
-        fail((*where, "stale_after"), "must be between 1 and 100 report intervals")
-    else:
-        kwargs["stale_after"] = float(stale_after)
-    cache_time = body.get("cache_time")
-    if cache_time is not None:
-        if (
-            isinstance(cache_time, bool)
-            or not isinstance(cache_time, (int, float))
-            or not 0 < cache_time <= 86400
-        ):
-            fail((*where, "cache_time"), f"must be seconds from 0 to 86400, got {cache_time!r}")
-        else:
-            kwargs["cache_time"] = float(cache_time)
+    for key, low, high, positive in (
+        ("watermark", 0, 1e12, True),  # a score
+        ("stale_after", 1, 100, False),  # report intervals
+        ("cache_time", 0, 86400, True),  # seconds
+    ):
+        if body.get(key) is not None:
+            value = validate.number(body[key], (*where, key), fail, low, high, positive=positive)
+            if value is not None:
+                kwargs[key] = float(value)
     split = body.get("split", 4)
     if isinstance(split, bool) or not isinstance(split, int) or not 1 <= split <= 16:
         fail((*where, "split"), f"must be an integer from 1 to 16, got {split!r}")
@@ -156,15 +140,11 @@ def parse_host(
     if ok and not addresses["a"] and not addresses["aaaa"]:
         fail(where, "a host needs an a or aaaa address")
         ok = False
-    capacity = body.get("capacity", 1)
-    if isinstance(capacity, bool) or not isinstance(capacity, (int, float)) or not capacity > 0:
-        fail((*where, "capacity"), f"must be a positive number, got {capacity!r}")
-        ok = False
-    labels = body.get("labels", {}) or {}
-    if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in labels.items()
-    ):
-        fail((*where, "labels"), "labels must be a mapping of strings")
+    capacity = validate.number(
+        body.get("capacity", 1), (*where, "capacity"), fail, 0, MAX_CAPACITY, positive=True
+    )
+    labels = validate.labels(body.get("labels"), (*where, "labels"), fail)
+    if capacity is None or labels is None:
         ok = False
     if not ok:
         return None
@@ -173,7 +153,7 @@ def parse_host(
         a=addresses["a"],
         aaaa=addresses["aaaa"],
         capacity=float(capacity),
-        labels=MappingProxyType({k: str(v) for k, v in labels.items()}),
+        labels=MappingProxyType(labels),
         source=source,
     )
 

@@ -20,6 +20,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from lbdns.validate import is_number
+
 
 # Named tuples rather than dataclasses: one of each is made per query, and a tuple is built in
 # half the time of a frozen dataclass.
@@ -76,8 +78,10 @@ def score_weights(value: Any) -> dict[str, float]:
     for metric, weight in value.items():
         if not isinstance(metric, str) or not metric:
             raise ValueError(f"score metric {metric!r} must be a name")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(f"score weight of {metric!r} must be a non-negative number")
+        if not is_number(weight) or not 0 <= weight <= 1e6:
+            raise ValueError(
+                f"score weight of {metric!r} must be a non-negative finite number (at most 1e6)"
+            )
         weights[metric] = float(weight)
     if not any(weights.values()):
         raise ValueError("score needs at least one positive weight")
