@@ -80,6 +80,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class ClientFaultFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a body that is not the gzip it claims to be, ...)
+    as an unhandled exception with a traceback at ERROR. The client sent bad input and already
+    got a 4xx: keep one INFO line without the traceback, so bad requests cannot flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno >= logging.ERROR
+            and record.exc_info
+            and _client_fault(record.exc_info[1])
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad request from a client: %s", (record.exc_info[1],)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _client_fault(exc: BaseException | None) -> bool:
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    while exc is not None:
+        if isinstance(exc, HttpProcessingError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def setup(log_format: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
@@ -87,3 +114,6 @@ def setup(log_format: str = "text", level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientFaultFilter) for f in server_log.filters):
+        server_log.addFilter(ClientFaultFilter())

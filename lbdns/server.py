@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
 import signal
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbdns.config import Config
 from lbdns.dnsserver.transport import (
@@ -30,6 +31,9 @@ from lbdns.registry import Registry
 from lbdns.store import open_store
 from lbdns.zone.model import Zone
 from lbdns.zone.parse import load_folder
+
+if TYPE_CHECKING:
+    from lbdns.web.guard import HttpGuard
 
 log = logging.getLogger("lbdns")
 
@@ -69,6 +73,8 @@ class Server:
         self.started = time.time()
         self.reloads: dict[str, int] = {"ok": 0, "error": 0}
         self._http_runner: Any = None
+        self._http_listener: asyncio.Server | None = None
+        self.http_guard: HttpGuard | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
 
@@ -152,10 +158,17 @@ class Server:
         from aiohttp import web
 
         from lbdns.web.app import build_app
+        from lbdns.web.guard import HttpGuard
 
-        app = build_app(self)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        config = self.config
+        guard = HttpGuard(
+            None, config.http_header_timeout, self._http_connection_cap(config.http_max_connections)
+        )
+        app = build_app(self, guard)
+        # keepalive_timeout: an idle keep-alive connection holds a descriptor; 15 s, not 75 s.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=15.0)
         await runner.setup()
+        guard.server = runner.server
         host, port = self.config.http
         # Bind the listening socket here, so the bound address (port 0 included) is ours to read
         # and aiohttp's runner only serves it.
@@ -169,11 +182,41 @@ class Server:
         except OSError as exc:
             await runner.cleanup()
             raise LbdnsError(f"cannot listen on HTTP {host}:{port}: {exc.strerror}") from None
-        site = web.SockSite(runner, sock)
-        await site.start()
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        self._http_listener = await loop.create_server(guard, sock=sock, backlog=1024)
         self._http_runner = runner
+        self.http_guard = guard
         self.http_address = sock.getsockname()[:2]
         log.info("HTTP API on http://%s:%d/", *self.http_address)
+
+    def _http_connection_cap(self, wanted: int) -> int:
+        """``http_max_connections``, lowered so that HTTP can never take the descriptors DNS TCP
+        needs: at most the open-files limit less the DNS TCP cap and a reserve."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+            # Both caps need descriptors: take what the hard limit allows (as NSD does).
+            target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+            if target > soft:
+                try:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                    soft = target
+                except (ValueError, OSError):
+                    pass
+        if soft == resource.RLIM_INFINITY:
+            return wanted
+        room = soft - self.config.tcp_max_connections - 64
+        cap = min(wanted, max(16, room))
+        if cap < wanted:
+            log.warning(
+                "http_max_connections lowered from %d to %d: the open-files limit is %d and DNS "
+                "TCP may hold %d (raise LimitNOFILE / ulimit -n to allow more)",
+                wanted,
+                cap,
+                soft,
+                self.config.tcp_max_connections,
+            )
+        return cap
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a background task for the server's lifetime, keeping a reference to it."""
@@ -210,6 +253,8 @@ class Server:
         for listener in self.udp:
             listener.close()
         await self.tcp.close()
+        if self._http_listener is not None:
+            self._http_listener.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.store.close()

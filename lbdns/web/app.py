@@ -12,7 +12,17 @@ from aiohttp import web
 
 from lbdns.server import Server
 from lbdns.web import admin, ingest, metrics, status
-from lbdns.web.base import CONFIG, REGISTRY, SERVER, STORE, error_middleware, json_response
+from lbdns.web.base import (
+    CONFIG,
+    GUARD,
+    REGISTRY,
+    SERVER,
+    STORE,
+    error_middleware,
+    guard_middleware,
+    json_response,
+)
+from lbdns.web.guard import HttpGuard
 
 routes = web.RouteTableDef()
 
@@ -25,8 +35,11 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-def build_app(server: Server) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=server.config.max_body)
+def build_app(server: Server, guard: HttpGuard | None = None) -> web.Application:
+    middlewares = [error_middleware] if guard is None else [guard_middleware, error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=server.config.max_body)
+    if guard is not None:
+        app[GUARD] = guard
     app[SERVER] = server
     app[REGISTRY] = server.registry
     app[STORE] = server.store

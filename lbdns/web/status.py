@@ -25,6 +25,7 @@ from aiohttp import web
 
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import DOWN, STALE, UP
+from lbdns.errors import RequestError
 from lbdns.server import Server
 from lbdns.web.base import CONFIG, SERVER, authenticate, json_response
 
@@ -224,7 +225,12 @@ def _page_auth(request: web.Request) -> None:
 async def get_status(request: web.Request) -> web.Response:
     authenticate(request, "read")
     text = request.query.get("history", "120")
-    points = int(text) if text.isdigit() else 120
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        raise RequestError(
+            f"history must be a whole number of seconds (at most 3600), got {text[:20]!r}",
+            field="history",
+        )
+    points = int(text)
     return json_response(status(request.app[SERVER], request.app.get(HISTORY), min(points, 3600)))
 
 
