@@ -3,7 +3,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import LbdnsProcess
+from support import AUTH_ZONES, LbdnsProcess
 
 from lbdns.agent import ebpf
 
@@ -13,6 +13,15 @@ def lbdns(tmp_path):
     """A running ``lbdns serve`` on the example zone (UDP/TCP on 127.0.0.1, HTTP on loopback)."""
     with LbdnsProcess(tmp_path) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory):
+    """One ``lbdns serve`` of the wire tests' zone (tests/zones/auth) on 127.0.0.1 and ::1, no
+    HTTP, shared by the tests that only read answers (auth, dig, EDNS)."""
+    tmp = tmp_path_factory.mktemp("auth")
+    with LbdnsProcess(tmp, zones=AUTH_ZONES, dns=("127.0.0.1:0", "[::1]:0"), http=None) as proc:
+        yield proc
 
 
 @pytest.fixture(autouse=True)

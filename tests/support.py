@@ -24,7 +24,11 @@ from lbdns.testing.process import (  # noqa: E402  (the test helpers' one import
     wait_for,
 )
 
+# The zone of the wire tests (auth, dig, EDNS, malformed, TCP, NSD comparison).
+AUTH_ZONES = ROOT / "tests" / "zones" / "auth"
+
 __all__ = [
+    "AUTH_ZONES",
     "EXAMPLE_ZONES",
     "READY",
     "ROOT",

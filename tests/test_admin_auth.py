@@ -108,14 +108,40 @@ def test_admin_token_changes_anything(server):
 
 
 def test_no_tokens_means_loopback_only(tmp_path):
-    # With no token configured a loopback client is admin. (A remote client is refused; tests
-    # use loopback addresses only, so that half is covered by lbdns.auth.is_loopback alone.)
+    # With no token configured a loopback client is admin: the change is made and logged as
+    # made by "loopback". (A remote client is refused: the tests send from loopback addresses
+    # only, so that half is the is_loopback table below, the function the check calls.)
     write_zone(tmp_path / "zones")
     server = start(tmp_path)
     try:
-        assert client(server).put(f"/v1/farms/{FARM}/hosts/h9", {"a": "192.0.2.9"})
+        api = client(server)
+        added = api.put(f"/v1/farms/{FARM}/hosts/h9", {"a": "192.0.2.9"})
+        assert added["name"] == "h9" and added["a"] == ["192.0.2.9"]
+        assert api.get(f"/v1/farms/{FARM}/hosts/h9")["source"] == "api"
+        assert "change by loopback" in server.log()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "address, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # an IPv4 client of a dual-stack listener
+        ("192.0.2.1", False),
+        ("::ffff:192.0.2.1", False),
+        ("2001:db8::1", False),
+        ("", False),
+        (None, False),
+        ("not-an-address", False),
+    ],
+)
+def test_is_loopback(address, loopback):
+    from lbdns.validate import is_loopback
+
+    assert is_loopback(address) is loopback
 
 
 def test_register_tokens_need_networks(tmp_path):

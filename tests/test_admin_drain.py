@@ -8,15 +8,8 @@ from lbdns.balance.capacity import farm_load, shed_advice
 from lbdns.balance.drain import DrainOptions, drain_status
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Report
+from lbdns.testing.clock import Clock
 from lbdns.zone.model import FarmSpec, HostSpec
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_farm(clock: Clock, capacities=(1.0, 1.0, 2.0), ttl: int = 5) -> Farm:
@@ -38,7 +31,7 @@ def report(clock: Clock, connections: float, healthy: bool = True) -> Report:
 
 
 def test_drain_waits_for_connections_and_for_cached_answers():
-    clock = Clock()
+    clock = Clock(1000.0)
     farm = make_farm(clock)
     host = farm.hosts["h1"]
     host.report = report(clock, 12)
@@ -63,7 +56,7 @@ def test_drain_waits_for_connections_and_for_cached_answers():
 
 
 def test_drain_without_answer_times_counts_from_its_start():
-    clock = Clock()
+    clock = Clock(1000.0)
     farm = make_farm(clock, ttl=1)
     host = farm.hosts["h2"]
     host.admin = "draining"
@@ -75,7 +68,7 @@ def test_drain_without_answer_times_counts_from_its_start():
 
 
 def test_scale_advice():
-    clock = Clock()
+    clock = Clock(1000.0)
     farm = make_farm(clock, capacities=(100, 100, 200))
     assert farm_load(farm, clock.now, 0.7).hosts_needed is None  # nothing reported yet
     for name, connections in (("h1", 90), ("h2", 80), ("h3", 190)):
@@ -93,7 +86,7 @@ def test_scale_advice():
 
 
 def test_shed_advice_only_for_a_host_far_above_the_mean():
-    clock = Clock()
+    clock = Clock(1000.0)
     farm = make_farm(clock, capacities=(1, 1, 1))
     for name, connections in (("h1", 300), ("h2", 50), ("h3", 40)):
         farm.hosts[name].report = report(clock, connections)

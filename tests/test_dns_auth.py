@@ -19,17 +19,13 @@ import dns.rdatatype
 import dns.update
 import pytest
 from dnsclient import counts_of, flags_of, header, question, udp
-from support import ROOT, LbdnsProcess
 
-ZONES = ROOT / "tests" / "zones" / "auth"
 NEGATIVE_TTL = 60  # min(zone ttl 300, SOA minimum 60)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("auth")
-    with LbdnsProcess(tmp, zones=ZONES, dns=("127.0.0.1:0", "[::1]:0"), http=None) as proc:
-        yield proc
+def server(auth_server):
+    return auth_server
 
 
 def ask(server, name, rdtype="A", tcp=False, flags=None, **kw) -> dns.message.Message:

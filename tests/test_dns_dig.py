@@ -6,9 +6,8 @@ import re
 import subprocess
 
 import pytest
-from support import ROOT, LbdnsProcess, which
+from support import which
 
-ZONES = ROOT / "tests" / "zones" / "auth"
 DIG = which("dig")
 
 pytestmark = pytest.mark.skipif(
@@ -17,10 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dig")
-    with LbdnsProcess(tmp, zones=ZONES, dns=("127.0.0.1:0", "[::1]:0"), http=None) as proc:
-        yield proc
+def server(auth_server):
+    return auth_server
 
 
 def dig(server, *args: str, host: str | None = None) -> str:

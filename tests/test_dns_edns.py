@@ -11,17 +11,13 @@ import dns.query
 import dns.rcode
 import pytest
 from dnsclient import counts_of, flags_of, header, opt, question, tcp, udp
-from support import ROOT, LbdnsProcess
 
-ZONES = ROOT / "tests" / "zones" / "auth"
 TC = 0x0200
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("edns")
-    with LbdnsProcess(tmp, zones=ZONES, http=None) as proc:
-        yield proc
+def server(auth_server):
+    return auth_server
 
 
 def send(server, query: dns.message.Message, over_tcp=False) -> dns.message.Message:

@@ -21,9 +21,8 @@ from dnsclient import (
     tcp_send,
     udp,
 )
-from support import ROOT, LbdnsProcess
+from support import AUTH_ZONES, LbdnsProcess
 
-ZONES = ROOT / "tests" / "zones" / "auth"
 FORMERR = dns.rcode.FORMERR
 DROP = None
 
@@ -33,7 +32,7 @@ GOOD_Q = question("mail.example.test.")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("malformed")
-    with LbdnsProcess(tmp, zones=ZONES, http=None) as proc:
+    with LbdnsProcess(tmp, zones=AUTH_ZONES, http=None) as proc:
         yield proc
 
 

@@ -17,12 +17,11 @@ import dns.flags
 import dns.message
 import dns.query
 import pytest
-from support import ROOT, LbdnsProcess, free_port, stop_process, which
+from support import AUTH_ZONES, LbdnsProcess, free_port, stop_process, which
 
 from lbdns.zone.model import Zone
 from lbdns.zone.parse import load_folder
 
-ZONES = ROOT / "tests" / "zones" / "auth"
 NSD = which("nsd")
 
 pytestmark = pytest.mark.skipif(
@@ -99,7 +98,7 @@ def servers(tmp_path_factory):
         "remote-control:",
         "  control-enable: no",
     ]
-    for origin, zone in load_folder(ZONES).items():
+    for origin, zone in load_folder(AUTH_ZONES).items():
         path = tmp / f"{origin}zone"
         path.write_text(zone_file(zone))
         conf += ["zone:", f'  name: "{origin}"', f'  zonefile: "{path}"']
@@ -110,7 +109,7 @@ def servers(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     try:
-        with LbdnsProcess(tmp, zones=ZONES, http=None) as lbdns:
+        with LbdnsProcess(tmp, zones=AUTH_ZONES, http=None) as lbdns:
             wait_ready(port, nsd, tmp)
             yield lbdns.port, port
     finally:

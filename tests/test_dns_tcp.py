@@ -9,9 +9,8 @@ import time
 import dns.message
 import pytest
 from dnsclient import counts_of, header, question, tcp_connect, tcp_recv, tcp_send
-from support import ROOT, LbdnsProcess
+from support import AUTH_ZONES, LbdnsProcess
 
-ZONES = ROOT / "tests" / "zones" / "auth"
 IDLE_TIMEOUT = 1.0
 MAX_CONNECTIONS = 3
 
@@ -21,7 +20,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tcp")
     config = tmp / "lbdns.yaml"
     config.write_text(f"tcp_idle_timeout: {IDLE_TIMEOUT}\ntcp_max_connections: {MAX_CONNECTIONS}\n")
-    with LbdnsProcess(tmp, zones=ZONES, config=config, http=None) as proc:
+    with LbdnsProcess(tmp, zones=AUTH_ZONES, config=config, http=None) as proc:
         yield proc
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from pathlib import Path
 
 import dns.asyncquery
@@ -19,6 +18,7 @@ from support import EXAMPLE_ZONES, LbdnsProcess, http_json
 from lbdns.config import Config
 from lbdns.registry import Registry
 from lbdns.server import Server
+from lbdns.testing.clock import Clock
 
 FARM = "chat.example.test."
 
@@ -230,14 +230,6 @@ def test_explain_needs_a_read_token(guarded):
 
 
 # -- in-process, with a fake clock -------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _in_process(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from lbdns.errors import ConfigError, Unavailable
 from lbdns.registry import Registry
 from lbdns.store.redis.store import RedisStore
 from lbdns.store.redis.urls import display_url, parse_sentinel_url
+from lbdns.testing.clock import Clock
 from lbdns.zone.model import HostSpec
 from lbdns.zone.parse import load_folder
 
@@ -35,14 +36,6 @@ pytestmark = [
 ]
 
 FARM = "chat.example.test."
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_store(url: str, clock: Callable[[], float] = time.time, **config) -> RedisStore:
@@ -225,7 +218,7 @@ def test_redis_back_empty_is_reseeded_from_the_servers_view(redis_server, caplog
 
 
 def test_report_ages_are_held_for_the_stale_budget_then_count(redis_server):
-    clock = FakeClock()
+    clock = Clock()
 
     async def main() -> None:
         a = make_store(redis_server.url, clock=clock, stale_budget=10.0)

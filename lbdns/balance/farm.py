@@ -4,7 +4,7 @@ The DNS path calls ``Farm.choose`` once per query for a farm name. It never awai
 farm's current ``FarmView`` (an immutable snapshot of states and scores, rebuilt when a report or
 an admin change arrives, or when a host's report goes stale) and asks the farm's policy. For the
 load-aware default policy the farm also keeps, per host, the load its own recent answers are
-expected to bring (``lbdns.accounting``), added to each candidate's score before the policy sees
+expected to bring (``lbdns.balance.accounting``), added to each candidate's score before the policy sees
 it and charged after each answer.
 
 Host states are in ``lbdns.balance.host``.

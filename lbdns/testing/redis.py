@@ -23,19 +23,36 @@ def redis_available() -> bool:
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 5.0) -> None:
+    """Wait until the redis-server ``proc`` itself answers on ``port``: its ``INFO`` must give
+    its own process id, so a server of another test that took the port is never mistaken for
+    it (ports come from a bind-and-release probe, which another process can win)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {proc.returncode}:\n{log.read_text()}")
+            raise PortTaken(f"redis-server exited with {proc.returncode}:\n{_tail(log)}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+                s.sendall(b"INFO server\r\n")
+                reply = b""
+                while b"process_id:" not in reply or not reply.endswith(b"\r\n\r\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+                if f"process_id:{proc.pid}\r".encode() in reply:
                     return
         except OSError:
             pass
         time.sleep(0.02)
-    raise RuntimeError(f"redis-server on port {port} did not answer PING:\n{log.read_text()}")
+    raise RuntimeError(f"redis-server on port {port} did not answer:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:] if log.exists() else ""
+
+
+class PortTaken(RuntimeError):
+    """The server exited at start (most often: another process had taken its port)."""
 
 
 class _ServerProcess:
@@ -49,12 +66,24 @@ class _ServerProcess:
     def args(self) -> list[str]:
         raise NotImplementedError
 
+    chosen_port = True  # the port came from free_port(), so another one may be tried
+
     def start(self):
-        self.proc = subprocess.Popen(
-            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.folder
-        )
-        _wait_port(self.port, self.proc, self.log_path)
+        for attempt in range(5):
+            self.proc = subprocess.Popen(
+                self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.folder
+            )
+            try:
+                _wait_port(self.port, self.proc, self.log_path)
+                return self
+            except PortTaken:
+                if not self.chosen_port or attempt == 4:
+                    raise
+                self.move_to(free_port())
         return self
+
+    def move_to(self, port: int) -> None:
+        self.port = port
 
     def kill(self) -> None:
         """SIGKILL: the way a crash looks to the clients."""
@@ -70,6 +99,7 @@ class RedisProcess(_ServerProcess):
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.chosen_port = port is None
         self.persist = persist
         self.proc: subprocess.Popen | None = None
         self.log_path = folder / f"redis-{self.port}.log"
@@ -109,6 +139,7 @@ class RedisProcess(_ServerProcess):
 
     def restart(self) -> RedisProcess:
         self.kill()
+        self.chosen_port = False  # clients know this port: a restart must come back on it
         return self.start()
 
     def __enter__(self) -> RedisProcess:
@@ -120,6 +151,8 @@ class RedisProcess(_ServerProcess):
 
 class SentinelProcess(_ServerProcess):
     """``redis-server --sentinel`` watching the primary named ``service``."""
+
+    chosen_port = False  # its port is in the config file it was started with
 
     def __init__(self, folder: Path, primary_port: int, service: str = "lbdns", quorum: int = 1):
         self.folder = folder

@@ -31,7 +31,7 @@ from lbdns.balance.drain import DEFAULT_GRACE, DrainOptions, drain_status
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host
 from lbdns.errors import Conflict, Forbidden, NotFound, RequestError, ZoneErrors
-from lbdns.web.base import REGISTRY, SERVER, authenticate, json_response, read_json
+from lbdns.web.base import CONFIG, REGISTRY, SERVER, STORE, authenticate, json_response, read_json
 from lbdns.zone.model import HostSpec
 from lbdns.zone.settings import check_host_name, parse_host
 
@@ -130,9 +130,8 @@ def host_json(registry, farm: Farm, host: Host, now: float) -> dict[str, Any]:
 
 
 def farm_json(request: web.Request, farm: Farm, hosts: bool) -> dict[str, Any]:
-    server = request.app[SERVER]
     now = _now(request)
-    zone = server.registry.zone_of(farm.name)
+    zone = request.app[REGISTRY].zone_of(farm.name)
     body: dict[str, Any] = {
         "name": farm.name,
         "zone": zone.origin if zone else None,
@@ -142,12 +141,12 @@ def farm_json(request: web.Request, farm: Farm, hosts: bool) -> dict[str, Any]:
         "score": dict(farm.spec.score),
         "all_unhealthy": farm.spec.all_unhealthy,
     }
-    host_list = [host_json(server.registry, farm, h, now) for h in farm.hosts.values()]
+    host_list = [host_json(request.app[REGISTRY], farm, h, now) for h in farm.hosts.values()]
     states: dict[str, int] = {}
     for item in host_list:
         states[item["state"]] = states.get(item["state"], 0) + 1
     body["states"] = states
-    body["scale"] = farm_load(farm, now, server.config.scale_target).to_json()
+    body["scale"] = farm_load(farm, now, request.app[CONFIG].scale_target).to_json()
     if hosts:
         body["hosts"] = host_list
     return body
@@ -228,7 +227,6 @@ def _truthy(value: Any) -> bool:
 async def _act(
     request: web.Request, token: Token, farm: Farm, host: Host, action: str, options: DrainOptions
 ) -> None:
-    server = request.app[SERVER]
     if action == "disable" and token.role == "register":
         raise Forbidden(f"token {token.name!r} (role register) may not disable hosts")
     _registered_scope(token, farm, host.spec, action)
@@ -236,13 +234,12 @@ async def _act(
     if admin == "draining" and host.admin == "draining":
         # Draining again only changes the options; the drain keeps its start.
         started = host.drain_started or _now(request)
-        await server.store.set_admin(farm, host, admin, started, options)
+        await request.app[STORE].set_admin(farm, host, admin, started, options)
         return
-    await server.store.set_admin(farm, host, admin, _now(request), options)
+    await request.app[STORE].set_admin(farm, host, admin, _now(request), options)
 
 
 async def _remove(request: web.Request, token: Token, farm: Farm, host: Host, force: bool) -> None:
-    server = request.app[SERVER]
     _registered_scope(token, farm, host.spec, "remove")
     if not force:
         now = _now(request)
@@ -259,7 +256,7 @@ async def _remove(request: web.Request, token: Token, farm: Farm, host: Host, fo
                 f"(add ?force=true to remove it now)",
                 field="host",
             )
-    await server.store.remove_host(farm, host.name)
+    await request.app[STORE].remove_host(farm, host.name)
 
 
 # -- reads ----------------------------------------------------------------------------------
@@ -268,7 +265,6 @@ async def _remove(request: web.Request, token: Token, farm: Farm, host: Host, fo
 @routes.get("/v1/zones")
 async def list_zones(request: web.Request) -> web.Response:
     authenticate(request, *READ_ROLES)
-    server = request.app[SERVER]
     zones = [
         {
             "origin": zone.origin,
@@ -278,7 +274,7 @@ async def list_zones(request: web.Request) -> web.Response:
             "farms": sorted(zone.farms),
             "digest": zone.digest,
         }
-        for zone in server.registry.zones.values()
+        for zone in request.app[REGISTRY].zones.values()
     ]
     return json_response({"zones": sorted(zones, key=lambda z: z["origin"])})
 
@@ -286,10 +282,9 @@ async def list_zones(request: web.Request) -> web.Response:
 @routes.get("/v1/farms")
 async def list_farms(request: web.Request) -> web.Response:
     token = authenticate(request, *READ_ROLES)
-    server = request.app[SERVER]
     farms = [
         farm_json(request, farm, hosts=False)
-        for name, farm in sorted(server.registry.farms.items())
+        for name, farm in sorted(request.app[REGISTRY].farms.items())
         if token.allows_farm(name)
     ]
     return json_response({"farms": farms})
@@ -306,8 +301,7 @@ async def show_host(request: web.Request) -> web.Response:
     token = authenticate(request, *READ_ROLES)
     farm = _farm(request, token)
     host = _host(farm, request.match_info["host"])
-    server = request.app[SERVER]
-    return json_response(host_json(server.registry, farm, host, _now(request)))
+    return json_response(host_json(request.app[REGISTRY], farm, host, _now(request)))
 
 
 # -- changes of one host ---------------------------------------------------------------------
@@ -352,8 +346,7 @@ async def put_host(request: web.Request) -> web.Response:
             source="registered",
         )
         _check_networks(token, spec)
-    server = request.app[SERVER]
-    host = await server.store.put_host(farm, spec)
+    host = await request.app[STORE].put_host(farm, spec)
     _changed(
         request,
         token,
@@ -365,7 +358,7 @@ async def put_host(request: web.Request) -> web.Response:
         action="change" if existing else "add",
     )
     return json_response(
-        host_json(server.registry, farm, host, _now(request)), status=200 if existing else 201
+        host_json(request.app[REGISTRY], farm, host, _now(request)), status=200 if existing else 201
     )
 
 
@@ -406,8 +399,7 @@ async def host_action(request: web.Request) -> web.Response:
         host=host.name,
         action=action,
     )
-    server = request.app[SERVER]
-    return json_response(host_json(server.registry, farm, host, _now(request)))
+    return json_response(host_json(request.app[REGISTRY], farm, host, _now(request)))
 
 
 # -- changes by label selector ---------------------------------------------------------------
@@ -454,12 +446,14 @@ async def selector_action(request: web.Request) -> web.Response:
         hosts=names,
         action=action,
     )
-    server = request.app[SERVER]
     now = _now(request)
     if action == "remove":
         return json_response({"removed": names, "farm": farm.name})
     return json_response(
-        {"farm": farm.name, "hosts": [host_json(server.registry, farm, h, now) for h in hosts]}
+        {
+            "farm": farm.name,
+            "hosts": [host_json(request.app[REGISTRY], farm, h, now) for h in hosts],
+        }
     )
 
 
@@ -470,7 +464,7 @@ async def selector_action(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     token = authenticate(request)
     server = request.app[SERVER]
-    before = {z.origin: z.serial for z in server.registry.zones.values()}
+    before = {z.origin: z.serial for z in request.app[REGISTRY].zones.values()}
     try:
         result = server.reload()
     except ZoneErrors as exc:
@@ -519,9 +513,9 @@ async def _watch_drains(app: web.Application) -> AsyncIterator[None]:
         logged: set[tuple[str, str, float]] = set()
         while True:
             await asyncio.sleep(1.0)
-            now = server.registry.clock()
+            now = app[REGISTRY].clock()
             current = set()
-            for farm in list(server.registry.farms.values()):
+            for farm in list(app[REGISTRY].farms.values()):
                 for host in list(farm.hosts.values()):
                     key = (farm.name, host.name, host.drain_started or 0.0)
                     status = drain_status(farm, host, now)

@@ -14,27 +14,28 @@ says so, HTTP 200). The reply tells the host the state the server sees for it, i
 
 from __future__ import annotations
 
+import functools
 import math
-import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from lbdns.auth import Token
 from lbdns.balance.capacity import advice_reply
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host, Report, score
 from lbdns.errors import Forbidden, NotFound, RequestError
-from lbdns.web.base import CONFIG, REGISTRY, SERVER, STORE, authenticate, json_response, read_json
+from lbdns.validate import MAX_METRICS, METRIC_NAME, METRIC_NAME_RULE
+from lbdns.web.base import CONFIG, REGISTRY, STORE, authenticate, json_response, read_json
 
 routes = web.RouteTableDef()
 
 MAX_REPORT_BODY = 64 * 1024  # bytes of one report
 MAX_BATCH = 1000  # reports in one batch
-MAX_METRICS = 32
 MAX_INTERVAL = 3600.0
 REPORT_KEYS = frozenset({"farm", "host", "seq", "interval", "healthy", "metrics"})
-_METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def parse_report(data: Any, where: str = "") -> dict[str, Any]:
@@ -85,9 +86,9 @@ def parse_report(data: Any, where: str = "") -> dict[str, Any]:
     parsed = {}
     for name, value in metrics.items():
         field = f"{where}metrics.{name}"
-        if not _METRIC_NAME.match(name):
+        if not METRIC_NAME.match(name):
             raise RequestError(
-                f"{field}: metric names are lower-case letters, digits and '_' (at most 64)",
+                f"{field}: {METRIC_NAME_RULE}",
                 field=field,
             )
         if (
@@ -100,6 +101,61 @@ def parse_report(data: Any, where: str = "") -> dict[str, Any]:
         parsed[name] = float(value)
     out["metrics"] = parsed
     return out
+
+
+# Reports taken, by result and reason: accepted/ok, ignored/old_seq, rejected/(invalid,
+# unauthenticated, forbidden, unknown_farm, unknown_host, too_large, store_unavailable).
+# Counted here, where each outcome is decided; /metrics registers the counter.
+OUTCOMES = Counter(
+    "lbdns_ingest_reports",
+    "Host reports received, by result and reason.",
+    ["result", "reason"],
+    registry=None,
+)
+REJECTED = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    408: "invalid",
+    413: "too_large",
+    503: "store_unavailable",
+}
+
+
+def _count(result: str, reason: str = "ok", n: int = 1) -> None:
+    if n:
+        OUTCOMES.labels(result, reason).inc(n)
+
+
+def _count_applied(applied: bool) -> None:
+    if applied:
+        _count("accepted")
+    else:
+        _count("ignored", "old_seq")
+
+
+def _rejected_reason(status: int, field: str | None) -> str:
+    if status == 404:
+        return "unknown_host" if (field or "").endswith("host") else "unknown_farm"
+    return REJECTED.get(status, "error")
+
+
+def _counted(handler: Callable[[web.Request], Awaitable[web.Response]]):
+    """Count a request refused as a whole (every report in it) as rejected, with the reason its
+    status gives."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            _count("rejected", _rejected_reason(exc.status, exc.field))
+            raise
+        except web.HTTPException as exc:
+            _count("rejected", _rejected_reason(exc.status, None))
+            raise
+
+    return wrapper
 
 
 def _find(request: web.Request, item: dict[str, Any], where: str) -> tuple[Farm, Host]:
@@ -136,7 +192,6 @@ def _report(farm: Farm, item: dict) -> Report:
 
 
 def _reply(request: web.Request, farm: Farm, host: Host, item: dict, applied: bool) -> dict:
-    server = request.app[SERVER]
     now = farm.clock()
     reply: dict[str, Any] = {
         "farm": farm.name,
@@ -144,7 +199,7 @@ def _reply(request: web.Request, farm: Farm, host: Host, item: dict, applied: bo
         "applied": applied,
         "state": farm.host_state(host, now),
         "score": score(host.report, farm.spec.score, host.spec.capacity),
-        "advice": advice_reply(farm, host) if server.config.advice else None,
+        "advice": advice_reply(farm, host) if request.app[CONFIG].advice else None,
     }
     if not applied:
         last = host.report.seq if host.report is not None else None
@@ -159,6 +214,7 @@ def _check_size(request: web.Request, limit: int) -> None:
 
 
 @routes.post("/v1/report")
+@_counted
 async def post_report(request: web.Request) -> web.Response:
     token = authenticate(request, "report")
     _check_size(request, MAX_REPORT_BODY)
@@ -166,10 +222,12 @@ async def post_report(request: web.Request) -> web.Response:
     farm, host = _find(request, item, "")
     _allowed(token, farm, host, "")
     applied = await request.app[STORE].report(farm, host, _report(farm, item))
+    _count_applied(applied)
     return json_response(_reply(request, farm, host, item, applied))
 
 
 @routes.post("/v1/reports")
+@_counted
 async def post_reports(request: web.Request) -> web.Response:
     """A batch: ``{"reports": [report, ...]}``. Validated as a whole (400/403 name the item);
     unknown farms or hosts are per-item errors so one removed host does not drop the rest."""
@@ -202,6 +260,7 @@ async def post_reports(request: web.Request) -> web.Response:
     results = []
     for item, target in zip(parsed, found, strict=True):
         if isinstance(target, NotFound):
+            _count("rejected", _rejected_reason(404, target.field))
             results.append(
                 {
                     "farm": item["farm"],
@@ -213,7 +272,9 @@ async def post_reports(request: web.Request) -> web.Response:
             )
             continue
         farm, host = target
-        results.append(_reply(request, farm, host, item, next(applied)))
+        was_applied = next(applied)
+        _count_applied(was_applied)
+        results.append(_reply(request, farm, host, item, was_applied))
     return json_response({"applied": sum(1 for r in results if r["applied"]), "results": results})
 
 

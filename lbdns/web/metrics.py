@@ -13,13 +13,11 @@ not matter. docs/observability.md lists every metric with its type and labels.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 from aiohttp import web
 from dnslib import QTYPE, RCODE
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -30,87 +28,14 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
-from lbdns.errors import RequestError
 from lbdns.server import Server
-from lbdns.web.base import SERVER, Handler, authenticate
+from lbdns.web import ingest
+from lbdns.web.base import SERVER, authenticate
 from lbdns.web.status import HISTORY, History
 
 STATES = (UP, NEW, STALE, DOWN, DRAINING, DRAINED, DISABLED)
 
 routes = web.RouteTableDef()
-
-# Reports taken by the ingest endpoint, by result and reason: accepted/ok, ignored/old_seq,
-# rejected/(invalid, unauthenticated, forbidden, unknown_farm, unknown_host, too_large,
-# store_unavailable). ``ingest_counter`` below counts them from the replies.
-INGEST = Counter(
-    "lbdns_ingest_reports",
-    "Host reports received, by result and reason.",
-    ["result", "reason"],
-    registry=None,
-)
-
-
-INGEST_PATHS = ("/v1/report", "/v1/reports")
-REJECTED = {
-    400: "invalid",
-    401: "unauthenticated",
-    403: "forbidden",
-    413: "too_large",
-    503: "store_unavailable",
-}
-
-
-def count_ingest(result: str, reason: str = "ok") -> None:
-    """Count one report: ``result`` accepted/ignored/rejected, ``reason`` a short snake_case."""
-    INGEST.labels(result, reason).inc()
-
-
-def _rejected_reason(status: int, field: str | None) -> str:
-    if status == 404:
-        return "unknown_host" if (field or "").endswith("host") else "unknown_farm"
-    return REJECTED.get(status, "error")
-
-
-def _count_results(results: list[Any]) -> None:
-    for item in results:
-        if not isinstance(item, dict):
-            continue
-        if item.get("applied"):
-            count_ingest("accepted")
-        elif "status" in item:
-            # A batch item's error starts with the field it names: "reports[3].host: ...".
-            where = str(item.get("error", "")).split(":", 1)[0]
-            count_ingest("rejected", _rejected_reason(int(item["status"]), where))
-        else:
-            count_ingest("ignored", "old_seq")
-
-
-@web.middleware
-async def ingest_counter(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts the outcome of every report from the ingest replies, so the ingest code needs no
-    metrics of its own: applied -> accepted, not applied -> ignored (an old seq), an error ->
-    rejected with a reason from its status."""
-    if request.path not in INGEST_PATHS or request.method != "POST":
-        return await handler(request)
-    try:
-        response = await handler(request)
-    except RequestError as exc:
-        count_ingest("rejected", _rejected_reason(exc.status, exc.field))
-        raise
-    except web.HTTPException as exc:
-        count_ingest("rejected", _rejected_reason(exc.status, None))
-        raise
-    body = getattr(response, "body", None)
-    if response.status == 200 and isinstance(body, bytes):
-        try:
-            reply = json.loads(body)
-        except ValueError:
-            return response
-        if isinstance(reply, dict) and "results" in reply:
-            _count_results(reply["results"])
-        elif isinstance(reply, dict):
-            _count_results([reply])
-    return response
 
 
 def _stat(obj: object, *names: str) -> float | None:
@@ -347,10 +272,9 @@ METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", Collecto
 def setup(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(app[SERVER], app.get(HISTORY)))
-    registry.register(INGEST)
+    registry.register(ingest.OUTCOMES)
     ProcessCollector(registry=registry)
     app[METRICS] = registry
-    app.middlewares.append(ingest_counter)
 
 
 @routes.get("/metrics")

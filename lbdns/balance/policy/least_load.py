@@ -2,7 +2,7 @@
 
 The farm hands in each candidate's load already including its in-flight estimate (the
 connections recent answers are expected to bring that no report has counted yet, see
-``lbdns.accounting``) and the herd this answer is expected to bring (``ask.herd``: how many
+``lbdns.balance.accounting``) and the herd this answer is expected to bring (``ask.herd``: how many
 clients the asking resolver will send to whatever it is told, in score units). Each candidate's
 *projected* load is ``load + herd / k / capacity`` when the herd is split over ``k`` records.
 
