@@ -15,7 +15,7 @@ from typing import Any
 from lbdns import validate, yamlfile
 from lbdns.auth import Token, parse_tokens
 from lbdns.dnsserver.transport import parse_address
-from lbdns.errors import ConfigError, LbdnsError, ZoneErrors
+from lbdns.errors import ConfigError, ConfigErrors, LbdnsError
 from lbdns.validate import Fail
 
 DEFAULT_HTTP = "127.0.0.1:8053"
@@ -157,7 +157,7 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read the config file (if any), apply command-line ``overrides``, validate everything.
 
-    Raises ``ZoneErrors`` (a list of ``ConfigError``) naming every bad key.
+    Raises ``ConfigErrors`` (a list of ``ConfigError``) naming every bad key.
     """
     errors: list[LbdnsError] = []
     values: dict[str, Any] = {}
@@ -166,11 +166,11 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
         try:
             doc = yamlfile.load(path, ConfigError)
         except ConfigError as exc:
-            raise ZoneErrors([exc]) from None
+            raise ConfigErrors([exc]) from None
         source = str(path)
         data = doc.data if doc.data is not None else {}
         if not isinstance(data, dict):
-            raise ZoneErrors([doc.error(ConfigError, (), "a config file must be a mapping")])
+            raise ConfigErrors([doc.error(ConfigError, (), "a config file must be a mapping")])
 
         def fail(where: yamlfile.Where, reason: str) -> None:
             errors.append(doc.error(ConfigError, where, reason))
@@ -200,5 +200,5 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
         if parsed is not None or key == "http":
             values[key] = parsed
     if errors:
-        raise ZoneErrors(errors)
+        raise ConfigErrors(errors)
     return replace(Config(), source=source, **values)

@@ -30,12 +30,20 @@ class ZoneError(LbdnsError):
     """A zone file is invalid; ``source`` is the file, ``path`` the place inside it."""
 
 
-class ZoneErrors(LbdnsError):
-    """Several zone or config errors found in one pass (``lbdns check`` prints them all)."""
+class ManyErrors(LbdnsError):
+    """Every error found in one pass over a file or folder (``lbdns check`` prints them all)."""
 
     def __init__(self, errors: list[LbdnsError]):
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+
+class ZoneErrors(ManyErrors):
+    """The zone files are invalid: every ``ZoneError`` found."""
+
+
+class ConfigErrors(ManyErrors):
+    """A server or agent config file is invalid: every ``ConfigError`` found."""
 
 
 class RequestError(LbdnsError):

@@ -23,7 +23,7 @@ from lbdns.agent.measure import CpuMeter, NetlinkCounter, ProcCounter, connectio
 from lbdns.agent.push import backoff_delay
 from lbdns.agent.ratelog import RateLimitedLog
 from lbdns.agent.shed import AdviceHook
-from lbdns.errors import ConfigError, ZoneErrors
+from lbdns.errors import ConfigError, ConfigErrors
 
 BASE = "farm: chat.example.test.\nhost: web1\nservers: [http://127.0.0.1:8053]\n"
 
@@ -33,7 +33,7 @@ def parse(text: str, need_servers: bool = True):
 
 
 def errors_of(text: str) -> str:
-    with pytest.raises(ZoneErrors) as info:
+    with pytest.raises(ConfigErrors) as info:
         parse(text)
     return str(info.value)
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from lbdns import config
-from lbdns.errors import ZoneErrors
+from lbdns.errors import ConfigErrors
 
 BAD = [
     ("bogus: 1\n", "line 1: bogus: unknown key"),
@@ -38,7 +38,7 @@ BAD = [
 def test_bad_config_is_rejected_with_path_and_reason(tmp_path, text, expected):
     path = tmp_path / "lbdns.yaml"
     path.write_text(text)
-    with pytest.raises(ZoneErrors) as info:
+    with pytest.raises(ConfigErrors) as info:
         config.load(path)
     message = str(info.value)
     assert str(path) in message
@@ -57,7 +57,7 @@ def test_command_line_overrides_file_and_paths_are_relative_to_file(tmp_path):
 
 
 def test_bad_command_line_value_names_the_flag():
-    with pytest.raises(ZoneErrors) as info:
+    with pytest.raises(ConfigErrors) as info:
         config.load(None, {"dns": ["127.0.0.1:notaport"]})
     assert "--dns" in str(info.value)
 

@@ -2,7 +2,7 @@
 
 Every key is documented in docs/agent.md and in the example. Unknown keys and bad values are
 errors that name the file, the line, the key path and the reason; all of them are reported at
-once (``ZoneErrors`` of ``ConfigError``s), as ``lbdns check`` does for the server.
+once (``ConfigErrors`` of ``ConfigError``s), as ``lbdns check`` does for the server.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from lbdns import yamlfile
 from lbdns.agent.measure import METHODS
-from lbdns.errors import ConfigError, LbdnsError, ZoneErrors
+from lbdns.errors import ConfigError, ConfigErrors, LbdnsError
 from lbdns.name import NameError_
 from lbdns.name import absolute as absolute_name
 from lbdns.validate import (
@@ -433,7 +433,7 @@ def default_host_name() -> str:
 
 
 def load(path: Path, need_servers: bool = True) -> AgentConfig:
-    """Read and validate the agent config at ``path``; raise ``ZoneErrors`` listing every
+    """Read and validate the agent config at ``path``; raise ``ConfigErrors`` listing every
     problem (file, line, key path, reason). ``need_servers`` is False for --once/--dry-run."""
     doc = yamlfile.load(path, ConfigError)
     return parse(doc, need_servers)
@@ -447,7 +447,7 @@ def parse(doc: yamlfile.LocatedYaml, need_servers: bool = True) -> AgentConfig:
 
     data = doc.data
     if not isinstance(data, dict):
-        raise ZoneErrors([doc.error(ConfigError, (), "an agent config must be a mapping")])
+        raise ConfigErrors([doc.error(ConfigError, (), "an agent config must be a mapping")])
     known_keys(data, (), fail, TOP_KEYS, "")
     values: dict[str, Any] = {}
 
@@ -519,7 +519,7 @@ def parse(doc: yamlfile.LocatedYaml, need_servers: bool = True) -> AgentConfig:
             else:
                 values[key] = data[key]
     if errors:
-        raise ZoneErrors(errors)
+        raise ConfigErrors(errors)
     return AgentConfig(source=doc.source, **values)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lbdns import __version__
-from lbdns.errors import LbdnsError, ZoneErrors
+from lbdns.errors import LbdnsError, ManyErrors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except ZoneErrors as exc:
+    except ManyErrors as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
         return 1
@@ -133,7 +133,7 @@ def _zones_folder(args: argparse.Namespace) -> Path:
 
 def _check(args: argparse.Namespace) -> int:
     from lbdns import config as config_module
-    from lbdns.errors import ZoneErrors as Errors
+    from lbdns.errors import ManyErrors as Errors
     from lbdns.zone.parse import load_folder
 
     errors = []
