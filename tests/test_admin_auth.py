@@ -146,10 +146,10 @@ def test_is_loopback(address, loopback):
 
 def test_register_tokens_need_networks(tmp_path):
     from lbdns import config as config_module
-    from lbdns.errors import ZoneErrors
+    from lbdns.errors import ConfigErrors
 
     path = tmp_path / "lbdns.yaml"
     path.write_text("tokens:\n  - {name: r, secret: register-secret, role: register}\n")
-    with pytest.raises(ZoneErrors) as info:
+    with pytest.raises(ConfigErrors) as info:
         config_module.load(path)
     assert "line 2: tokens.0.networks: a register token needs networks" in str(info.value)
