@@ -22,6 +22,10 @@ FARM_KEYS = {
     "hosts",
     "cache_time",
     "split",
+    # keyed farms and the redirect (parse_affinity)
+    "key",
+    "balance_factor",
+    "redirect",
 }
 
 
@@ -106,6 +110,7 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
         if host is not None:
             parsed.append(host)
     kwargs["hosts"] = tuple(parsed)
+    parse_affinity(body, kwargs.get("policy", FarmSpec.policy), where, fail, kwargs)
     return FarmSpec(**kwargs)
 
 
@@ -175,3 +180,74 @@ def _addresses(value: Any, cls, key: str) -> tuple[str, ...]:
             family = "IPv4" if key == "a" else "IPv6"
             raise ValueError(f"{key}: {item!r} is not an {family} address") from None
     return tuple(out)
+
+
+KEY_KINDS = ("label", "client-subnet")
+REDIRECT_FIELDS = ("host", "farm", "path")
+
+
+def parse_affinity(
+    body: dict[str, Any], policy: str, where: yamlfile.Where, fail: Fail, kwargs: dict[str, Any]
+) -> None:
+    """The settings of keyed farms (``key``, ``balance_factor``) and of the redirect form of
+    the assignment API (``redirect``), into ``kwargs``."""
+    import string
+
+    keyed = policy == "consistent-hash"
+    if "key" in body:
+        key = body["key"]
+        if not keyed:
+            fail((*where, "key"), "key needs policy: consistent-hash")
+        elif key not in KEY_KINDS:
+            fail((*where, "key"), f"must be one of {', '.join(KEY_KINDS)}, got {key!r}")
+        else:
+            kwargs["key"] = key
+    if "balance_factor" in body:
+        factor = body["balance_factor"]
+        if not keyed:
+            fail((*where, "balance_factor"), "balance_factor needs policy: consistent-hash")
+        elif (
+            isinstance(factor, bool)
+            or not isinstance(factor, (int, float))
+            or not 1.0 <= factor <= 100.0
+        ):
+            fail((*where, "balance_factor"), f"must be a number from 1 to 100, got {factor!r}")
+        else:
+            kwargs["balance_factor"] = float(factor)
+    if "redirect" not in body:
+        return
+    redirect = body["redirect"]
+    public = False
+    if isinstance(redirect, dict):
+        unknown = set(redirect) - {"url", "public"}
+        for extra in sorted(unknown, key=str):
+            fail((*where, "redirect", extra), "unknown redirect setting (expected url, public)")
+        public = redirect.get("public", False)
+        if not isinstance(public, bool):
+            fail((*where, "redirect", "public"), f"must be true or false, got {public!r}")
+            public = False
+        redirect = redirect.get("url")
+    if not isinstance(redirect, str) or not redirect.startswith(("http://", "https://")):
+        fail(
+            (*where, "redirect"),
+            "must be an http:// or https:// URL template like "
+            f"https://{{host}}.chat.example.com/{{path}}, got {redirect!r}",
+        )
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(redirect) if f is not None]
+    except ValueError as exc:
+        fail((*where, "redirect"), f"bad URL template: {exc}")
+        return
+    for name in fields:
+        if name not in REDIRECT_FIELDS:
+            fail(
+                (*where, "redirect"),
+                f"unknown placeholder {{{name}}} (expected {{host}}, {{farm}} or {{path}})",
+            )
+            return
+    if "host" not in fields:
+        fail((*where, "redirect"), "the URL template needs {host}: where the client is sent")
+        return
+    kwargs["redirect"] = redirect
+    kwargs["redirect_public"] = public
