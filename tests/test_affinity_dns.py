@@ -77,7 +77,7 @@ def test_a_host_over_its_bound_passes_its_keys_to_the_next(server):
     explain = api(server, "GET", f"/v1/farms/{CHAT}/explain")[1]
     host_of(server, KEYS[0])
     reason = api(server, "GET", f"/v1/farms/{CHAT}/explain")[1]["last_answer"]["reason"]
-    assert f"{hot} is at its bound" in reason and "next on the ring" in reason
+    assert f"{hot} is over its bound" in reason and "next on the ring" in reason
     assert explain["policy"] == "consistent-hash" and explain["balance_factor"] == 1.25
 
 

@@ -675,7 +675,7 @@ class Farm:
             if c is None:
                 passed.append(f"{name} is not answerable")
             else:
-                passed.append(f"{name} is at its bound ({c.load:.4g} >= {limit:.4g})")
+                passed.append(f"{name} is over its bound ({c.load:.4g} > {limit:.4g})")
         chosen = ", ".join(last.chosen)
         if not passed:
             return f"key {key!r}: {chosen} holds its place on the ring"

@@ -6,7 +6,7 @@ capacity is worth (``POINTS`` at the farm's mean capacity). A key (``ask.key``, 
 from ``key_hash``) goes to the first host clockwise from its own point that
 
 * is a candidate (up, and has an address of the asked family), and
-* is within its bound: its load (reported plus in flight, per unit of capacity) is below
+* is within its bound: its load (reported plus in flight, per unit of capacity) is at most
   ``ask.balance`` (``c``) times the farm's mean load once this answer is counted, or it carries
   less than one answer's load (``ask.herd``) yet, so that an empty farm takes its first keys.
 
@@ -19,7 +19,7 @@ never per query; a query bisects it and walks a few points.
 | candidates (load/capacity)  | key's ring order | herd | c    | answer                          |
 |-----------------------------|------------------|------|------|---------------------------------|
 | a(0/1), b(0/1), c(0/1)      | b, c, a          | 1    | 1.25 | b (empty: below one answer)     |
-| a(1/1), b(4/1), c(1/1)      | b, c, a          | 1    | 1.25 | c (b 4 >= 1.25 x 7/3 = 2.92)    |
+| a(1/1), b(4/1), c(1/1)      | b, c, a          | 1    | 1.25 | c (b 4 > 1.25 x 7/3 = 2.92)    |
 | a(2/1), b(2/1), c(2/1)      | b, c, a          | 1    | 1.25 | b (2 < 1.25 x 7/3)              |
 | a(1/1), c(1/1) (b not up)   | b, c, a          | 1    | 1.25 | c (b is no candidate)           |
 | a(0.5/1), b(0.2/1)          | no key (-1)      | any  | any  | b (lowest load, as least-load)  |
@@ -134,7 +134,7 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
             continue
         seen.add(owner)
         c = by_name.get(names[owner])
-        if c is not None and (c[2] < limit - _TIE or c[2] * c[1] < herd):
+        if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
             chosen.append(c)
             if len(chosen) == want:
                 return tuple(chosen)
