@@ -213,3 +213,12 @@ farms:
 """
     with pytest.raises(ZoneErrors, match=r"\*\.chat\.z\.test\. cannot stand beside a farm keyed"):
         parse_text(text, "z.test.yaml")
+
+
+def test_assignments_are_counted_in_metrics(server):
+    get(server, f"/v1/farms/{CHAT}/assign?key=room1")
+    http_request(server.http_url + f"/r/{CHAT}/x?key=room1")
+    _, body, _ = http_request(server.http_url + "/metrics")
+    text = body.decode()
+    assert f'lbdns_assignments_total{{farm="{CHAT}",result="assigned"}} 1.0' in text
+    assert f'lbdns_assignments_total{{farm="{CHAT}",result="redirected"}} 1.0' in text

@@ -23,6 +23,7 @@ import time
 from urllib.parse import quote
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from lbdns.auth import Token
 from lbdns.balance.farm import Assignment, Farm
@@ -75,11 +76,21 @@ class RateLimit:
 
 RATE_LIMIT: web.AppKey[RateLimit] = web.AppKey("assign_rate_limit", RateLimit)
 
+# Registered by ``lbdns.web.metrics`` (its collector registry is per application).
+ASSIGNMENTS = Counter(
+    "lbdns_assignments",
+    "Assignment API requests by farm and result: assigned (JSON), redirected (307), "
+    "unavailable (503, no host), limited (429; farm empty).",
+    ["farm", "result"],
+    registry=None,
+)
+
 
 def _limited(request: web.Request) -> web.Response | None:
     wait = request.app[RATE_LIMIT].wait(request.remote or "")
     if not wait:
         return None
+    ASSIGNMENTS.labels("", "limited").inc()
     seconds = max(1, math.ceil(wait))
     response = json_response(
         {
@@ -123,6 +134,7 @@ def _key(request: web.Request, farm: Farm) -> str | None:
 def _assign(request: web.Request, farm: Farm, key: str | None) -> Assignment:
     result = farm.assign(key, request.remote or "")
     if isinstance(result, str):
+        ASSIGNMENTS.labels(farm.name, "unavailable").inc()
         raise RequestError(
             f"no host of farm {farm.name} can take a connection now (none is up; "
             f"all_unhealthy: {farm.spec.all_unhealthy})",
@@ -143,6 +155,7 @@ async def assign(request: web.Request) -> web.StreamResponse:
     key = _key(request, farm)
     chosen = _assign(request, farm, key)
     host = farm.hosts[chosen.host]
+    ASSIGNMENTS.labels(farm.name, "assigned").inc()
     return json_response(
         {
             "farm": farm.name,
@@ -179,6 +192,7 @@ async def redirect(request: web.Request) -> web.StreamResponse:
     )
     if request.query_string:
         location += ("&" if "?" in location else "?") + request.query_string
+    ASSIGNMENTS.labels(farm.name, "redirected").inc()
     raise web.HTTPTemporaryRedirect(location)
 
 
