@@ -170,13 +170,17 @@ def test_rate_limit(tmp_path):
     [
         ("key: label", "key needs policy: consistent-hash"),
         ("policy: consistent-hash\n    key: header", "must be one of label, client-subnet"),
-        ("policy: consistent-hash\n    balance_factor: 0.5", "must be a number from 1 to 100"),
+        ("policy: consistent-hash\n    balance_factor: 0.5", "must be between 1 and 100"),
         ("balance_factor: 2", "balance_factor needs policy: consistent-hash"),
         ("redirect: 'ftp://x/{host}'", "must be an http:// or https:// URL template"),
         ("redirect: 'https://x/{path}'", "needs {host}"),
         ("redirect: 'https://{host}/{room}'", "unknown placeholder {room}"),
         ("redirect: {url: 'https://{host}/', public: 1}", "must be true or false"),
-        ("redirect: {url: 'https://{host}/', open: true}", "unknown redirect setting"),
+        (
+            "redirect: {url: 'https://{host}/', open: true}",
+            "unknown key (expected one of public, url)",
+        ),
+        ("redirect: 'https://{host!r}/'", "placeholders are plain"),
     ],
 )
 def test_bad_farm_settings(settings, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import string
 from types import MappingProxyType
 from typing import Any
 
@@ -191,41 +192,27 @@ def parse_affinity(
 ) -> None:
     """The settings of keyed farms (``key``, ``balance_factor``) and of the redirect form of
     the assignment API (``redirect``), into ``kwargs``."""
-    import string
-
     keyed = policy == "consistent-hash"
-    if "key" in body:
-        key = body["key"]
-        if not keyed:
-            fail((*where, "key"), "key needs policy: consistent-hash")
-        elif key not in KEY_KINDS:
-            fail((*where, "key"), f"must be one of {', '.join(KEY_KINDS)}, got {key!r}")
-        else:
+    for name in ("key", "balance_factor"):
+        if name in body and not keyed:
+            fail((*where, name), f"{name} needs policy: consistent-hash")
+    if keyed and "key" in body:
+        key = validate.choice(body["key"], (*where, "key"), fail, KEY_KINDS)
+        if key is not None:
             kwargs["key"] = key
-    if "balance_factor" in body:
-        factor = body["balance_factor"]
-        if not keyed:
-            fail((*where, "balance_factor"), "balance_factor needs policy: consistent-hash")
-        elif (
-            isinstance(factor, bool)
-            or not isinstance(factor, (int, float))
-            or not 1.0 <= factor <= 100.0
-        ):
-            fail((*where, "balance_factor"), f"must be a number from 1 to 100, got {factor!r}")
-        else:
+    if keyed and "balance_factor" in body:
+        factor = validate.number(body["balance_factor"], (*where, "balance_factor"), fail, 1, 100)
+        if factor is not None:
             kwargs["balance_factor"] = float(factor)
     if "redirect" not in body:
         return
     redirect = body["redirect"]
-    public = False
+    public: bool | None = False
     if isinstance(redirect, dict):
-        unknown = set(redirect) - {"url", "public"}
-        for extra in sorted(unknown, key=str):
-            fail((*where, "redirect", extra), "unknown redirect setting (expected url, public)")
-        public = redirect.get("public", False)
-        if not isinstance(public, bool):
-            fail((*where, "redirect", "public"), f"must be true or false, got {public!r}")
-            public = False
+        validate.known_keys(redirect, (*where, "redirect"), fail, {"url", "public"}, "redirect")
+        public = validate.boolean(
+            redirect.get("public", False), (*where, "redirect", "public"), fail
+        )
         redirect = redirect.get("url")
     if not isinstance(redirect, str) or not redirect.startswith(("http://", "https://")):
         fail(
@@ -235,9 +222,13 @@ def parse_affinity(
         )
         return
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(redirect) if f is not None]
+        parts = [p for p in string.Formatter().parse(redirect) if p[1] is not None]
     except ValueError as exc:
         fail((*where, "redirect"), f"bad URL template: {exc}")
+        return
+    fields = [name for _, name, _, _ in parts]
+    if any(spec or conversion for _, _, spec, conversion in parts):
+        fail((*where, "redirect"), "placeholders are plain {host}, {farm} and {path}")
         return
     for name in fields:
         if name not in REDIRECT_FIELDS:
@@ -250,4 +241,4 @@ def parse_affinity(
         fail((*where, "redirect"), "the URL template needs {host}: where the client is sent")
         return
     kwargs["redirect"] = redirect
-    kwargs["redirect_public"] = public
+    kwargs["redirect_public"] = bool(public)
