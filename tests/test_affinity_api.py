@@ -226,3 +226,26 @@ def test_assignments_are_counted_in_metrics(server):
     text = body.decode()
     assert f'lbdns_assignments_total{{farm="{CHAT}",result="assigned"}} 1.0' in text
     assert f'lbdns_assignments_total{{farm="{CHAT}",result="redirected"}} 1.0' in text
+
+
+def test_cli_farms_assign(server):
+    import os
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    env = {**os.environ, "LBDNS_SERVER": server.http_url, "PYTHONPATH": str(ROOT)}
+    env.pop("LBDNS_TOKEN", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "lbdns", "farms", "assign", CHAT, "--key", "room42"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    host = host_of(server, "room42")
+    assert done.returncode == 0, done.stderr
+    first, reason = done.stdout.splitlines()
+    assert first.startswith(f"{host} ({host}.{CHAT}) 192.0.2.{host[3:]}")
+    assert reason == f"key 'room42': {host} holds its place on the ring"
