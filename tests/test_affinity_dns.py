@@ -155,6 +155,10 @@ def test_client_subnet_key_from_ecs_echoes_the_scope(server):
     response = ecs_query(server, "198.51.100.77", 32)
     (option,) = [o for o in response.options if isinstance(o, dns.edns.ECSOption)]
     assert option.srclen == 32 and option.scopelen == 24  # valid for the whole /24
+    # The same query again takes the repeated-query path: the same host, the option echoed.
+    again = ecs_query(server, "198.51.100.77", 32)
+    assert addresses(again) == addresses(response)
+    assert [(o.srclen, o.scopelen) for o in again.options] == [(32, 24)]
     # The same /24 keeps its host; other subnets spread over the hosts.
     host = addresses(response)
     for last in (1, 2, 250):
