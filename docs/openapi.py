@@ -266,6 +266,15 @@ SCHEMAS: dict[str, Any] = {
             "answers": INT,
             "score": {"type": "object", "additionalProperties": NUM},
             "all_unhealthy": STR,
+            "key": {
+                "type": "string",
+                "enum": ["label", "client-subnet"],
+                "description": "consistent-hash farms: what the key is",
+            },
+            "balance_factor": {"type": "number", "description": "consistent-hash farms: c"},
+            "redirect": obj(
+                {"url": STR, "public": BOOL}, description="the URL template of GET /r/{farm}/..."
+            ),
             "states": {"type": "object", "additionalProperties": INT},
             "scale": ref("Scale"),
         }

@@ -249,3 +249,15 @@ def test_cli_farms_assign(server):
     first, reason = done.stdout.splitlines()
     assert first.startswith(f"{host} ({host}.{CHAT}) 192.0.2.{host[3:]}")
     assert reason == f"key 'room42': {host} holds its place on the ring"
+
+
+def test_the_farm_shows_its_key_bound_and_redirect(server, stand_in):
+    farm = get(server, f"/v1/farms/{CHAT}")[1]
+    assert farm["policy"] == "consistent-hash" and farm["key"] == "label"
+    assert farm["balance_factor"] == 1.25
+    assert farm["redirect"] == {
+        "url": f"http://127.0.0.1:{stand_in}/{{host}}/{{path}}",
+        "public": False,
+    }
+    plain = get(server, f"/v1/farms/{PLAIN}")[1]
+    assert "key" not in plain and "redirect" not in plain
