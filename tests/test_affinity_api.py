@@ -83,6 +83,8 @@ def test_assign_by_key_agrees_with_dns_and_charges_one_connection(server):
 def test_keyless_assignments_spread_exactly(server):
     counts = Counter(get(server, f"/v1/farms/{PLAIN}/assign")[1]["host"] for _ in range(80))
     assert counts == {"p1": 40, "p2": 40}  # least-load with each assignment charged once
+    ignored = get(server, f"/v1/farms/{PLAIN}/assign?key=room1")[1]
+    assert ignored["key"] is None and ignored["how"] == "policy"
 
 
 def test_assign_errors_name_the_field(server):

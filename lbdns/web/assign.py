@@ -159,7 +159,7 @@ async def assign(request: web.Request) -> web.StreamResponse:
     return json_response(
         {
             "farm": farm.name,
-            "key": key,
+            "key": key if farm.spec.keyed else None,  # other farms do not use a key
             "host": host.name,
             "name": farm.host_owner(host.name),
             "a": list(host.spec.a),
