@@ -636,8 +636,13 @@ class Farm:
             return self._key_reason(last)
         if last.how == "assign":
             charged = "" if self.accounting is None else "; charged one connection"
-            loads = ", ".join(f"{c.name} {c.load:.4g}" for c in last.candidates)
-            return f"{self.spec.policy} over {len(last.candidates)} candidates ({loads}){charged}"
+            lowest = sorted(last.candidates, key=lambda c: c.load)[:8]  # a sentence, not a table
+            loads = ", ".join(f"{c.name} {c.load:.4g}" for c in lowest)
+            more = ", ..." if len(last.candidates) > len(lowest) else ""
+            return (
+                f"{self.spec.policy} over {len(last.candidates)} candidates "
+                f"({loads}{more}){charged}"
+            )
         if last.how in ("key", "fail-open") and last.key is not None:
             prefix = "no host up: fail-open among the least-bad hosts; " * (last.how == "fail-open")
             return prefix + self._key_reason(last)
