@@ -682,6 +682,8 @@ class Farm:
             else:
                 passed.append(f"{name} is over its bound ({c.load:.4g} > {limit:.4g})")
         chosen = ", ".join(last.chosen)
+        if len(passed) > 8:
+            passed = [*passed[:8], f"{len(passed) - 8} more"]
         if not passed:
             return f"key {key!r}: {chosen} holds its place on the ring"
         return (
