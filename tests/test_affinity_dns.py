@@ -125,6 +125,14 @@ def test_a_removed_host_name_is_nxdomain(server):
     assert server.query(f"p3.{PLAIN}", "A").rcode() == dns.rcode.NXDOMAIN
 
 
+def test_a_dotted_host_name_and_the_empty_name_above_it(server):
+    status, _ = api(server, "PUT", f"/v1/farms/{CHAT}/hosts/web1.eu", {"a": "192.0.2.77"})
+    assert status in (200, 201)
+    assert addresses(server.query(f"web1.eu.{CHAT}", "A")) == ["192.0.2.77"]
+    above = server.query(f"eu.{CHAT}", "A")  # not a key: the name exists, with no records
+    assert above.rcode() == dns.rcode.NOERROR and not above.answer and above.authority
+
+
 def test_in_a_label_keyed_farm_a_removed_host_name_becomes_a_key(server):
     status, _ = api(server, "PUT", f"/v1/farms/{CHAT}/hosts/web9", {"a": "192.0.2.9"})
     assert status in (200, 201)

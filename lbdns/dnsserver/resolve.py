@@ -10,6 +10,7 @@ Names below a farm (``_below_farm``), when the zone has no name of its own there
 1. ``<host>.<farm>``, for every host of the farm: that host's addresses with the farm's TTL,
    whatever its state, while the host exists (a static answer; removing the host changes the
    registry's version, and the name is NXDOMAIN from then on).
+   A name above a dotted host name (``eu.<farm>`` of host ``web1.eu``) exists, empty: NODATA.
 2. ``<key>.<farm>``, one label, for a farm keyed by label (policy consistent-hash): the farm,
    with the label as the key. A host name wins over a key of the same text.
 3. Anything else: the zone's wildcard, if any, or NXDOMAIN.
@@ -129,9 +130,14 @@ def _below_farm(
     if farm is None:
         return None
     relative = qname[: -len(ancestor) - 1]
+    suffix = "." + relative
     for host in farm.hosts.values():
         if host.name.lower() == relative:
             return _host_answer(zone, farm, host.spec, qname, qtype, answer)
+    for host in farm.hosts.values():
+        if host.name.lower().endswith(suffix):
+            # An empty non-terminal of a dotted host name (``eu`` of ``web1.eu``): it exists.
+            return _negative(zone, RCODE.NOERROR, answer)
     spec = farm.spec
     if spec.keyed and spec.key == "label" and "." not in relative:
         if qtype in ADDRESS_TYPES or qtype == QTYPE.ANY:
