@@ -1,6 +1,7 @@
 """DNS speed: lbdns against NSD serving the same zone, measured with dnsperf in one run.
 
     .venv/bin/python benchmarks/dns_speed.py [--rounds N] [--duration S] [--quick] [--json FILE]
+                                             [--keyed]
 
 Both servers are started once, on free loopback ports, pinned to one CPU; dnsperf runs pinned to
 another, so a server never competes with the load generator for a core. Each round measures
@@ -16,6 +17,10 @@ The table shows the median of the rounds, the ratios lbdns/NSD and the issue's t
 NSD gets the zone as an RFC 1035 zone file written from the same YAML; a farm name becomes a
 static RRset of as many records as lbdns puts in an answer (the first hosts), so both servers
 send answers of the same size. NSD's response rate limiting is turned off.
+
+``--keyed`` adds a farm ``rooms`` with ``policy: consistent-hash`` (the hosts of the first farm)
+and ``KEYED_NAMES`` key labels under it (``room<i>.rooms``, A and AAAA) to the mix, a quarter of
+the queries; NSD answers those names from a static wildcard ``*.rooms`` of the same size.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ QUERY_MIX = (
     ("mail", "A"),
 )
 
+KEYED_FARM = "rooms"
+KEYED_NAMES = 32
+
 
 # -- setup --------------------------------------------------------------------------------------
 
@@ -87,10 +95,31 @@ def absolute(owner: str, origin: str) -> str:
     return origin if owner == "@" else f"{owner}.{origin}"
 
 
-def query_file(zone: Zone, path: Path) -> int:
-    lines = [f"{absolute(owner, zone.origin)} {qtype}" for owner, qtype in QUERY_MIX]
+def query_file(zone: Zone, path: Path, keyed: bool = False) -> int:
+    mix = list(QUERY_MIX)
+    if keyed:
+        # The standard mix four times, with a key label (A, then AAAA) after every third query.
+        mix = []
+        for i in range(KEYED_NAMES):
+            mix.extend(QUERY_MIX[(3 * i) % len(QUERY_MIX) : (3 * i) % len(QUERY_MIX) + 3])
+            mix.append((f"room{i}.{KEYED_FARM}", "A" if i % 2 == 0 else "AAAA"))
+    lines = [f"{absolute(owner, zone.origin)} {qtype}" for owner, qtype in mix]
     path.write_text("\n".join(lines) + "\n")
     return len(lines)
+
+
+def keyed_zone(source: Path, target: Path) -> None:
+    """``source`` with a keyed farm ``rooms`` of the first farm's hosts, written to ``target``."""
+    import yaml
+
+    data = yaml.safe_load(source.read_text())
+    first = next(iter(data["farms"].values()))
+    data["farms"][KEYED_FARM] = {
+        "ttl": first.get("ttl", 5),
+        "policy": "consistent-hash",
+        "hosts": first["hosts"],
+    }
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def nsd_zone_text(zone: Zone) -> str:
@@ -105,6 +134,8 @@ def nsd_zone_text(zone: Zone) -> str:
         for attribute, rtype in (("a", "A"), ("aaaa", "AAAA")):
             addresses = [a for host in farm.hosts for a in getattr(host, attribute)]
             lines += [f"{name} {farm.ttl} IN {rtype} {a}" for a in addresses[: farm.answers]]
+            if farm.keyed:  # every key label: one host, from a static wildcard
+                lines += [f"*.{name} {farm.ttl} IN {rtype} {a}" for a in addresses[:1]]
     return "\n".join(lines) + "\n"
 
 
@@ -430,6 +461,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--client-cpu", type=int, default=1, help="CPU for dnsperf (default 1)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, zone files)")
+    p.add_argument(
+        "--keyed", action="store_true", help="a consistent-hash farm's key labels in the mix"
+    )
     args = p.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.duration = args.duration or (3.0 if args.quick else 8.0)
@@ -454,14 +488,17 @@ def main(argv: list[str] | None = None) -> int:
     server_pin = ["taskset", "-c", str(args.server_cpu)] if pinned else []
     args.client_pin = ["taskset", "-c", str(args.client_cpu)] if pinned else []
 
-    zone = load_file(args.zone)
     info = machine()
     work = args.work = Path(tempfile.mkdtemp(prefix="lbdns-speed-"))
-    queries = work / "queries.txt"
-    names = query_file(zone, queries)
     zones_dir = work / "zones"
     zones_dir.mkdir()
-    shutil.copy(args.zone, zones_dir / args.zone.name)
+    if args.keyed:
+        keyed_zone(args.zone, zones_dir / args.zone.name)
+    else:
+        shutil.copy(args.zone, zones_dir / args.zone.name)
+    zone = load_file(zones_dir / args.zone.name)
+    queries = work / "queries.txt"
+    names = query_file(zone, queries, args.keyed)
     zonefile = work / "zone.db"
     zonefile.write_text(nsd_zone_text(zone))
     conf = work / "nsd.conf"

@@ -54,7 +54,9 @@ def errors(*codes: int) -> dict[str, dict]:
         409: "The host is not drained (DELETE without force)",
         413: "Body too large",
         422: "Reload refused: a zone file is invalid; the old zones keep serving",
-        503: "The shared state store is unreachable; the change was not accepted",
+        429: "Too many assignments from this address (config assign_rate); see Retry-After",
+        503: "The shared state store is unreachable; the change was not accepted "
+        "(assignments: no host of the farm can take a connection)",
     }
     return {str(c): {"description": text[c], **json_body(ref("Error"))} for c in codes}
 
@@ -100,7 +102,30 @@ FORCE = {
     "description": "Remove even when the host is not drained",
 }
 
+KEY = {
+    "name": "key",
+    "in": "query",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "The affinity key (a room, a user, a game; compared without case). On a "
+    "keyed farm the same key gets the same host while the farm does not change; without it a "
+    "farm keyed by client-subnet keys by the caller's /24 or /56, others use their policy",
+}
+
 SCHEMAS: dict[str, Any] = {
+    "Assignment": obj(
+        {
+            "farm": STR,
+            "key": {"type": ["string", "null"], "description": "The key used, if any"},
+            "host": {"type": "string", "description": "The host's name in the farm"},
+            "name": {"type": "string", "description": "Its per-host DNS name <host>.<farm>"},
+            "a": STRINGS,
+            "aaaa": STRINGS,
+            "state": {"type": "string", "description": "up, or new/stale/down when failing open"},
+            "how": {"type": "string", "enum": ["key", "policy"]},
+            "reason": {"type": "string", "description": "Why this host, in a sentence"},
+        },
+        ["farm", "host", "name", "a", "aaaa", "how", "reason"],
+    ),
     "Error": obj(
         {
             "error": {"type": "string", "description": "What is wrong, naming the field"},
@@ -241,6 +266,15 @@ SCHEMAS: dict[str, Any] = {
             "answers": INT,
             "score": {"type": "object", "additionalProperties": NUM},
             "all_unhealthy": STR,
+            "key": {
+                "type": "string",
+                "enum": ["label", "client-subnet"],
+                "description": "consistent-hash farms: what the key is",
+            },
+            "balance_factor": {"type": "number", "description": "consistent-hash farms: c"},
+            "redirect": obj(
+                {"url": STR, "public": BOOL}, description="the URL template of GET /r/{farm}/..."
+            ),
             "states": {"type": "object", "additionalProperties": INT},
             "scale": ref("Scale"),
         }
@@ -397,6 +431,45 @@ def document() -> dict[str, Any]:
                 "responses": {"200": ok({"type": "object"}), **errors(401, 403, 404)},
             }
         },
+        "/v1/farms/{farm}/assign": {
+            "get": {
+                "tags": ["assign"],
+                "summary": "A host for one new connection, charged as exactly one connection "
+                "(roles assign, read; rate-limited per client address)",
+                "parameters": [FARM, KEY],
+                "responses": {
+                    "200": ok(ref("Assignment")),
+                    **errors(400, 401, 403, 404, 429, 503),
+                },
+            }
+        },
+        "/r/{farm}/{path}": {
+            "get": {
+                "tags": ["assign"],
+                "summary": "Redirect to the farm's redirect URL template filled in with an "
+                "assigned host; the query string is passed on (roles assign, read, or none "
+                "when the farm's redirect is public; rate-limited)",
+                "security": [{"bearer": []}, {}],
+                "parameters": [
+                    FARM,
+                    {
+                        "name": "path",
+                        "in": "path",
+                        "required": True,
+                        "schema": STR,
+                        "description": "The rest of the path, put in the template's {path}",
+                    },
+                    KEY,
+                ],
+                "responses": {
+                    "307": {
+                        "description": "Location: the template with {host}, {farm}, {path}",
+                        "headers": {"Location": {"schema": STR}},
+                    },
+                    **errors(400, 401, 403, 404, 429, 503),
+                },
+            }
+        },
         "/v1/zones": {
             "get": {
                 "tags": ["admin"],
@@ -510,7 +583,7 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": "Reports in (ingest), hosts and farms (admin), status and metrics. "
             "Errors are JSON `{error, status, field}`. Auth: `Authorization: Bearer <token>` "
-            "with roles admin, read, report and register (docs/api.md); with no token "
+            "with roles admin, read, report, register and assign (docs/api.md); with no token "
             "configured only loopback clients are served, as admin.",
         },
         "servers": [{"url": "http://127.0.0.1:8053"}],
@@ -519,6 +592,7 @@ def document() -> dict[str, Any]:
             {"name": "admin", "description": "Zones, farms and hosts (docs/api.md)"},
             {"name": "ingest", "description": "Reports from agents"},
             {"name": "status", "description": "Health, status page, metrics, explain"},
+            {"name": "assign", "description": "The assignment API and its redirect"},
         ],
         "paths": paths,
         "components": {

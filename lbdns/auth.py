@@ -10,6 +10,7 @@ makes), a secret, a role and an optional scope::
       - {name: web1, secret: "...", role: report, farms: [chat.example.test.], host: web1}
       - {name: autoscaler, secret: "...", role: register, farms: [chat.example.test.],
          networks: [192.0.2.0/24]}
+      - {name: gateway, secret: "...", role: assign, farms: [chat.example.test.]}  # assign API
 
 A secret may also come from a file (``secret_file``) or an environment variable
 (``secret_env``). With no token configured at all, every request from a loopback address is
@@ -26,7 +27,7 @@ from typing import Any
 
 from lbdns import validate
 
-ROLES = ("admin", "read", "report", "register")
+ROLES = ("admin", "read", "report", "register", "assign")
 TOKEN_KEYS = {"name", "secret", "secret_file", "secret_env", "role", "farms", "host", "networks"}
 
 

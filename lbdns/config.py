@@ -52,6 +52,8 @@ class Config:
     http_header_timeout: float = 10.0  # seconds for a request's headers to arrive (slowloris)
     http_body_timeout: float = 30.0  # seconds for a request's body to arrive
     http_max_connections: int = 1024  # open HTTP connections; more are closed as accepted
+    assign_rate: float = 100.0  # assignment API requests per second per client address (0: off)
+    assign_burst: int = 200  # ... in bursts of at most this many
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -151,6 +153,8 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "advice": _bool,
     "scale_target": _number(float, 0.05, 1.0),
     "max_body": _number(int, 1024, 64 * 1024 * 1024),
+    "assign_rate": _number(float, 0.0, 10_000_000),
+    "assign_burst": _number(int, 1, 10_000_000),
 }
 
 

@@ -40,6 +40,7 @@ def test_table_names_every_policy():
         "round-robin",
         "weighted-round-robin",
         "random",
+        "consistent-hash",
     }
 
 

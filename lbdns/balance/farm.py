@@ -13,6 +13,11 @@ Warm-up: until ``stale_after`` report intervals after the first report the farm 
 (a restart), hosts that have not reported yet are answered at the mean reported load, so the
 first host to report does not get every answer. After that a never-reported host is answered
 only when no host is up (fail-open, after stale hosts).
+
+Keyed farms (policy ``consistent-hash``): ``choose_key`` answers a key (a label under the farm,
+or the client's subnet) from the farm's ring (``lbdns.balance.policy.consistent_hash``), rebuilt
+when a view is built after the set of hosts or their capacities changed. ``assign`` is the
+assignment API's choice: one host, charged exactly one connection.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from lbdns.balance.host import (
     score,
 )
 from lbdns.balance.policy import ACCOUNTED, POLICIES, Ask, Candidate
+from lbdns.balance.policy.consistent_hash import EMPTY_RING, Ring, key_hash
 from lbdns.zone.model import FarmSpec
 
 Clock = Callable[[], float]
@@ -51,6 +57,7 @@ SERVFAIL = "servfail"
 SORRY = "sorry"
 
 STICKY_LIMIT = 50_000  # client keys remembered for A/AAAA stickiness before starting over
+KEY_LIMIT = 50_000  # ring positions of keys remembered before starting over
 _QTYPES = (QTYPE.A, QTYPE.AAAA)
 # Candidate((name, capacity, load)) without the Python-level __new__ of a named tuple.
 _new_candidate = partial(tuple.__new__, Candidate)
@@ -84,7 +91,16 @@ class LastAnswer(NamedTuple):
     herd: float
     candidates: tuple[Candidate, ...]
     chosen: tuple[str, ...]
-    how: str  # "policy", "sticky", "fail-open", "watermark"
+    how: str  # "policy", "sticky", "fail-open", "watermark", "key", "assign"
+    key: str | None = None  # the key of a keyed answer or an assignment
+
+
+class Assignment(NamedTuple):
+    """The assignment API's answer: the host chosen and why."""
+
+    host: str
+    how: str  # "key" (its place on the ring or the next within bound), "policy"
+    reason: str
 
 
 @dataclass
@@ -118,6 +134,12 @@ class Farm:
         self._failing_open: dict[int, bool] = {}
         self._sticky: dict[str, tuple[float, tuple[str, ...], int]] = {}
         self._herd_unit = 1.0
+        # Keyed farms: the ring (rebuilt when the hosts or their capacities change), the keys'
+        # ring positions, and the last answer per key (the AAAA after the A: same host).
+        self.ring: Ring = EMPTY_RING
+        self._ring_hosts: tuple[tuple[str, float], ...] | None = None
+        self._key_positions: dict[str, int] = {}
+        self._key_sticky: dict[str, tuple[float, tuple[str, ...], int]] = {}
 
     @property
     def name(self) -> str:
@@ -227,7 +249,96 @@ class Farm:
     def last(self) -> LastAnswer | None:
         """What the last answer was chosen from (built when asked: the query path keeps a plain
         tuple)."""
-        return None if self._last is None else LastAnswer._make(self._last)
+        return None if self._last is None else LastAnswer(*self._last)
+
+    def choose_key(self, qtype: int, key: str, client: str = "") -> tuple[str, ...] | str:
+        """Host names to answer ``key`` (a label under the farm, or a client subnet) for a
+        query of ``qtype`` from ``client``: the key's host on the ring unless it is over its
+        bound (``consistent_hash``), charged the resolver's herd like a least-load answer."""
+        now = self.clock()
+        view = self._view
+        if view is None or now >= view.valid_until:
+            view = self._view = self._build_view(now)
+        live = self._live.get(qtype)
+        if not live:
+            return self._unanswerable(qtype)
+        self.seq += 1
+        accounting = self.accounting
+        if accounting is None:  # pragma: no cover - keyed farms are always accounted
+            raise RuntimeError(f"farm {self.name} is keyed but has no accounting")
+        sticky = self._key_sticky.get(key)
+        if sticky is not None and sticky[2] != qtype and now - sticky[0] < accounting.window / 4:
+            # The other address family of the same key a moment ago: the same host, not charged
+            # again (its charge may have lifted it over the bound).
+            names = sticky[1]
+            positions = self._positions[qtype]
+            for name in names:
+                if name not in positions:
+                    break
+            else:
+                self._answered(names, now)
+                self._last = (now, client, qtype, 0.0, (), names, "sticky", key)
+                return names
+        position = self._key_position(key)
+        herd = accounting.herd(client, now)
+        chosen = self.policy(
+            live,
+            Ask(
+                self.spec.answers,
+                self.seq,
+                self.rng,
+                herd * self._herd_unit,
+                1,
+                position,
+                self.ring,
+                self.spec.balance_factor,
+            ),
+        )
+        last = (now, client, qtype, herd, tuple(live))
+        names = _names(chosen)
+        self._charge(accounting, chosen, herd, now)
+        accounting.answered()
+        self._answered(names, now)
+        if len(self._key_sticky) >= STICKY_LIMIT:
+            self._key_sticky.clear()
+        self._key_sticky[key] = (now, names, qtype)
+        how = "fail-open" if self._failing_open.get(qtype) else "key"
+        self._last = (*last, names, how, key)
+        return names
+
+    def _key_position(self, key: str) -> int:
+        position = self._key_positions.get(key)
+        if position is None:
+            if len(self._key_positions) >= KEY_LIMIT:
+                self._key_positions.clear()
+            position = self._key_positions[key] = key_hash(key)
+        return position
+
+    def assign(self, key: str | None, client: str = "") -> Assignment | str:
+        """One host for one new connection (the assignment API), charged exactly one
+        connection: the key's host for a keyed farm given a key, else the farm's policy.
+        Returns SERVFAIL (no host can be named) or NODATA (none of either address family)."""
+        now = self.clock()
+        view = self._view
+        if view is None or now >= view.valid_until:
+            view = self._view = self._build_view(now)
+        live = list(self._live.get(QTYPE.A, ()))
+        listed = {c.name for c in live}
+        live.extend(c for c in self._live.get(QTYPE.AAAA, ()) if c.name not in listed)
+        if not live:
+            return SERVFAIL if self.spec.all_unhealthy == "servfail" else NODATA
+        self.seq += 1
+        unit = self._herd_unit if self.accounting is not None else 1.0
+        position = self._key_position(key) if key and self.spec.keyed else -1
+        ask = Ask(1, self.seq, self.rng, unit, 1, position, self.ring, self.spec.balance_factor)
+        chosen = tuple(self.policy(live, ask))[:1]
+        names = _names(chosen)
+        if self.accounting is not None:
+            self._charge(self.accounting, chosen, 1.0, now)  # one connection, no herd guess
+            self.accounting.answered()
+        self._answered(names, now)
+        self._last = (now, client, 0, 1.0, tuple(live), names, "assign", key)
+        return Assignment(names[0], "key" if position >= 0 else "policy", self._reason(self.last))
 
     def _charge(
         self, accounting: Accounting, chosen: Sequence[Candidate], herd: float, now: float
@@ -296,6 +407,11 @@ class Farm:
 
     def _build_view(self, now: float) -> FarmView:
         spec = self.spec
+        if spec.keyed:
+            ring_hosts = tuple(sorted((h.name, h.spec.capacity) for h in self.hosts.values()))
+            if ring_hosts != self._ring_hosts:
+                self.ring = Ring.build(ring_hosts)
+                self._ring_hosts = ring_hosts
         states: dict[str, str] = {}
         scores: dict[str, float] = {}
         candidates: dict[int, list[Candidate]] = {q: [] for q in _QTYPES}
@@ -439,6 +555,7 @@ class Farm:
             ledger = accounting.ledgers.get(host.name) if accounting is not None else None
             item: dict[str, Any] = {
                 "host": host.name,
+                "name": self.host_owner(host.name),
                 "state": self.host_state(host, now),
                 "capacity": host.spec.capacity,
                 "report_age": round(now - report.received, 3) if report else None,
@@ -464,6 +581,11 @@ class Farm:
             "score": dict(self.spec.score),
             "watermark": self.spec.watermark,
             "all_unhealthy": self.spec.all_unhealthy,
+            **(
+                {"key": self.spec.key, "balance_factor": self.spec.balance_factor}
+                if self.spec.keyed
+                else {}
+            ),
             "warming_up": view.warming,
             "hosts": hosts,
             "last_answer": self._why(now),
@@ -482,6 +604,10 @@ class Farm:
             }
         return out
 
+    def host_owner(self, host_name: str) -> str:
+        """The per-host name of a host: ``<host>.<farm>``, answered with its addresses."""
+        return f"{host_name.lower()}.{self.name}"
+
     def _why(self, now: float) -> dict[str, Any] | None:
         last = self.last
         if last is None:
@@ -489,7 +615,7 @@ class Farm:
         out: dict[str, Any] = {
             "age": round(now - last.when, 3),
             "client": last.client,
-            "qtype": QTYPE.get(last.qtype, str(last.qtype)),
+            "qtype": "assign" if last.how == "assign" else QTYPE.get(last.qtype, str(last.qtype)),
             "chosen": list(last.chosen),
             "herd": round(last.herd, 3),
             "candidates": [
@@ -497,26 +623,70 @@ class Farm:
                 for c in last.candidates
             ],
         }
-        if last.how == "sticky":
-            reason = "same resolver asked a moment ago: same host(s), not charged again"
-        elif last.how == "fail-open":
-            reason = f"no host up: fail-open among the least-bad hosts by {self.spec.policy}"
-        else:
-            prefix = ""
-            if last.how == "watermark":
-                prefix = f"only hosts below the watermark {self.spec.watermark:g}; "
-            if self.accounting is not None:
-                k = len(last.chosen)
-                projected = ", ".join(
-                    f"{c.name} {c.load + last.herd * self._herd_unit / k / c.capacity:.4g}"
-                    for c in last.candidates
-                )
-                split = f", split over {k} records" if k > self.spec.answers else ""
-                reason = (
-                    f"{prefix}lowest projected load (in-flight included) after a herd of "
-                    f"{last.herd:.3g}{split}: {projected}"
-                )
-            else:
-                reason = f"{prefix}{self.spec.policy} over {len(last.candidates)} candidates"
-        out["reason"] = reason
+        if last.key is not None:
+            out["key"] = last.key
+        out["reason"] = self._reason(last)
         return out
+
+    def _reason(self, last: LastAnswer) -> str:
+        """Why ``last`` named its hosts, in a sentence (explain and the assignment API)."""
+        if last.how == "sticky":
+            return "same resolver asked a moment ago: same host(s), not charged again"
+        if last.how == "assign" and last.key and self.spec.keyed:
+            return self._key_reason(last)
+        if last.how == "assign":
+            charged = "" if self.accounting is None else "; charged one connection"
+            lowest = sorted(last.candidates, key=lambda c: c.load)[:8]  # a sentence, not a table
+            loads = ", ".join(f"{c.name} {c.load:.4g}" for c in lowest)
+            more = ", ..." if len(last.candidates) > len(lowest) else ""
+            return (
+                f"{self.spec.policy} over {len(last.candidates)} candidates "
+                f"({loads}{more}){charged}"
+            )
+        if last.how in ("key", "fail-open") and last.key is not None:
+            prefix = "no host up: fail-open among the least-bad hosts; " * (last.how == "fail-open")
+            return prefix + self._key_reason(last)
+        if last.how == "fail-open":
+            return f"no host up: fail-open among the least-bad hosts by {self.spec.policy}"
+        prefix = ""
+        if last.how == "watermark":
+            prefix = f"only hosts below the watermark {self.spec.watermark:g}; "
+        if self.accounting is not None:
+            k = len(last.chosen)
+            projected = ", ".join(
+                f"{c.name} {c.load + last.herd * self._herd_unit / k / c.capacity:.4g}"
+                for c in last.candidates
+            )
+            split = f", split over {k} records" if k > self.spec.answers else ""
+            return (
+                f"{prefix}lowest projected load (in-flight included) after a herd of "
+                f"{last.herd:.3g}{split}: {projected}"
+            )
+        return f"{prefix}{self.spec.policy} over {len(last.candidates)} candidates"
+
+    def _key_reason(self, last: LastAnswer) -> str:
+        # Replays the walk along the ring from the loads the answer was chosen from.
+        key = last.key or ""
+        by_name = {c.name: c for c in last.candidates}
+        herd = last.herd * self._herd_unit
+        total = sum(c.load * c.capacity for c in last.candidates)
+        capacity = sum(c.capacity for c in last.candidates) or 1.0
+        limit = self.spec.balance_factor * (total + herd) / capacity
+        passed = []
+        for name in self.ring.order(self._key_position(key)):
+            if name in last.chosen:
+                break
+            c = by_name.get(name)
+            if c is None:
+                passed.append(f"{name} is not answerable")
+            else:
+                passed.append(f"{name} is over its bound ({c.load:.4g} > {limit:.4g})")
+        chosen = ", ".join(last.chosen)
+        if len(passed) > 8:
+            passed = [*passed[:8], f"{len(passed) - 8} more"]
+        if not passed:
+            return f"key {key!r}: {chosen} holds its place on the ring"
+        return (
+            f"key {key!r}: {'; '.join(passed)} "
+            f"(bound {self.spec.balance_factor:g} x mean load); next on the ring: {chosen}"
+        )

@@ -339,6 +339,17 @@ def _farms_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _farms_assign(args: argparse.Namespace) -> int:
+    chosen = make_client(args).get(_farm_path(args.farm) + "/assign", key=args.key)
+    if args.json:
+        _print_json(chosen)
+        return 0
+    addresses = " ".join(chosen["a"] + chosen["aaaa"])
+    print(f"{chosen['host']} ({chosen['name']}) {addresses}")
+    print(chosen["reason"])
+    return 0
+
+
 def _farms_command(commands) -> None:
     p = commands.add_parser("farms", help="farms with utilisation and scale advice")
     sub = p.add_subparsers(dest="farms_command", required=True, metavar="ACTION")
@@ -349,6 +360,13 @@ def _farms_command(commands) -> None:
     client_options(c)
     c.add_argument("farm", metavar="FARM")
     c.set_defaults(run=_farms_show)
+    c = sub.add_parser(
+        "assign", help="a host for one new connection (charged as one), by key or by policy"
+    )
+    client_options(c)
+    c.add_argument("farm", metavar="FARM")
+    c.add_argument("--key", metavar="KEY", help="the affinity key (keyed farms)")
+    c.set_defaults(run=_farms_assign)
 
 
 # -- reload ---------------------------------------------------------------------------------

@@ -4,13 +4,25 @@ This knows zones and farms but nothing of the wire: it returns records as dnslib
 for a farm name it returns the farm itself so that the wire path can ask it for hosts on every
 query. The result depends only on zone data, so the wire path caches it until the registry
 changes.
+
+Names below a farm (``_below_farm``), when the zone has no name of its own there:
+
+1. ``<host>.<farm>``, for every host of the farm: that host's addresses with the farm's TTL,
+   whatever its state, while the host exists (a static answer; removing the host changes the
+   registry's version, and the name is NXDOMAIN from then on).
+   A name above a dotted host name (``eu.<farm>`` of host ``web1.eu``) exists, empty: NODATA.
+2. ``<key>.<farm>``, one label, for a farm keyed by label (policy consistent-hash): the farm,
+   with the label as the key. A host name wins over a key of the same text.
+3. Anything else: the zone's wildcard, if any, or NXDOMAIN.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnslib import AAAA as AAAA_RDATA
 from dnslib import QTYPE, RCODE, RR, DNSLabel
+from dnslib import A as A_RDATA
 
 from lbdns import name as dname
 from lbdns.balance.farm import Farm
@@ -33,6 +45,8 @@ class Resolution:
     farm: Farm | None = None
     farm_owner: str = ""  # the owner name of the farm's records (after any CNAME)
     zone: Zone | None = None
+    # A keyed farm: the key of this name ("" for the client's subnet), None for other farms.
+    key: str | None = None
 
 
 REFUSED = Resolution(RCODE.REFUSED, aa=False)
@@ -50,6 +64,9 @@ def resolve(registry: Registry, qname: str, qtype: int) -> Resolution:
         rrsets = zone.rrsets.get(current)
         farm_spec = zone.farms.get(current)
         if rrsets is None and farm_spec is None and current not in zone.names:
+            below = _below_farm(registry, zone, current, qtype, answer)
+            if below is not None:
+                return below
             rrsets = _wildcard(zone, current)
             if rrsets is None:
                 # Also after a CNAME: the chain ends in a missing name, rcode NXDOMAIN.
@@ -67,6 +84,7 @@ def resolve(registry: Registry, qname: str, qtype: int) -> Resolution:
                 farm=farm,
                 farm_owner=current,
                 zone=zone,
+                key="" if farm_spec.keyed else None,
             )
         if qtype in rrsets:
             answer.extend(rrsets[qtype])
@@ -94,6 +112,60 @@ def resolve(registry: Registry, qname: str, qtype: int) -> Resolution:
             current = target
             continue
         return _negative(zone, RCODE.NOERROR, answer)
+
+
+def _below_farm(
+    registry: Registry, zone: Zone, qname: str, qtype: int, answer: list[RR]
+) -> Resolution | None:
+    """The answer for a per-host name or a key label under a farm (see the module's order),
+    or None when ``qname`` is neither."""
+    ancestor = dname.parent(qname)
+    while ancestor is not None and dname.is_subdomain(ancestor, zone.origin):
+        if ancestor in zone.names:
+            break  # the closest encloser
+        ancestor = dname.parent(ancestor)
+    else:
+        return None
+    farm = registry.farms.get(ancestor) if ancestor in zone.farms else None
+    if farm is None:
+        return None
+    relative = qname[: -len(ancestor) - 1]
+    suffix = "." + relative
+    for host in farm.hosts.values():
+        if host.name.lower() == relative:
+            return _host_answer(zone, farm, host.spec, qname, qtype, answer)
+    for host in farm.hosts.values():
+        if host.name.lower().endswith(suffix):
+            # An empty non-terminal of a dotted host name (``eu`` of ``web1.eu``): it exists.
+            return _negative(zone, RCODE.NOERROR, answer)
+    spec = farm.spec
+    if spec.keyed and spec.key == "label" and "." not in relative:
+        if qtype in ADDRESS_TYPES or qtype == QTYPE.ANY:
+            return Resolution(
+                RCODE.NOERROR,
+                aa=True,
+                answer=tuple(answer),
+                farm=farm,
+                farm_owner=qname,
+                zone=zone,
+                key=relative,
+            )
+        return _negative(zone, RCODE.NOERROR, answer)  # the name exists, not with this type
+    return None
+
+
+def _host_answer(zone: Zone, farm: Farm, host, owner: str, qtype: int, answer: list[RR]):
+    if qtype == QTYPE.ANY:
+        qtype = QTYPE.A if host.a else QTYPE.AAAA
+    rdata = A_RDATA if qtype == QTYPE.A else AAAA_RDATA
+    label = DNSLabel(dname.text_labels(owner))
+    records = [
+        RR(label, qtype, ttl=farm.spec.ttl, rdata=rdata(address))
+        for address in host.addresses(qtype)
+    ]
+    if not records:
+        return _negative(zone, RCODE.NOERROR, answer)
+    return Resolution(RCODE.NOERROR, aa=True, answer=(*answer, *records), zone=zone)
 
 
 def _wildcard(zone: Zone, qname: str):
@@ -146,6 +218,7 @@ def _any(zone, owner, rrsets, farm_spec, registry, answer) -> Resolution:
             farm=registry.farms.get(owner),
             farm_owner=owner,
             zone=zone,
+            key="" if farm_spec.keyed else None,
         )
     for t in (QTYPE.A, QTYPE.AAAA, QTYPE.CNAME, QTYPE.MX, QTYPE.TXT, QTYPE.SOA, QTYPE.NS):
         if t in rrsets:

@@ -10,6 +10,11 @@ question (kept byte for byte, mixed case included) and the EDNS OPT record diffe
 * for a farm name it asks the farm which hosts to name, and looks up the template for that choice;
 * on a miss it resolves with ``resolve`` and packs a template with dnslib, once.
 
+A keyed farm's names (``<key>.<farm>``, see ``resolve``) are farm questions with a key: the
+farm's ``choose_key`` answers them. A farm keyed by client subnet takes the key from the
+query's EDNS Client Subnet option (RFC 7871) when it has one, and then echoes the option with
+the scope the answer holds for (/24 or /56 at most); else from the resolver's address.
+
 Refusals come in a fixed order, each counted: drop what has no header or is a response; FORMERR
 for a malformed question or OPT; NOTIMP for opcodes other than QUERY; BADVERS for EDNS > 0;
 REFUSED for other classes, zone transfers and names outside our zones.
@@ -29,6 +34,7 @@ from dnslib import A as A_RDATA
 
 from lbdns import name as dname
 from lbdns.balance.farm import NODATA, SERVFAIL, Farm
+from lbdns.balance.policy.consistent_hash import client_subnet, ecs_subnet
 from lbdns.dnsserver import explain
 from lbdns.dnsserver.resolve import REFUSED, Resolution, resolve
 from lbdns.registry import Registry
@@ -58,6 +64,23 @@ _PLAIN_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _EDNS_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _NEGATIVE_COUNTS = b"\x00\x01\x00\x00\x00\x01\x00\x00"
 _NEGATIVE_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x01\x00\x01"
+_ECS_OPTION = 8  # EDNS Client Subnet (RFC 7871)
+
+
+def _find_ecs(data: bytes, pos: int, end: int) -> tuple[int, int, bytes] | None:
+    """The client subnet option among an OPT record's options, as (family, source prefix,
+    address); None when there is none. A malformed one is ignored, as RFC 7871 7.1 allows
+    (it would be FORMERR; a resolver's bad option should not cost the answer)."""
+    while pos + 4 <= end:
+        code, length = struct.unpack_from("!HH", data, pos)
+        pos += 4
+        if pos + length > end:
+            return None
+        if code == _ECS_OPTION and length >= 4:
+            family, source = struct.unpack_from("!HB", data, pos)
+            return family, source, bytes(data[pos + 4 : pos + length])
+        pos += length
+    return None
 
 
 def _opt(do: bool, ext_rcode: int = 0) -> bytes:
@@ -95,6 +118,7 @@ class FarmEntry:
     farm: Farm
     farm_qtype: int  # A or AAAA (ANY asks for A)
     by_choice: dict[tuple[str, ...] | str, Template]
+    key: str | None = None  # a keyed farm: the key ("" for the client's subnet); None: not keyed
 
 
 class FormErr(Exception):
@@ -139,7 +163,13 @@ class Answerer:
                 else:
                     # A farm question: the choice is made per query, the reply for each choice
                     # is assembled once.
-                    choice = hit[0].farm.choose(hit[0].farm_qtype, client)
+                    entry = hit[0]
+                    if entry.key is None:
+                        choice = entry.farm.choose(entry.farm_qtype, client)
+                    else:
+                        choice = entry.farm.choose_key(
+                            entry.farm_qtype, entry.key or hit[4] or client_subnet(client), client
+                        )
                     reply = hit[3].get(choice)
                     if reply is None:
                         reply = self._farm_reply(hit, data, choice)  # counts its rcode
@@ -188,12 +218,13 @@ class Answerer:
         question = data[12:qend]
         edns = -1  # no OPT
         do = False
+        ecs = None
         if arcount or ancount or nscount:
             if ancount or nscount:
                 rcode = RCODE.NOTIMP if opcode else RCODE.FORMERR
                 return self._error(data, qflags, question, rcode, -1, False)
             try:
-                edns, do, version = self._find_opt(data, qend, arcount)
+                edns, do, version, ecs = self._find_opt(data, qend, arcount)
             except FormErr:
                 return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
             if version:
@@ -226,9 +257,18 @@ class Answerer:
             response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp)
             seen: tuple = (response[2:], qtype, response[3] & 0xF)
         else:
-            template = self._farm_template(entry, client)
-            response = self._assemble(data, template, qflags, question, qend, edns, do, tcp)
-            seen = (entry, qtype, (qflags, question, qend, edns, do), {})
+            subnet, opt = "", None
+            if entry.key == "" and ecs is not None:
+                subnet, opt = self._client_subnet(ecs, do)
+            if entry.key is None:
+                choice = entry.farm.choose(entry.farm_qtype, client)
+            else:
+                choice = entry.farm.choose_key(
+                    entry.farm_qtype, entry.key or subnet or client_subnet(client), client
+                )
+            template = self._choice_template(entry, choice)
+            response = self._assemble(data, template, qflags, question, qend, edns, do, tcp, opt)
+            seen = (entry, qtype, (qflags, question, qend, edns, do), {}, subnet, opt)
         if not tcp:
             if len(self.seen) >= CACHE_LIMIT:
                 self.seen.clear()
@@ -245,13 +285,17 @@ class Answerer:
         edns: int,
         do: bool,
         tcp: bool,
+        opt: bytes | None = None,
     ) -> bytes:
-        """The response to ``data`` from ``template``: its ID, RD/CD, question and OPT."""
+        """The response to ``data`` from ``template``: its ID, RD/CD, question and OPT (``opt``
+        when the OPT record carries an option, such as an echoed client subnet)."""
         limit = MAX_TCP_SIZE if tcp else (512 if edns < 0 else min(edns, EDNS_UDP_SIZE))
-        length = qend + len(template.tail) + (0 if edns < 0 else 11)
+        if opt is None:
+            opt = _OPT_DO if do else _OPT_PLAIN
+        length = qend + len(template.tail) + (0 if edns < 0 else len(opt))
         if length > limit and template.lean is not None:
             template = template.lean
-            length = qend + len(template.tail) + (0 if edns < 0 else 11)
+            length = qend + len(template.tail) + (0 if edns < 0 else len(opt))
         flags = template.flags | (qflags & RD_CD)
         self.rcodes[flags & 0xF] += 1
         if length > limit:
@@ -267,26 +311,29 @@ class Answerer:
             )
         if edns < 0:
             return data[:2] + _pack_u16(flags) + template.counts + question + template.tail
-        return (
-            data[:2]
-            + _pack_u16(flags)
-            + template.counts_edns
-            + question
-            + template.tail
-            + (_OPT_DO if do else _OPT_PLAIN)
-        )
+        return data[:2] + _pack_u16(flags) + template.counts_edns + question + template.tail + opt
 
     def _farm_reply(self, hit: tuple, data: bytes, choice: tuple[str, ...] | str) -> tuple:
         """(reply without ID, rcode) to a seen farm question for one choice of hosts."""
-        entry, _, parsed, replies = hit
-        response = self._assemble(data, self._choice_template(entry, choice), *parsed, False)
+        entry, _, parsed, replies, _, opt = hit
+        response = self._assemble(data, self._choice_template(entry, choice), *parsed, False, opt)
         if len(replies) >= CHOICES_LIMIT:
             replies.clear()
         reply = replies[choice] = (response[2:], response[3] & 0xF)
         return reply
 
-    def _farm_template(self, entry: FarmEntry, client: str) -> Template:
-        return self._choice_template(entry, entry.farm.choose(entry.farm_qtype, client))
+    @staticmethod
+    def _client_subnet(ecs: tuple[int, int, bytes], do: bool) -> tuple[str, bytes | None]:
+        """The key of a query's client subnet option and the OPT record that echoes it with the
+        scope the answer holds for (RFC 7871 7.2.1); ("", None) when it names no subnet."""
+        family, source, address = ecs
+        found = ecs_subnet(family, source, address)
+        if found is None:
+            return "", None
+        subnet, scope = found
+        option = struct.pack("!HBB", family, source, scope) + address
+        rdata = struct.pack("!HH", _ECS_OPTION, len(option)) + option
+        return subnet, _opt(do)[:-2] + _pack_u16(len(rdata)) + rdata
 
     def _choice_template(self, entry: FarmEntry, choice: tuple[str, ...] | str) -> Template:
         template = entry.by_choice.get(choice)
@@ -297,10 +344,13 @@ class Answerer:
         return template
 
     @staticmethod
-    def _find_opt(data: bytes, pos: int, count: int) -> tuple[int, bool, int]:
-        """Walk the additional section; return (udp size, DO, version) of its OPT, or -1."""
+    def _find_opt(
+        data: bytes, pos: int, count: int
+    ) -> tuple[int, bool, int, tuple[int, int, bytes] | None]:
+        """Walk the additional section; return (udp size, DO, version, client subnet) of its
+        OPT (size -1 without one), the subnet as (family, source prefix, address) or None."""
         size = len(data)
-        found = (-1, False, 0)
+        found: tuple[int, bool, int, tuple[int, int, bytes] | None] = (-1, False, 0, None)
         for _ in range(count):
             owner = pos
             while True:  # skip the owner name, which may be compressed
@@ -330,7 +380,8 @@ class Answerer:
                 if found[0] >= 0 or data[owner] != 0:
                     raise FormErr  # RFC 6891 6.1.1: one OPT, owned by the root
                 # Payload sizes below 512 mean 512 (RFC 6891 6.2.5).
-                found = (max(rclass, 512), bool(ttl & DO), (ttl >> 16) & 0xFF)
+                ecs = _find_ecs(data, pos - rdlength, pos) if rdlength else None
+                found = (max(rclass, 512), bool(ttl & DO), (ttl >> 16) & 0xFF, ecs)
         return found
 
     # -- building templates (the slow path, once per question and zone version) -------------
@@ -357,7 +408,7 @@ class Answerer:
         if resolution.farm is not None:
             farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
             entry: Template | FarmEntry = FarmEntry(
-                name_wire, qtype, resolution, resolution.farm, farm_qtype, {}
+                name_wire, qtype, resolution, resolution.farm, farm_qtype, {}, resolution.key
             )
         else:
             entry = self._pack(name_wire, qtype, resolution)

@@ -141,6 +141,11 @@ def farm_json(request: web.Request, farm: Farm, hosts: bool) -> dict[str, Any]:
         "score": dict(farm.spec.score),
         "all_unhealthy": farm.spec.all_unhealthy,
     }
+    if farm.spec.keyed:  # keyed farms and the assignment API's redirect (lbdns.web.assign)
+        body["key"] = farm.spec.key
+        body["balance_factor"] = farm.spec.balance_factor
+    if farm.spec.redirect is not None:
+        body["redirect"] = {"url": farm.spec.redirect, "public": farm.spec.redirect_public}
     host_list = [host_json(request.app[REGISTRY], farm, h, now) for h in farm.hosts.values()]
     states: dict[str, int] = {}
     for item in host_list:

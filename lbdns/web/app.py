@@ -1,9 +1,10 @@
 """The aiohttp application: one error middleware, one auth check, route tables per part.
 
 Each part of the API is one module with a ``routes`` table (``web.RouteTableDef``):
-``ingest`` (agents' reports), ``admin`` (hosts, farms, zones, reload), ``status`` (the page)
-and ``metrics``. Handlers raise ``RequestError`` subclasses; the middleware turns every
-``LbdnsError`` into a JSON error whose message names the field.
+``ingest`` (agents' reports), ``admin`` (hosts, farms, zones, reload), ``assign`` (the
+assignment API and its redirect), ``status`` (the page) and ``metrics``. Handlers raise
+``RequestError`` subclasses; the middleware turns every ``LbdnsError`` into a JSON error whose
+message names the field.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from lbdns.server import Server
-from lbdns.web import admin, ingest, metrics, status
+from lbdns.web import admin, assign, ingest, metrics, status
 from lbdns.web.base import (
     CONFIG,
     GUARD,
@@ -46,8 +47,9 @@ def build_app(server: Server, guard: HttpGuard | None = None) -> web.Application
     app[CONFIG] = server.config
     app.add_routes(routes)
     # Status before metrics: the metrics collector reads the status history.
-    for part in (status, metrics, admin, ingest):
+    for part in (status, metrics, admin, ingest, assign):
         app.add_routes(part.routes)
+    assign.setup(app)
     status.setup(app)
     metrics.setup(app)
     admin.setup(app)

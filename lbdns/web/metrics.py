@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
 from lbdns.server import Server
 from lbdns.web import ingest
+from lbdns.web.assign import ASSIGNMENTS
 from lbdns.web.base import SERVER, authenticate
 from lbdns.web.status import HISTORY, History
 
@@ -273,6 +274,7 @@ def setup(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(app[SERVER], app.get(HISTORY)))
     registry.register(ingest.OUTCOMES)
+    registry.register(ASSIGNMENTS)
     ProcessCollector(registry=registry)
     app[METRICS] = registry
 

@@ -80,6 +80,17 @@ class FarmSpec:
     sorry_a: tuple[str, ...] = ()
     sorry_aaaa: tuple[str, ...] = ()
     hosts: tuple[HostSpec, ...] = ()
+    # Keyed farms (policy consistent-hash): what the key is, and the bound c of the ring.
+    key: str = "label"  # "label" (<key>.<farm>) or "client-subnet"
+    balance_factor: float = 1.25
+    # The redirect form of the assignment API (GET /r/<farm>/<path>): a URL template with
+    # {host}, {farm} and {path}; public: no token needed (browsers follow it).
+    redirect: str | None = None
+    redirect_public: bool = False
+
+    @property
+    def keyed(self) -> bool:
+        return self.policy == "consistent-hash"
 
 
 @dataclass(frozen=True)

@@ -378,6 +378,16 @@ class ZoneParser:
                 self.fail(where, f"{farm_name} is a farm and also has static {names} records")
                 continue
             spec = parse_farm(farm_name, body, where, self.fail)
+            if (
+                spec is not None
+                and spec.keyed
+                and spec.key == "label"
+                and f"*.{farm_name}" in rrsets
+            ):
+                # Every label under a farm keyed by label is a key: the wildcard would never
+                # answer.
+                self.fail(where, f"*.{farm_name} cannot stand beside a farm keyed by label")
+                continue
             if spec is not None:
                 result[farm_name] = spec
         return result

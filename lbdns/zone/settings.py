@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import string
 from types import MappingProxyType
 from typing import Any
 
@@ -22,6 +23,10 @@ FARM_KEYS = {
     "hosts",
     "cache_time",
     "split",
+    # keyed farms and the redirect (parse_affinity)
+    "key",
+    "balance_factor",
+    "redirect",
 }
 
 
@@ -106,6 +111,7 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
         if host is not None:
             parsed.append(host)
     kwargs["hosts"] = tuple(parsed)
+    parse_affinity(body, kwargs.get("policy", FarmSpec.policy), where, fail, kwargs)
     return FarmSpec(**kwargs)
 
 
@@ -175,3 +181,64 @@ def _addresses(value: Any, cls, key: str) -> tuple[str, ...]:
             family = "IPv4" if key == "a" else "IPv6"
             raise ValueError(f"{key}: {item!r} is not an {family} address") from None
     return tuple(out)
+
+
+KEY_KINDS = ("label", "client-subnet")
+REDIRECT_FIELDS = ("host", "farm", "path")
+
+
+def parse_affinity(
+    body: dict[str, Any], policy: str, where: yamlfile.Where, fail: Fail, kwargs: dict[str, Any]
+) -> None:
+    """The settings of keyed farms (``key``, ``balance_factor``) and of the redirect form of
+    the assignment API (``redirect``), into ``kwargs``."""
+    keyed = policy == "consistent-hash"
+    for name in ("key", "balance_factor"):
+        if name in body and not keyed:
+            fail((*where, name), f"{name} needs policy: consistent-hash")
+    if keyed and "key" in body:
+        key = validate.choice(body["key"], (*where, "key"), fail, KEY_KINDS)
+        if key is not None:
+            kwargs["key"] = key
+    if keyed and "balance_factor" in body:
+        factor = validate.number(body["balance_factor"], (*where, "balance_factor"), fail, 1, 100)
+        if factor is not None:
+            kwargs["balance_factor"] = float(factor)
+    if "redirect" not in body:
+        return
+    redirect = body["redirect"]
+    public: bool | None = False
+    if isinstance(redirect, dict):
+        validate.known_keys(redirect, (*where, "redirect"), fail, {"url", "public"}, "redirect")
+        public = validate.boolean(
+            redirect.get("public", False), (*where, "redirect", "public"), fail
+        )
+        redirect = redirect.get("url")
+    if not isinstance(redirect, str) or not redirect.startswith(("http://", "https://")):
+        fail(
+            (*where, "redirect"),
+            "must be an http:// or https:// URL template like "
+            f"https://{{host}}.chat.example.com/{{path}}, got {redirect!r}",
+        )
+        return
+    try:
+        parts = [p for p in string.Formatter().parse(redirect) if p[1] is not None]
+    except ValueError as exc:
+        fail((*where, "redirect"), f"bad URL template: {exc}")
+        return
+    fields = [name for _, name, _, _ in parts]
+    if any(spec or conversion for _, _, spec, conversion in parts):
+        fail((*where, "redirect"), "placeholders are plain {host}, {farm} and {path}")
+        return
+    for name in fields:
+        if name not in REDIRECT_FIELDS:
+            fail(
+                (*where, "redirect"),
+                f"unknown placeholder {{{name}}} (expected {{host}}, {{farm}} or {{path}})",
+            )
+            return
+    if "host" not in fields:
+        fail((*where, "redirect"), "the URL template needs {host}: where the client is sent")
+        return
+    kwargs["redirect"] = redirect
+    kwargs["redirect_public"] = bool(public)

@@ -9,7 +9,9 @@ address family), each with its load normalised by capacity. For the policies in 
 that load already includes the farm's in-flight estimate (connections its recent answers are
 expected to bring that no report has shown yet); the others see the last reported score only.
 ``ask`` says how many records are wanted and carries the per-farm sequence number, the random
-source, and the expected herd of the asking resolver. The policy returns the chosen candidates
+source, and the expected herd of the asking resolver; for a keyed farm (``consistent-hash``) also
+the key's ring position, the farm's ring (built when its hosts change) and its balance factor.
+The policy returns the chosen candidates
 (at most ``max(ask.want, ask.split)``, at least one when ``candidates`` is not empty) and never
 changes its inputs. Policies are found by name in ``POLICIES`` and bound when a zone loads.
 """
@@ -37,6 +39,9 @@ class Ask(NamedTuple):
     rng: random.Random
     herd: float = 0.0  # expected new connections this answer brings (score units)
     split: int = 1  # at most this many records when a herd is split
+    key: int = -1  # a keyed answer: the key's 64-bit ring position (-1: no key)
+    ring: Any = None  # the farm's consistent_hash.Ring, for keyed farms
+    balance: float = 1.25  # c: a keyed host may carry up to c x the mean load
 
 
 Policy = Callable[[Sequence[Candidate], Ask], Sequence[Candidate]]
@@ -44,6 +49,7 @@ Policy = Callable[[Sequence[Candidate], Ask], Sequence[Candidate]]
 
 def _table() -> dict[str, Policy]:
     from lbdns.balance.policy import (
+        consistent_hash,
         least_load,
         lowest_score,
         random_choice,
@@ -57,13 +63,16 @@ def _table() -> dict[str, Policy]:
         "round-robin": round_robin.choose,
         "weighted-round-robin": weighted_round_robin.choose,
         "random": random_choice.choose,
+        "consistent-hash": consistent_hash.choose,
     }
 
 
 POLICIES: Mapping[str, Policy] = _table()
 
 # Policies whose candidates' loads include the in-flight estimate and whose answers are charged.
-ACCOUNTED = frozenset({"least-load"})
+ACCOUNTED = frozenset({"least-load", "consistent-hash"})
+# Policies that answer by key: ``<key>.<farm>`` names, the client subnet, the assignment API.
+KEYED = frozenset({"consistent-hash"})
 
 SCORE_METRICS = ("connections", "cpu", "load1", "memory")
 

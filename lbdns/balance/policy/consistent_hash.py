@@ -1,0 +1,200 @@
+"""consistent-hash: a key always goes to the same host, unless that host is over its bound.
+
+Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2018; the rule HAProxy
+calls ``hash-balance-factor``). Every host of the farm owns points on a ring, as many as its
+capacity is worth (``POINTS`` at the farm's mean capacity). A key (``ask.key``, a 64-bit hash
+from ``key_hash``) goes to the first host clockwise from its own point that
+
+* is a candidate (up, and has an address of the asked family), and
+* is within its bound: its load (reported plus in flight, per unit of capacity) is at most
+  ``ask.balance`` (``c``) times the farm's mean load once this answer is counted, or it carries
+  less than one answer's load (``ask.herd``) yet, so that an empty farm takes its first keys.
+
+After the answer the chosen host carries at most ``c x mean + one answer's load``. The ring
+holds every host of the farm whatever its state, so a host that goes down and comes back gets
+its own keys back, and a host added or removed moves only the keys whose place it takes or
+leaves (~1/n of them). The ring is built once when the farm's hosts change (``Ring.build``),
+never per query; a query bisects it and walks a few points.
+
+| candidates (load/capacity)  | key's ring order | herd | c    | answer                          |
+|-----------------------------|------------------|------|------|---------------------------------|
+| a(0/1), b(0/1), c(0/1)      | b, c, a          | 1    | 1.25 | b (empty: below one answer)     |
+| a(1/1), b(4/1), c(1/1)      | b, c, a          | 1    | 1.25 | c (b 4 > 1.25 x 7/3 = 2.92)    |
+| a(2/1), b(2/1), c(2/1)      | b, c, a          | 1    | 1.25 | b (2 < 1.25 x 7/3)              |
+| a(1/1), c(1/1) (b not up)   | b, c, a          | 1    | 1.25 | c (b is no candidate)           |
+| a(0.5/1), b(0.2/1)          | no key (-1)      | any  | any  | b (lowest load, as least-load)  |
+| (none)                      | any              | any  | any  | (none)                          |
+
+With ``ask.want`` > 1 the first ``want`` hosts along the ring that are within their bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from lbdns.balance.policy import Ask, Candidate
+
+POINTS = 200  # ring points of a host of the farm's mean capacity
+MAX_POINTS = 200_000  # for the whole ring: a farm of 1,000 hosts still rebuilds in milliseconds
+DEFAULT_BALANCE = 1.25  # c: HAProxy's hash-balance-factor 125
+_TIE = 1e-12
+
+
+def key_hash(key: str) -> int:
+    """The 64-bit ring position of ``key`` (case-folded), the same on every server: BLAKE2b,
+    not Python's per-process salted ``hash``."""
+    return int.from_bytes(hashlib.blake2b(key.lower().encode(), digest_size=8).digest(), "big")
+
+
+@lru_cache(maxsize=8192)
+def _host_points(name: str, count: int) -> tuple[int, ...]:
+    # A host's i-th point depends only on its name and i: a host whose count changes keeps its
+    # first points, so only the difference moves.
+    return tuple(
+        int.from_bytes(hashlib.blake2b(f"{name}\x00{i}".encode(), digest_size=8).digest(), "big")
+        for i in range(count)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Ring:
+    """The sorted ring of a farm: ``points[i]`` belongs to host ``names[owners[i]]``."""
+
+    points: tuple[int, ...]
+    owners: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def build(cls, hosts: Sequence[tuple[str, float]]) -> Ring:
+        """The ring of ``(name, capacity)`` hosts (order does not matter)."""
+        hosts = sorted(hosts)
+        if not hosts:
+            return cls((), (), ())
+        mean = sum(capacity for _, capacity in hosts) / len(hosts)
+        per_host = min(POINTS, max(1, MAX_POINTS // len(hosts)))
+        pairs = []
+        for index, (name, capacity) in enumerate(hosts):
+            count = max(1, round(per_host * capacity / mean))
+            pairs.extend((point, index) for point in _host_points(name, count))
+        pairs.sort()
+        return cls(
+            tuple(p for p, _ in pairs), tuple(i for _, i in pairs), tuple(n for n, _ in hosts)
+        )
+
+    def order(self, key: int, limit: int = 0) -> list[str]:
+        """Host names in the order ``key`` tries them (all hosts, or the first ``limit``)."""
+        out: list[str] = []
+        size = len(self.points)
+        if not size:
+            return out
+        want = limit or len(self.names)
+        start = bisect_right(self.points, key)
+        seen = set()
+        for step in range(size):
+            owner = self.owners[(start + step) % size]
+            if owner not in seen:
+                seen.add(owner)
+                out.append(self.names[owner])
+                if len(out) == want:
+                    break
+        return out
+
+
+EMPTY_RING = Ring((), (), ())
+
+
+def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
+    n = len(candidates)
+    if not n:
+        return ()
+    ring: Ring = ask.ring if ask.ring is not None else EMPTY_RING
+    if ask.key < 0 or not ring.points:
+        return (_lowest(candidates, ask),)
+    by_name = {}
+    total_load = total_capacity = 0.0
+    for c in candidates:
+        by_name[c[0]] = c
+        total_capacity += c[1]
+        total_load += c[2] * c[1]
+    herd = ask.herd
+    limit = ask.balance * (total_load + herd) / total_capacity  # c x mean, this answer counted
+    want = min(ask.want, n)
+    chosen: list[Candidate] = []
+    points, owners, names = ring.points, ring.owners, ring.names
+    size = len(points)
+    start = bisect_right(points, ask.key)
+    seen: set[int] = set()
+    for step in range(size):
+        owner = owners[(start + step) % size]
+        if owner in seen:
+            continue
+        seen.add(owner)
+        c = by_name.get(names[owner])
+        if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
+            chosen.append(c)
+            if len(chosen) == want:
+                return tuple(chosen)
+        if len(seen) == len(names):
+            break
+    if chosen:
+        return tuple(chosen)
+    # Every candidate is at its bound (c = 1 with equal loads) or the ring does not know them
+    # (a host added since the ring was built): the least loaded, as least-load would.
+    return (_lowest(candidates, ask),)
+
+
+def _lowest(candidates: Sequence[Candidate], ask: Ask) -> Candidate:
+    best, best_key, ties = candidates[0], candidates[0][2] + ask.herd / candidates[0][1], 1
+    for c in candidates[1:]:
+        key = c[2] + ask.herd / c[1]
+        if key < best_key - _TIE:
+            best, best_key, ties = c, key, 1
+        elif key <= best_key + _TIE:
+            ties += 1
+            if ask.rng.random() * ties < 1.0:
+                best = c
+    return best
+
+
+SUBNET_V4 = 24  # the client-subnet key: the resolver's (or ECS) /24 ...
+SUBNET_V6 = 56  # ... or /56, the prefixes resolvers send in ECS by default (RFC 7871 11.1)
+
+
+@lru_cache(maxsize=65536)
+def client_subnet(address: str) -> str:
+    """The client-subnet key of an address: its /24 (IPv4, also IPv4-mapped) or /56 (IPv6)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = SUBNET_V4 if ip.version == 4 else SUBNET_V6
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def ecs_subnet(family: int, source: int, address: bytes) -> tuple[str, int] | None:
+    """The client-subnet key of an EDNS Client Subnet option (RFC 7871) and the scope prefix
+    the answer is valid for; None when the option names no usable subnet (prefix 0, bad
+    family or length)."""
+    import ipaddress
+
+    if family == 1 and 0 < source <= 32 and len(address) == (source + 7) // 8:
+        scope = min(source, SUBNET_V4)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
+            address.ljust(4, b"\0")
+        )
+    elif family == 2 and 0 < source <= 128 and len(address) == (source + 7) // 8:
+        scope = min(source, SUBNET_V6)
+        ip = ipaddress.IPv6Address(address.ljust(16, b"\0"))
+    else:
+        return None
+    network = ipaddress.ip_network(f"{ip}/{scope}", strict=False)
+    # A subnet shorter than the default prefix keys as itself: it is all the server knows.
+    return str(network), scope

@@ -1,0 +1,90 @@
+"""consistent-hash against the table in its docstring, and the ring's properties."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lbdns.balance.policy import Ask, Candidate
+from lbdns.balance.policy import consistent_hash as ch
+
+RING = ch.Ring.build([("a", 1.0), ("b", 1.0), ("c", 1.0)])
+
+
+def key_with_order(order: list[str]) -> int:
+    """A key whose walk along RING tries the hosts in ``order``."""
+    for i in range(10_000):
+        position = ch.key_hash(f"k{i}")
+        if RING.order(position) == order:
+            return position
+    raise AssertionError(f"no key walks {order}")
+
+
+def cands(*items: tuple[str, float]) -> tuple[Candidate, ...]:
+    return tuple(Candidate(name, 1.0, load) for name, load in items)
+
+
+def ask(key: int, herd: float = 1.0, c: float = 1.25, want: int = 1) -> Ask:
+    return Ask(want, 0, random.Random(1), herd, 1, key, RING, c)
+
+
+BCA = key_with_order(["b", "c", "a"])
+
+
+@pytest.mark.parametrize(
+    ("candidates", "key", "herd", "expected"),
+    [
+        (cands(("a", 0), ("b", 0), ("c", 0)), BCA, 1, ["b"]),
+        (cands(("a", 1), ("b", 4), ("c", 1)), BCA, 1, ["c"]),
+        (cands(("a", 2), ("b", 2), ("c", 2)), BCA, 1, ["b"]),
+        (cands(("a", 1), ("c", 1)), BCA, 1, ["c"]),
+        (cands(("a", 0.5), ("b", 0.2)), -1, 0, ["b"]),
+        ((), BCA, 1, []),
+    ],
+)
+def test_docstring_table(candidates, key, herd, expected):
+    assert [c.name for c in ch.choose(candidates, ask(key, herd))] == expected
+
+
+def test_want_two_gives_the_next_within_bound_along_the_ring():
+    chosen = ch.choose(cands(("a", 0), ("b", 0), ("c", 0)), ask(BCA, want=2))
+    assert [c.name for c in chosen] == ["b", "c"]
+
+
+def test_key_hash_is_the_same_in_every_process_and_case():
+    # BLAKE2b of the case-folded key, a fixed value, not Python's per-process salted hash().
+    assert ch.key_hash("Room42") == ch.key_hash("room42") == 0x43E092108E4E918E
+
+
+def test_ring_weights_hosts_by_capacity():
+    ring = ch.Ring.build([("a", 1.0), ("b", 3.0)])
+    owners = [ring.names[o] for o in ring.owners]
+    assert owners.count("b") == pytest.approx(3 * owners.count("a"), rel=0.02)
+
+
+def test_adding_a_host_moves_only_keys_to_it():
+    hosts = [(f"h{i}", 1.0) for i in range(8)]
+    before = ch.Ring.build(hosts)
+    after = ch.Ring.build([*hosts, ("h8", 1.0)])
+    moved = 0
+    for i in range(20_000):
+        position = ch.key_hash(f"key{i}")
+        old, new = before.order(position, 1)[0], after.order(position, 1)[0]
+        if old != new:
+            assert new == "h8"
+            moved += 1
+    assert moved / 20_000 <= 1.2 / 9
+
+
+def test_client_subnets():
+    assert ch.client_subnet("192.0.2.77") == "192.0.2.0/24"
+    assert ch.client_subnet("::ffff:192.0.2.77") == "192.0.2.0/24"
+    assert ch.client_subnet("2001:db8:1:2ff::1") == "2001:db8:1:200::/56"
+    assert ch.ecs_subnet(1, 24, bytes([198, 51, 100])) == ("198.51.100.0/24", 24)
+    assert ch.ecs_subnet(1, 32, bytes([198, 51, 100, 9])) == ("198.51.100.0/24", 24)
+    assert ch.ecs_subnet(1, 16, bytes([198, 51])) == ("198.51.0.0/16", 16)
+    assert ch.ecs_subnet(2, 64, bytes(8)) == ("::/56", 56)
+    assert ch.ecs_subnet(1, 0, b"") is None  # the client asked not to be located
+    assert ch.ecs_subnet(1, 24, bytes(4)) is None  # address longer than its prefix
+    assert ch.ecs_subnet(3, 24, bytes(3)) is None
