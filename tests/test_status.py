@@ -74,8 +74,9 @@ def test_status_json(lbdns):
     assert hosts["web3"]["recent_answers"] == 0 and hosts["web3"]["share"] == 0
     assert sum(h["share"] for h in hosts.values()) == pytest.approx(1.0)
     assert sum(h["answers"] for h in hosts.values()) == 20
-    # Utilisation: (10 + 30 + 6) connections over 5 units of capacity; balance: 15 / 12.5.
-    assert farm["utilisation"] == pytest.approx(46 / 5)
+    # Utilisation (lbdns.balance.capacity): the load of every fresh host, 10 + 30 + 6
+    # connections, over the capacity of the up ones, 1 + 2; balance: 15 / 12.5.
+    assert farm["utilisation"] == pytest.approx(46 / 3, abs=1e-4)
     assert farm["balance"] == pytest.approx(15 / 12.5)
     assert (farm["up"], farm["stale"], farm["down"]) == (2, 0, 1)
     history = farm["history"]

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from lbdns.balance.capacity import percent
 from lbdns.cli.client import Client, ClientError, quote, read_token
 
 
@@ -52,7 +53,7 @@ def _score(value: float | None) -> str:
 
 
 def _util(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
+    return percent(value)  # one definition and one format with the page and `lbdns status`
 
 
 def _advice(scale: dict[str, Any]) -> str:

@@ -83,6 +83,14 @@ def _find_ecs(data: bytes, pos: int, end: int) -> tuple[int, int, bytes] | None:
     return None
 
 
+TCP_QTYPES = 65536  # where TCP questions start in ``Answerer.qtypes``
+
+
+def rcode_name(rcode: int) -> str:
+    """An rcode's mnemonic as /metrics and /v1/status show it (16 is BADVERS with EDNS)."""
+    return "BADVERS" if rcode == 16 else RCODE.get(rcode, str(rcode))
+
+
 def _opt(do: bool, ext_rcode: int = 0) -> bytes:
     return (
         b"\x00\x00\x29"
@@ -140,8 +148,9 @@ class Answerer:
         # Resolvers repeat the same few questions byte for byte, so most queries skip the parse.
         self.seen: dict[bytes, tuple] = {}
         self.rcodes: Counter[int] = Counter()
-        # Questions of class IN by type: a list indexed by type costs a quarter of a Counter.
-        self.qtypes: list[int] = [0] * 65536
+        # Questions of class IN by type, UDP at [qtype] and TCP at [TCP_QTYPES + qtype]: a list
+        # indexed by type costs a quarter of a Counter.
+        self.qtypes: list[int] = [0] * (2 * TCP_QTYPES)
         self.dropped = 0
         self.errors = 0
         # Called with (query, client, tcp, response) when the query log is on; None costs one
@@ -237,7 +246,7 @@ class Answerer:
             if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
                 return explain.respond(self.registry, data, tcp)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
-        self.qtypes[qtype] += 1
+        self.qtypes[TCP_QTYPES + qtype if tcp else qtype] += 1
 
         if self.cache_version != self.registry.version:
             self.cache.clear()
