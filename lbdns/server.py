@@ -28,6 +28,7 @@ from lbdns.dnsserver.transport import (
 from lbdns.dnsserver.wire import Answerer
 from lbdns.errors import LbdnsError, ZoneErrors
 from lbdns.registry import Registry
+from lbdns.sdnotify import Notifier
 from lbdns.store import open_store
 from lbdns.zone.model import Zone
 from lbdns.zone.parse import load_folder
@@ -44,6 +45,20 @@ def _log_zones(zones: Mapping[str, Zone], event: str) -> None:
         ", ".join(f"{z.origin} (serial {z.serial}, {len(z.farms)} farms)" for z in zones.values()),
         extra={"fields": {"event": event, "result": "ok", "zones": len(zones)}},
     )
+
+
+def _bind_hint(exc: OSError, port: int) -> str:
+    """What to do about a refused bind, for the errors a newcomer meets first."""
+    if exc.errno in (errno.EACCES, errno.EPERM) and 0 < port < 1024:
+        return (
+            f" (port {port} needs root or CAP_NET_BIND_SERVICE: run from the systemd unit, "
+            f"which grants it (systemd/lbdns.service), or `setcap cap_net_bind_service=+ep` "
+            f"on the Python interpreter, or listen on a port above 1023, e.g. --dns "
+            f"127.0.0.1:5353)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f" (another process has port {port}: `ss -lntup 'sport = :{port}'` names it)"
+    return ""
 
 
 class Server:
@@ -77,6 +92,7 @@ class Server:
         self.http_guard: HttpGuard | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
+        self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, when it runs us as Type=notify
 
     # -- zones ------------------------------------------------------------------------------
 
@@ -113,7 +129,7 @@ class Server:
                         udp_sock = None
                         break
                     raise LbdnsError(
-                        f"cannot listen on UDP {host}:{port}: {exc.strerror}"
+                        f"cannot listen on UDP {host}:{port}: {exc.strerror}{_bind_hint(exc, port)}"
                     ) from None
                 bound = udp_sock.getsockname()[1]  # port 0 picks a free port; TCP takes it too
                 try:
@@ -127,6 +143,7 @@ class Server:
                         continue
                     raise LbdnsError(
                         f"cannot listen on TCP {host}:{bound}: {exc.strerror}"
+                        f"{_bind_hint(exc, bound)}"
                     ) from None
             if udp_sock is None:
                 continue
@@ -153,6 +170,10 @@ class Server:
                 "fields": {"event": "ready", "dns": dns, "http": http, "state": self.store.name}
             },
         )
+        # Zones are loaded and every socket is bound: systemd may now start what comes After=.
+        self.notifier.ready(f"serving {len(zones)} zone(s) on {dns}")
+        if self.notifier.watchdog_interval is not None:
+            self.spawn(self.notifier.watchdog())
 
     async def _start_http(self) -> None:
         from aiohttp import web
@@ -181,7 +202,9 @@ class Server:
             )
         except OSError as exc:
             await runner.cleanup()
-            raise LbdnsError(f"cannot listen on HTTP {host}:{port}: {exc.strerror}") from None
+            raise LbdnsError(
+                f"cannot listen on HTTP {host}:{port}: {exc.strerror}{_bind_hint(exc, port)}"
+            ) from None
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         self._http_listener = await loop.create_server(guard, sock=sock, backlog=1024)
@@ -227,21 +250,27 @@ class Server:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
 
     def _reload_on_signal(self) -> None:
+        self.notifier.reloading()
         try:
-            self.reload()
+            result = self.reload()
         except ZoneErrors as exc:
             log.error(
                 "reload failed, the old zones keep serving:\n%s",
                 exc,
                 extra={"fields": {"event": "reload", "result": "error", "errors": len(exc.errors)}},
             )
+            self.notifier.ready(f"reload failed ({len(exc.errors)} error(s)), old zones serving")
+        else:
+            self.notifier.ready(f"reloaded, serving {len(result['zones'])} zone(s)")
 
     def stop(self) -> None:
+        if not self._stopping.is_set():
+            self.notifier.stopping()
         self._stopping.set()
 
     async def serve_forever(self) -> None:
@@ -258,4 +287,5 @@ class Server:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.store.close()
+        self.notifier.close()
         log.info("stopped")
