@@ -3,7 +3,6 @@ speaks the notification protocol to a real NOTIFY_SOCKET (a unix datagram socket
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
