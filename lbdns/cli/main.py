@@ -16,13 +16,18 @@ from lbdns import __version__
 from lbdns.errors import LbdnsError, ManyErrors
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand and option (shell completion reads it too)."""
     parser = argparse.ArgumentParser(prog="lbdns", description="Load-aware authoritative DNS.")
-    parser.add_argument("--version", action="version", version=f"lbdns {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"lbdns {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except ManyErrors as exc:
@@ -162,8 +167,27 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completion_command(commands) -> None:
+    p = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for bash or zsh, e.g. "
+        "`lbdns completion bash > /etc/bash_completion.d/lbdns` or "
+        "`lbdns completion zsh > ~/.zfunc/_lbdns`.",
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    p.set_defaults(run=_completion)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 # Each entry adds one subcommand. Client commands (hosts, farms, status, agent) add theirs here.
-COMMANDS = [_serve_command, _check_command]
+COMMANDS = [_serve_command, _check_command, _completion_command]
 
 
 def _admin_commands(commands) -> None:
