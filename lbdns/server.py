@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lbdns.config import Config
@@ -31,7 +32,7 @@ from lbdns.registry import Registry
 from lbdns.sdnotify import Notifier
 from lbdns.store import open_store
 from lbdns.zone.model import Zone
-from lbdns.zone.parse import load_folder
+from lbdns.zone.parse import load_folder, skipped_files
 
 if TYPE_CHECKING:
     from lbdns.web.guard import HttpGuard
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbdns")
 
 
-def _log_zones(zones: Mapping[str, Zone], event: str) -> None:
+def _log_zones(zones: Mapping[str, Zone], event: str, folder: Path) -> None:
+    for path in skipped_files(folder):
+        log.warning("skipped %s: zone files end in .yaml or .yml", path)
     log.info(
         "zones loaded: %s",
         ", ".join(f"{z.origin} (serial {z.serial}, {len(z.farms)} farms)" for z in zones.values()),
@@ -106,7 +109,7 @@ class Server:
         self.registry.load_zones(zones)
         self.store.zones_loaded()
         self.reloads["ok"] += 1
-        _log_zones(zones, "reload")
+        _log_zones(zones, "reload", self.config.zones)
         return {
             "zones": {z.origin: {"serial": z.serial, "source": z.source} for z in zones.values()}
         }
@@ -117,7 +120,7 @@ class Server:
         loop = asyncio.get_running_loop()
         zones = load_folder(self.config.zones)
         self.registry.load_zones(zones)
-        _log_zones(zones, "start")
+        _log_zones(zones, "start", self.config.zones)
         await self.store.start()
         for host, port in self.config.dns_addresses():
             for attempt in range(20):

@@ -144,7 +144,7 @@ CASES = [
     (
         "host bad a",
         HEAD + "farms:\n  f:\n    hosts:\n      h1: {a: '::1'}\n",
-        "farms.f.hosts.h1.a: a: '::1' is not an IPv4 address",
+        "farms.f.hosts.h1.a: '::1' is not an IPv4 address",
     ),
     (
         "host bad aaaa",

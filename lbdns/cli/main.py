@@ -139,7 +139,7 @@ def _zones_folder(args: argparse.Namespace) -> Path:
 def _check(args: argparse.Namespace) -> int:
     from lbdns import config as config_module
     from lbdns.errors import ManyErrors as Errors
-    from lbdns.zone.parse import load_folder
+    from lbdns.zone.parse import load_folder, skipped_files
 
     errors = []
     config = None
@@ -155,6 +155,9 @@ def _check(args: argparse.Namespace) -> int:
         zones = load_folder(zones_dir)
     except Errors as exc:
         errors.extend(exc.errors)
+    if zones:
+        for path in skipped_files(zones_dir):
+            print(f"warning: {path}: skipped: zone files end in .yaml or .yml", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if errors:

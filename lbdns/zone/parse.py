@@ -18,6 +18,22 @@ from lbdns.errors import LbdnsError, ZoneError, ZoneErrors
 from lbdns.zone.model import MAX_TTL, STATIC_TYPES, FarmSpec, Zone
 from lbdns.zone.settings import parse_farm
 
+ZONE_SUFFIXES = (".yaml", ".yml")
+
+
+def skipped_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` that are not read as zone files (``.YAML``, BIND ``.zone`` files,
+    editor backups), hidden files aside: ``lbdns check`` and the server warn about them."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [
+        p
+        for p in entries
+        if p.suffix not in ZONE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+
 
 def load_folder(folder: Path, previous: Mapping[str, Zone] | None = None) -> dict[str, Zone]:
     """Parse every ``*.yaml``/``*.yml`` zone file in ``folder``.
@@ -31,7 +47,19 @@ def load_folder(folder: Path, previous: Mapping[str, Zone] | None = None) -> dic
     errors: list[LbdnsError] = []
     if not folder.is_dir():
         raise ZoneErrors([ZoneError("zones folder does not exist", source=str(folder))])
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.suffix in ZONE_SUFFIXES and p.is_file())
+    if not files:
+        # Serving nothing would REFUSE every query: that is never what was meant.
+        skipped = ", ".join(p.name for p in skipped_files(folder))
+        raise ZoneErrors(
+            [
+                ZoneError(
+                    "no zone file in the zones folder (zone files end in .yaml or .yml"
+                    + (f"; skipped: {skipped})" if skipped else ")"),
+                    source=str(folder),
+                )
+            ]
+        )
     for path in files:
         try:
             zone = load_file(path, previous=previous_by_source.get(str(path)))
@@ -315,10 +343,15 @@ class ZoneParser:
             return TXT([raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""])
         if not isinstance(value, str):
             raise ValueError("expected a string in presentation format")
-        if rtype == "A":
-            return A(str(ipaddress.IPv4Address(value)))
-        if rtype == "AAAA":
-            return AAAA(str(ipaddress.IPv6Address(value)))
+        if rtype in ("A", "AAAA"):
+            family = ipaddress.IPv4Address if rtype == "A" else ipaddress.IPv6Address
+            try:
+                address = str(family(value))
+            except ValueError:
+                # ipaddress repeats the value ("Octet 300 (> 255) not permitted in '...'"); the
+                # caller already shows it.
+                raise ValueError(f"not an IPv{4 if rtype == 'A' else 6} address") from None
+            return A(address) if rtype == "A" else AAAA(address)
         if rtype in ("CNAME", "PTR"):
             target = self.target(value)
             return CNAME(target) if rtype == "CNAME" else PTR(target)

@@ -179,7 +179,8 @@ def _addresses(value: Any, cls, key: str) -> tuple[str, ...]:
             out.append(str(cls(str(item))))
         except ValueError:
             family = "IPv4" if key == "a" else "IPv6"
-            raise ValueError(f"{key}: {item!r} is not an {family} address") from None
+            # The caller names the key in the error's path: the message says only what is wrong.
+            raise ValueError(f"{item!r} is not an {family} address") from None
     return tuple(out)
 
 
