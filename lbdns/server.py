@@ -30,9 +30,10 @@ from lbdns.dnsserver.wire import Answerer
 from lbdns.errors import LbdnsError, ZoneErrors
 from lbdns.registry import Registry
 from lbdns.sdnotify import Notifier
-from lbdns.store import open_store
+from lbdns.store import default_data_dir, open_store
 from lbdns.zone.model import Zone
 from lbdns.zone.parse import load_folder, skipped_files
+from lbdns.zone.serials import SerialBook
 
 if TYPE_CHECKING:
     from lbdns.web.guard import HttpGuard
@@ -96,6 +97,7 @@ class Server:
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
         self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, when it runs us as Type=notify
+        self.serials = SerialBook(config.data_dir or default_data_dir())
 
     # -- zones ------------------------------------------------------------------------------
 
@@ -106,6 +108,7 @@ class Server:
         except ZoneErrors:
             self.reloads["error"] += 1
             raise
+        self.serials.save(zones)
         self.registry.load_zones(zones)
         self.store.zones_loaded()
         self.reloads["ok"] += 1
@@ -118,7 +121,8 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        zones = load_folder(self.config.zones)
+        zones = load_folder(self.config.zones, remembered=self.serials.load())
+        self.serials.save(zones)
         self.registry.load_zones(zones)
         _log_zones(zones, "start", self.config.zones)
         await self.store.start()

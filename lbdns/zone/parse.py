@@ -16,6 +16,7 @@ from lbdns import name as dname
 from lbdns import yamlfile
 from lbdns.errors import LbdnsError, ZoneError, ZoneErrors
 from lbdns.zone.model import MAX_TTL, STATIC_TYPES, FarmSpec, Zone
+from lbdns.zone.serials import SerialRecord
 from lbdns.zone.settings import parse_farm
 
 ZONE_SUFFIXES = (".yaml", ".yml")
@@ -35,14 +36,20 @@ def skipped_files(folder: Path) -> list[Path]:
     ]
 
 
-def load_folder(folder: Path, previous: Mapping[str, Zone] | None = None) -> dict[str, Zone]:
+def load_folder(
+    folder: Path,
+    previous: Mapping[str, Zone] | None = None,
+    remembered: Mapping[str, SerialRecord] | None = None,
+) -> dict[str, Zone]:
     """Parse every ``*.yaml``/``*.yml`` zone file in ``folder``.
 
     Raises ``ZoneErrors`` listing every problem in every file; nothing is returned unless all
     files are valid, so a reload swaps in all of them or none. ``previous`` (the zones serving
-    now) keeps serials stable for unchanged files and increasing for changed ones.
+    now) keeps serials stable for unchanged files and increasing for changed ones; at start,
+    ``remembered`` (``lbdns.zone.serials``: digest and serial per file from the last run) does.
     """
-    previous_by_source = {z.source: z for z in (previous or {}).values()}
+    previous_by_source: dict[str, Zone | SerialRecord] = dict(remembered or {})
+    previous_by_source.update({z.source: z for z in (previous or {}).values()})
     zones: dict[str, Zone] = {}
     errors: list[LbdnsError] = []
     if not folder.is_dir():
@@ -100,7 +107,7 @@ def _check_overlaps(zones: dict[str, Zone], errors: list[LbdnsError]) -> None:
                 )
 
 
-def load_file(path: Path, previous: Zone | None = None) -> Zone:
+def load_file(path: Path, previous: Zone | SerialRecord | None = None) -> Zone:
     """Parse one zone file. Raises ``ZoneErrors`` listing every problem found."""
     doc = yamlfile.load(path, ZoneError)
     return ZoneParser(doc, mtime=int(path.stat().st_mtime), previous=previous).parse()
@@ -114,7 +121,12 @@ def parse_text(text: str, source: str = "<text>", mtime: int = 1) -> Zone:
 class ZoneParser:
     """Turns a located YAML document into a ``Zone``, collecting every error on the way."""
 
-    def __init__(self, doc: yamlfile.LocatedYaml, mtime: int, previous: Zone | None = None):
+    def __init__(
+        self,
+        doc: yamlfile.LocatedYaml,
+        mtime: int,
+        previous: Zone | SerialRecord | None = None,
+    ):
         self.doc = doc
         self.mtime = mtime
         self.previous = previous
