@@ -284,6 +284,32 @@ def test_redis_connection_state_and_resyncs(tmp_path):
             assert value(samples, "lbdns_store_healthy") == 1
 
 
+@pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
+def test_clean_start_of_two_servers_is_no_resync(tmp_path):
+    """Two servers starting on an empty Redis: one seeds it (and says so), neither counts a
+    resync, and neither re-reads because of the other's or its own seeding."""
+    with RedisProcess(tmp_path / "redis") as redis:
+        a = LbdnsProcess(tmp_path, extra=("--state", redis.url, "--data-dir", str(tmp_path / "a")))
+        b = LbdnsProcess(tmp_path, extra=("--state", redis.url, "--data-dir", str(tmp_path / "b")))
+        with a, b:
+            # A change through A seen by B: every message published before it has reached B,
+            # and A's own messages have reached A (one subscription, in order).
+            code, body, _ = http(f"{a.http_url}/v1/farms/{FARM}/hosts/web1/disable", body={})
+            assert code == 200, body
+
+            def disabled_on(server):
+                samples = scrape(server.http_url)
+                state = value(samples, "lbdns_host_state", farm=FARM, host="web1", state="disabled")
+                return state == 1 and samples
+
+            for server in (a, b):
+                samples = wait_for(lambda s=server: disabled_on(s), timeout=10)
+                assert value(samples, "lbdns_store_resyncs_total") == 0
+                assert value(samples, "lbdns_store_events_total", event="reseeds") == 0
+            logs = a.log() + b.log()
+            assert logs.count("holds no membership yet: seeded it") == 1, logs
+
+
 def test_latency_buckets_are_cumulative():
     from lbdns.dnsserver.latency import BOUNDS, LatencyHistogram
 
