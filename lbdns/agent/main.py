@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -28,7 +29,7 @@ from lbdns.agent.config import AgentConfig
 from lbdns.agent.custom import MetricError, collect
 from lbdns.agent.health import Health
 from lbdns.agent.measure import CpuMeter, connection_counter, load_average, memory_used
-from lbdns.agent.push import ServerLink
+from lbdns.agent.push import PERMANENT, PushError, ServerLink
 from lbdns.agent.ratelog import RateLimitedLog
 from lbdns.agent.shed import AdviceHook
 from lbdns.errors import LbdnsError
@@ -167,7 +168,22 @@ class Agent:
     def request_stop(self) -> None:
         self._signals += 1
         if self._signals == 1:
-            log.info("stopping%s", " (draining first)" if self._drains() else "")
+            if self._drains():
+                log.info("stopping (draining first)")
+            elif self.push and self.config.register is None:
+                # Only a registered host is drained and removed on stop: a host from a zone
+                # file stays as the zone says, and its reports simply go stale.
+                log.info(
+                    "stopping without a drain: the config has no register: section, so the "
+                    "servers keep %s in %s and it turns stale after stale_after x interval; "
+                    "drain it first with `lbdns hosts drain %s %s --wait` to move clients off",
+                    self.config.host,
+                    self.config.farm,
+                    self.config.farm,
+                    self.config.host,
+                )
+            else:
+                log.info("stopping")
         else:
             log.warning("second stop signal: exiting without waiting for the drain")
         self._stop.set()
@@ -264,6 +280,51 @@ def once(config: AgentConfig) -> dict[str, Any]:
     return asyncio.run(run())
 
 
+async def check_online(config: AgentConfig, out=sys.stdout) -> int:
+    """Ask every server whether it takes this agent's reports: one real report (measured as
+    ``--once`` does) per server, and with ``register:`` a read of the farm with the register
+    token. Prints one line per server and question; returns the number of refusals."""
+    agent = Agent(config, push=False)
+    await agent.open()
+    try:
+        report = await agent.measure()
+        assert agent.session is not None
+        refusals = 0
+        for server in config.servers:
+            link = ServerLink(server, config, agent.session, agent.ratelog)
+            try:
+                reply = await link.request("POST", "/v1/report", report, server.token)
+            except PushError as exc:
+                if exc.status == 404 and config.register is not None:
+                    print(
+                        f"note: {server.url}: {exc} (the agent registers the host when it starts)",
+                        file=out,
+                    )
+                else:
+                    refusals += 1
+                    hint = PERMANENT.get(exc.status or 0, "is the server running and reachable?")
+                    print(f"error: {server.url}: report refused: {exc}: {hint}", file=out)
+            else:
+                state = reply.get("state") if isinstance(reply, dict) else None
+                print(
+                    f"ok: {server.url} takes the reports of {config.host} in {config.farm} "
+                    f"(it sees the host as {state})",
+                    file=out,
+                )
+            if config.register is not None:
+                farm_url = f"{server.url}/v1/farms/{quote(config.farm, safe='')}"
+                try:
+                    await link.request("GET", "", None, server.register_token, farm_url)
+                except PushError as exc:
+                    refusals += 1
+                    print(f"error: {server.url}: register token refused: {exc}", file=out)
+                else:
+                    print(f"ok: {server.url} takes the register token for {config.farm}", file=out)
+        return refusals
+    finally:
+        await agent.close()
+
+
 def register_command(commands) -> None:
     p = commands.add_parser(
         "agent", help="measure this host and report its load to the lbdns servers"
@@ -278,6 +339,12 @@ def register_command(commands) -> None:
         help="measure every interval and print the reports, without sending them",
     )
     mode.add_argument("--check", action="store_true", help="validate the config file and exit")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="with --check: also ask every server whether it takes this host's reports "
+        "(sends one real report) and, with register:, the register token",
+    )
     p.set_defaults(run=_run)
 
 
@@ -287,8 +354,12 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_module.load(args.config, need_servers=not (args.once or args.dry_run))
     logs.setup(config.log_format, config.log_level)
+    if args.online and not args.check:
+        raise LbdnsError("--online goes with --check")
     if args.check:
         print(f"ok: {args.config}: {config.host} in {config.farm}, {len(config.servers)} server(s)")
+        if args.online:
+            return 1 if asyncio.run(check_online(config)) else 0
         return 0
     if args.once:
         print(json.dumps(once(config), indent=2))
