@@ -59,7 +59,7 @@ def _serve_command(commands) -> None:
         action="append",
         metavar="HOST:PORT",
         help="DNS listen address, UDP and TCP; repeat for more "
-        "(default: 0.0.0.0 and :: on port 53 as root, else 5353)",
+        "(default: 0.0.0.0 and :: on port 53 as root or with CAP_NET_BIND_SERVICE, else 5353)",
     )
     p.add_argument(
         "--http",
