@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterator
+from itertools import compress, islice
 
 from aiohttp import web
 from dnslib import QTYPE
@@ -102,11 +103,13 @@ class ServerCollector(Collector):
             ("tcp", stats.tcp_queries, TCP_QTYPES),
         ):
             questions = 0
-            for qtype in range(TCP_QTYPES):
+            # compress() finds the few non-zero slots of 65,536 at C speed (a Python loop over
+            # them costs tens of milliseconds per scrape).
+            counted = compress(range(TCP_QTYPES), islice(qtypes, first, first + TCP_QTYPES))
+            for qtype in counted:
                 count = qtypes[first + qtype]
-                if count:
-                    questions += count
-                    queries.add_metric([transport, QTYPE.get(qtype, f"TYPE{qtype}")], count)
+                questions += count
+                queries.add_metric([transport, QTYPE.get(qtype, f"TYPE{qtype}")], count)
             queries.add_metric([transport, "none"], max(0, received - questions))
         yield queries
         responses = CounterMetricFamily(
