@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -174,3 +175,48 @@ def test_sigterm_without_register_says_why_there_is_no_drain(lbdns, tmp_path):
         log = agent.log()
         assert "stopping without a drain: the config has no register: section" in log
         assert f"lbdns hosts drain {FARM} web1 --wait" in log
+
+
+def test_unit_status_names_a_refusing_server(tmp_path):
+    """Under systemd (Type=notify), `systemctl status lbdns-agent` shows the agent's STATUS=:
+    here the server that refuses its token, then the recovery."""
+    from test_systemd import NotifySocket
+
+    config = tmp_path / "lbdns.yaml"
+    config.write_text(tokens(ADMIN, "{name: agents, secret: agent-secret-1, role: report}"))
+    notify = NotifySocket(tmp_path / "notify")
+    agent_path = tmp_path / "agent.yaml"
+    try:
+        with LbdnsProcess(tmp_path, config=config) as lbdns:
+            agent_path.write_text(
+                textwrap.dedent(f"""
+                farm: {FARM}
+                host: web1
+                interval: {INTERVAL}
+                backoff: {{initial: 0.05, max: 0.1}}
+                token: wrong-secret-1
+                servers: [{lbdns.http_url}]
+                """)
+            )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "lbdns", "agent", "-c", str(agent_path)],
+                env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+            try:
+                first = notify.until("STATUS")
+                assert first["STATUS"] == f"reporting web1 in {FARM} to 1 server(s)"
+                assert notify.until("READY")["READY"] == "1"
+                refused = notify.until("STATUS")["STATUS"]
+                assert refused.startswith(f"{lbdns.http_url} refuses: HTTP 401"), refused
+                proc.send_signal(signal.SIGTERM)
+                assert notify.until("STOPPING")["STOPPING"] == "1"
+                assert proc.wait(timeout=10) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        notify.close()

@@ -193,3 +193,8 @@ def test_port_53_without_privilege_says_what_to_do(tmp_path):
     probe = "from lbdns.config import default_dns_port as p; print(p())"
     without = subprocess.run([*drop, sys.executable, "-c", probe], capture_output=True, text=True)
     assert without.stdout.strip() == "5353", without.stderr
+
+
+def test_agent_unit_is_type_notify():
+    text = (ROOT / "agents" / "lbdns-agent.service").read_text()
+    assert "\nType=notify\n" in text and "\nNotifyAccess=main\n" in text

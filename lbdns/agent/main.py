@@ -33,6 +33,7 @@ from lbdns.agent.push import PERMANENT, PushError, ServerLink
 from lbdns.agent.ratelog import RateLimitedLog
 from lbdns.agent.shed import AdviceHook
 from lbdns.errors import LbdnsError
+from lbdns.sdnotify import Notifier
 
 log = logging.getLogger("lbdns.agent")
 
@@ -63,6 +64,10 @@ class Agent:
         self.session: aiohttp.ClientSession | None = None  # to the lbdns servers
         self.local: aiohttp.ClientSession | None = None  # to the application (checks, metrics)
         self.advice: AdviceHook | None = None
+        # systemd's NOTIFY_SOCKET (Type=notify): READY=1 once running, and a STATUS= line that
+        # `systemctl status lbdns-agent` shows, naming any server that refuses the reports.
+        self.notifier = Notifier()
+        self._status = ""
 
     # -- measuring -------------------------------------------------------------------------------
 
@@ -164,10 +169,24 @@ class Agent:
                 await session.close()
         if self.counter is not None:
             self.counter.close()
+        self.notifier.close()
+
+    def _update_status(self) -> None:
+        refused = [
+            f"{link.server.url} refuses: {link.refusal}" for link in self.links if link.refusal
+        ]
+        where = f"{len(self.links)} server(s)" if self.push else "nowhere (dry run)"
+        status = (
+            "; ".join(refused) or f"reporting {self.config.host} in {self.config.farm} to {where}"
+        )
+        if status != self._status:
+            self._status = status
+            self.notifier.send(status=status)
 
     def request_stop(self) -> None:
         self._signals += 1
         if self._signals == 1:
+            self.notifier.stopping()
             if self._drains():
                 log.info("stopping (draining first)")
             elif self.push and self.config.register is None:
@@ -210,6 +229,8 @@ class Agent:
                 self.config.interval,
                 ", ".join(s.url for s in self.config.servers) if self.push else "nowhere (dry run)",
             )
+            self._update_status()
+            self.notifier.send(ready=1)
             await self._loop(self._stop, printer)
             if self._drains() and self._signals == 1:
                 await self._drain(printer)
@@ -231,6 +252,7 @@ class Agent:
                     link.offer(report)
                 if printer is not None:
                     printer(report)
+            self._update_status()
             # Fixed rate: the next slot after now, skipping slots a slow measurement overran.
             tick = max(tick + 1, int((time.monotonic() - start) / interval) + 1)
             delay = start + tick * interval - time.monotonic()
