@@ -139,3 +139,24 @@ def test_unchanged_zone_file_keeps_its_serial_across_restarts(tmp_path):
     server = start(tmp_path)
     assert _soa_serial(server) == 1_600_000_000
     server.stop()
+
+
+def test_check_prints_the_serial_the_server_serves(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = write_zone(tmp_path / "zones")
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    start(tmp_path).stop()  # remembers 1700000000 in ./data
+    os.utime(path, (1_750_000_000, 1_750_000_000))  # same bytes, another mtime
+    done = subprocess.run(
+        [sys.executable, "-m", "lbdns", "check", "--zones", "zones"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "serial 1700000000" in done.stdout
+    assert json.loads((tmp_path / "data" / "zone-serials.json").read_text())  # unchanged

@@ -139,7 +139,9 @@ def _zones_folder(args: argparse.Namespace) -> Path:
 def _check(args: argparse.Namespace) -> int:
     from lbdns import config as config_module
     from lbdns.errors import ManyErrors as Errors
+    from lbdns.store import default_data_dir
     from lbdns.zone.parse import load_folder, skipped_files
+    from lbdns.zone.serials import SerialBook
 
     errors = []
     config = None
@@ -152,7 +154,9 @@ def _check(args: argparse.Namespace) -> int:
     zones_dir = config.zones if config else _zones_folder(args)
     zones = {}
     try:
-        zones = load_folder(zones_dir)
+        # The serials the server would serve: read (never written) from its data dir.
+        remembered = SerialBook(config.data_dir or default_data_dir()).load() if config else {}
+        zones = load_folder(zones_dir, remembered=remembered)
     except Errors as exc:
         errors.extend(exc.errors)
     if zones:

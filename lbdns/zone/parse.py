@@ -48,8 +48,7 @@ def load_folder(
     now) keeps serials stable for unchanged files and increasing for changed ones; at start,
     ``remembered`` (``lbdns.zone.serials``: digest and serial per file from the last run) does.
     """
-    previous_by_source: dict[str, Zone | SerialRecord] = dict(remembered or {})
-    previous_by_source.update({z.source: z for z in (previous or {}).values()})
+    previous_by_source = {z.source: z for z in (previous or {}).values()}
     zones: dict[str, Zone] = {}
     errors: list[LbdnsError] = []
     if not folder.is_dir():
@@ -69,7 +68,10 @@ def load_folder(
         )
     for path in files:
         try:
-            zone = load_file(path, previous=previous_by_source.get(str(path)))
+            earlier = previous_by_source.get(str(path)) or (remembered or {}).get(
+                str(path.resolve())  # remembered by absolute path: any working directory
+            )
+            zone = load_file(path, previous=earlier)
         except ZoneErrors as exc:
             errors.extend(exc.errors)
             continue

@@ -9,9 +9,9 @@ a copy, a config-management run that rewrote the same bytes), and a changed one 
 
 Written after every start and successful reload, with an atomic replace. The file is advice: a
 missing or unreadable one means "no previous zone", and one that cannot be written is logged
-once and ignored. The format (one entry per file path)::
+once and ignored. The format (one entry per file, by absolute path)::
 
-    {"zones/example.test.yaml": {"origin": "example.test.", "digest": "ab12...", "serial": 1795342609}}
+    {"/etc/lbdns/zones/example.test.yaml": {"origin": "example.test.", "digest": "ab12...", "serial": 1795342609}}
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ class SerialBook:
 
     def save(self, zones: Mapping[str, Zone]) -> None:
         data = {
-            z.source: {"origin": z.origin, "digest": z.digest, "serial": z.serial}
+            str(Path(z.source).resolve()): {
+                "origin": z.origin,
+                "digest": z.digest,
+                "serial": z.serial,
+            }
             for z in zones.values()
         }
         if data == self._written:
