@@ -290,6 +290,11 @@ class RedisStore(Store):
             pubsub = self._listener.pubsub()
             try:
                 await pubsub.subscribe(self.channel_changes, self.channel_answers)
+                if self._ever_connected:
+                    # Back after a loss: the idle pooled connections of the write client may
+                    # be the ones Redis closed, and a later write or check would fail on them
+                    # (one retry is not enough when there are two). Drop them now.
+                    await self._client.connection_pool.disconnect(inuse_connections=False)
                 # Subscribed first, then read: no change can fall between the two.
                 await self._resync()
                 self._set_connected()
