@@ -70,8 +70,8 @@ _ECS_OPTION = 8  # EDNS Client Subnet (RFC 7871)
 
 def _find_ecs(data: bytes, pos: int, end: int) -> tuple[int, int, bytes] | None:
     """The client subnet option among an OPT record's options, as (family, source prefix,
-    address); None when there is none. A malformed one is ignored, as RFC 7871 7.1 allows
-    (it would be FORMERR; a resolver's bad option should not cost the answer)."""
+    address); None when there is none or it is malformed. The answer path parses the option
+    strictly with ``lbdns.dnsserver.ecs`` (a malformed one is FORMERR) before using it."""
     while pos + 4 <= end:
         code, length = struct.unpack_from("!HH", data, pos)
         pos += 4
