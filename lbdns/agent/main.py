@@ -27,7 +27,7 @@ import aiohttp
 
 from lbdns.agent.config import AgentConfig
 from lbdns.agent.custom import MetricError, collect
-from lbdns.agent.health import Health
+from lbdns.agent.health import Health, Probes
 from lbdns.agent.measure import CpuMeter, connection_counter, load_average, memory_used
 from lbdns.agent.push import PERMANENT, PushError, ServerLink
 from lbdns.agent.ratelog import RateLimitedLog
@@ -54,7 +54,11 @@ class Agent:
                 self.counter.name,
             )
         self.cpu = CpuMeter(config.cpu_window)
-        self.health = Health(config.checks, config.fail_after, config.recover_after)
+        registration = config.register
+        own = (*registration.a, *registration.aaaa) if registration is not None else ()
+        self.probes = Probes(config.ports, own)
+        self._accepted = 0  # the last ``accepted`` reported: it never goes down
+        self.health = Health(config.checks, config.fail_after, config.recover_after, self.probes)
         self.ratelog = RateLimitedLog(log, config.log_every)
         self._seq = 0
         self._stop = asyncio.Event()
@@ -79,16 +83,6 @@ class Agent:
         """One report: the host's metrics, the custom ones and the health verdict."""
         assert self.local is not None
         metrics: dict[str, float] = {}
-        if self.counter is not None:
-            try:
-                metrics["connections"] = self.counter.count()
-                accepted = getattr(self.counter, "accepted", None)
-                if accepted is not None:  # the eBPF counter counts arrivals too
-                    metrics["accepted"] = accepted()
-            except OSError as exc:
-                self.ratelog.log(
-                    logging.ERROR, "connections", "counting connections failed: %s", exc
-                )
         try:
             metrics["cpu"] = round(self.cpu.sample(), 4)
             metrics["load1"] = load_average()
@@ -104,6 +98,20 @@ class Agent:
         changed, custom = results[0], results[1:]
         if isinstance(changed, BaseException):
             raise changed
+        if self.counter is not None:
+            # After the checks: their own connections have closed and are not counted.
+            try:
+                metrics["connections"] = self.counter.count()
+                accepted = getattr(self.counter, "accepted", None)
+                if accepted is not None:  # the eBPF counter counts arrivals too
+                    # Without the agent's own probes; a probe the counter has not seen yet
+                    # must not make the counter go down.
+                    self._accepted = max(self._accepted, accepted() - self.probes.opened)
+                    metrics["accepted"] = self._accepted
+            except OSError as exc:
+                self.ratelog.log(
+                    logging.ERROR, "connections", "counting connections failed: %s", exc
+                )
         for state in changed:
             if state.healthy:
                 log.info("check %s passes again", state.check.describe())
@@ -147,7 +155,10 @@ class Agent:
         )
         # Health checks open a fresh connection each time: a kept-alive connection would hide
         # an application that no longer accepts new ones.
-        self.local = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        self.local = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True),
+            trace_configs=[self.probes.trace()],
+        )
         self.advice = AdviceHook(
             self.config.advice, self.config.farm, self.config.host, self.local, self.ratelog
         )
