@@ -136,9 +136,10 @@ def test_reports_scores_ages_states_and_ingest(lbdns):
 def test_scale_metrics_and_one_utilisation_everywhere(lbdns):
     """Load, capacity, utilisation and hosts needed: the same numbers in /metrics, /v1/status,
     /v1/farms and the CLI (one definition, lbdns.balance.capacity)."""
-    assert report(lbdns.http_url, "web1", 1, 10) == 200  # capacity 1
-    assert report(lbdns.http_url, "web2", 1, 30) == 200  # capacity 2
-    assert report(lbdns.http_url, "web3", 1, 6, healthy=False) == 200  # capacity 2, down
+    # Long report intervals: the CLI runs below must see these reports fresh on a busy machine.
+    assert report(lbdns.http_url, "web1", 1, 10, interval=60) == 200  # capacity 1
+    assert report(lbdns.http_url, "web2", 1, 30, interval=60) == 200  # capacity 2
+    assert report(lbdns.http_url, "web3", 1, 6, healthy=False, interval=60) == 200  # down
     samples = scrape(lbdns.http_url)
     # Load from every fresh host (the down one's load is about to move), capacity from the up.
     assert value(samples, "lbdns_farm_load", farm=FARM) == pytest.approx(46)
