@@ -58,10 +58,15 @@ _unpack_rr = struct.Struct("!HHIH").unpack_from
 _pack_u16 = struct.Struct("!H").pack
 
 _OPT_TYPE = 41
+_TSIG_TYPE = 250
+_IXFR = 251
 _TRANSFER_TYPES = (251, 252)  # IXFR, AXFR: refused, lbdns has no secondaries
 _UNSUPPORTED_TYPES = (41, 253, 254)  # OPT as a question, MAILB, MAILA
 _PLAIN_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _EDNS_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_TSIG_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_TSIG_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x02"
+_BADKEY = 17
 _NEGATIVE_COUNTS = b"\x00\x01\x00\x00\x00\x01\x00\x00"
 _NEGATIVE_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x01\x00\x01"
 _ECS_OPTION = 8  # EDNS Client Subnet (RFC 7871)
@@ -95,6 +100,38 @@ def _opt(do: bool, ext_rcode: int = 0) -> bytes:
 
 _OPT_PLAIN = _opt(False)
 _OPT_DO = _opt(True)
+
+
+def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The name at ``pos`` in uncompressed wire form, and the offset just past it there.
+    Raises ``FormErr`` for a name that runs off the end, loops or is too long."""
+    size = len(data)
+    out = bytearray()
+    end = -1
+    jumps = 0
+    while True:
+        if pos >= size:
+            raise FormErr
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= size or jumps > 64:
+                raise FormErr
+            target = (length & 0x3F) << 8 | data[pos + 1]
+            if target >= pos:
+                raise FormErr  # pointers point back (RFC 1035 4.1.4)
+            if end < 0:
+                end = pos + 2
+            pos = target
+            jumps += 1
+            continue
+        if length > 63:
+            raise FormErr
+        out += data[pos : pos + length + 1]
+        if len(out) > 255 or pos + length + 1 > size:
+            raise FormErr
+        pos += length + 1
+        if length == 0:
+            return bytes(out), (pos if end < 0 else end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,23 +253,35 @@ class Answerer:
         if qend > size or qend - 12 > 259:
             return self._header_only(data, RCODE.FORMERR)
         question = data[12:qend]
+        qtype = (data[qend - 4] << 8) | data[qend - 3]
         edns = -1  # no OPT
         do = False
         ecs = None
         if arcount or ancount or nscount:
-            if ancount or nscount:
+            # An IXFR query carries the client's SOA in the authority section (RFC 1995 3):
+            # refused, as every transfer is, rather than malformed.
+            ixfr = qtype == _IXFR and not ancount and not opcode
+            if ancount or (nscount and not ixfr):
                 rcode = RCODE.NOTIMP if opcode else RCODE.FORMERR
                 return self._error(data, qflags, question, rcode, -1, False)
             try:
-                edns, do, version, ecs = self._find_opt(data, qend, arcount)
+                edns, do, version, tsig, ecs = self._find_opt(data, qend, nscount, arcount)
             except FormErr:
                 return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+            if tsig:
+                # We hold no keys: every signed request is answered NOTAUTH/BADKEY, unsigned
+                # (RFC 8945 5.2, 5.3.2), before anything else is looked at.
+                try:
+                    return self._badkey(data, qflags, question, edns, do, tsig)
+                except FormErr:
+                    return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
             if version:
                 # BADVERS = 16: upper bits 1 in the OPT record, lower bits 0 in the header.
                 return self._error(data, qflags, question, 0, edns, do, ext_rcode=1)
+            if ixfr:
+                return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         if opcode:
             return self._error(data, qflags, question, RCODE.NOTIMP, edns, do)
-        qtype = (data[qend - 4] << 8) | data[qend - 3]
         if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
             if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
                 return explain.respond(self.registry, data, tcp)  # off by default
@@ -345,13 +394,17 @@ class Answerer:
 
     @staticmethod
     def _find_opt(
-        data: bytes, pos: int, count: int
-    ) -> tuple[int, bool, int, tuple[int, int, bytes] | None]:
-        """Walk the additional section; return (udp size, DO, version, client subnet) of its
-        OPT (size -1 without one), the subnet as (family, source prefix, address) or None."""
+        data: bytes, pos: int, authority: int, additional: int
+    ) -> tuple[int, bool, int, tuple[int, int, int] | None, tuple[int, int, bytes] | None]:
+        """Walk the authority and additional sections; return (udp size, DO, version) of the
+        OPT (-1 when there is none), for a TSIG record (owner, rdata start, rdata end), and
+        the OPT's client subnet as (family, source prefix, address) or None."""
         size = len(data)
-        found: tuple[int, bool, int, tuple[int, int, bytes] | None] = (-1, False, 0, None)
-        for _ in range(count):
+        found_opt = False
+        udp, do, version = -1, False, 0
+        tsig = ecs = None
+        count = authority + additional
+        for index in range(count):
             owner = pos
             while True:  # skip the owner name, which may be compressed
                 if pos >= size:
@@ -373,16 +426,29 @@ class Answerer:
             if pos + 10 > size:
                 raise FormErr
             rtype, rclass, ttl, rdlength = _unpack_rr(data, pos)
-            pos += 10 + rdlength
+            rdata = pos + 10
+            pos = rdata + rdlength
             if pos > size:
                 raise FormErr
             if rtype == _OPT_TYPE:
-                if found[0] >= 0 or data[owner] != 0:
+                if found_opt or data[owner] != 0 or index < authority:
                     raise FormErr  # RFC 6891 6.1.1: one OPT, owned by the root
+                found_opt = True
                 # Payload sizes below 512 mean 512 (RFC 6891 6.2.5).
+                udp, do, version = max(rclass, 512), bool(ttl & DO), (ttl >> 16) & 0xFF
                 ecs = _find_ecs(data, pos - rdlength, pos) if rdlength else None
-                found = (max(rclass, 512), bool(ttl & DO), (ttl >> 16) & 0xFF, ecs)
-        return found
+                while rdata < pos:  # the options must fill the RDATA exactly
+                    if rdata + 4 > pos:
+                        raise FormErr
+                    rdata += 4 + ((data[rdata + 2] << 8) | data[rdata + 3])
+                    if rdata > pos:
+                        raise FormErr
+            elif rtype == _TSIG_TYPE:
+                # RFC 8945 5.1: a TSIG must be the last record, of class ANY.
+                if index != count - 1 or index < authority or rclass != 255:
+                    raise FormErr
+                tsig = (owner, rdata, pos)
+        return udp, do, version, tsig, ecs
 
     # -- building templates (the slow path, once per question and zone version) -------------
 
@@ -492,6 +558,35 @@ class Answerer:
         )
 
     # -- error responses --------------------------------------------------------------------
+
+    def _badkey(
+        self,
+        data: bytes,
+        qflags: int,
+        question: bytes,
+        edns: int,
+        do: bool,
+        tsig: tuple[int, int, int],
+    ) -> bytes:
+        """NOTAUTH with an unsigned TSIG whose error is BADKEY (RFC 8945 5.2, 5.3.2)."""
+        owner, rdata, end = tsig
+        key, _ = _read_name(data, owner)
+        algorithm, pos = _read_name(data, rdata)
+        # Time signed (6), fudge (2), MAC size (2), MAC, original ID (2), error (2), other (2+).
+        if pos + 10 > end:
+            raise FormErr
+        mac_size = (data[pos + 8] << 8) | data[pos + 9]
+        rest = pos + 10 + mac_size
+        if rest + 6 > end or rest + 6 + ((data[rest + 4] << 8) | data[rest + 5]) != end:
+            raise FormErr
+        rdata_out = algorithm + data[pos : pos + 8] + b"\x00\x00" + data[rest : rest + 2]
+        rdata_out += _pack_u16(_BADKEY) + b"\x00\x00"
+        record = key + struct.pack("!HHIH", _TSIG_TYPE, 255, 0, len(rdata_out)) + rdata_out
+        self.rcodes[RCODE.NOTAUTH] += 1
+        flags = QR | (qflags & (0x7800 | RD_CD)) | RCODE.NOTAUTH
+        if edns < 0:
+            return data[:2] + _pack_u16(flags) + _TSIG_COUNTS + question + record
+        return data[:2] + _pack_u16(flags) + _TSIG_COUNTS_EDNS + question + _opt(do) + record
 
     def _header_only(self, data: bytes, rcode: int) -> bytes:
         self.rcodes[rcode] += 1
