@@ -7,8 +7,8 @@ import random
 import struct
 
 import dns.message
-import dns.query
 import dns.name
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -223,7 +223,11 @@ def test_well_formed_options_are_fine(server):
 def _ixfr_query() -> dns.message.Message:
     query = dns.message.make_query("example.test.", "IXFR")
     soa = dns.rrset.from_text(
-        "example.test.", 300, "IN", "SOA", "ns1.example.test. hostmaster.example.test. 2026112200 3600 600 1209600 60"
+        "example.test.",
+        300,
+        "IN",
+        "SOA",
+        "ns1.example.test. hostmaster.example.test. 2026112200 3600 600 1209600 60",
     )
     query.authority.append(soa)
     return query
