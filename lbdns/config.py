@@ -39,6 +39,8 @@ class Config:
     log_level: str = "info"
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_per_address: int = 64  # open TCP connections from one client address at most
+    tcp_max_per_network: int = 256  # ... from one /24 (IPv4) or /56 (IPv6) at most
     udp_batch: bool = True  # recvmmsg/sendmmsg where available (lbdns.dnsserver.udpbatch)
     tokens: tuple[Token, ...] = ()
     redis_prefix: str = "lbdns:"
@@ -140,6 +142,8 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "log_level": _choice(LOG_LEVELS),
     "tcp_idle_timeout": _number(float, 0.1, 3600),
     "tcp_max_connections": _number(int, 1, 1_000_000),
+    "tcp_max_per_address": _number(int, 1, 1_000_000),
+    "tcp_max_per_network": _number(int, 1, 1_000_000),
     "http_header_timeout": _number(float, 0.1, 3600),
     "http_body_timeout": _number(float, 0.1, 3600),
     "http_max_connections": _number(int, 1, 1_000_000),

@@ -65,7 +65,12 @@ class Server:
         self.udp: list[UdpListener] = []
         self.tcp = TcpServer(
             self.answerer.respond,
-            TcpLimits(config.tcp_idle_timeout, config.tcp_max_connections),
+            TcpLimits(
+                config.tcp_idle_timeout,
+                config.tcp_max_connections,
+                config.tcp_max_per_address,
+                config.tcp_max_per_network,
+            ),
             self.stats,
         )
         self.dns_addresses: list[tuple[str, int]] = []

@@ -104,11 +104,16 @@ class ServerCollector(Collector):
         )
         tcp = CounterMetricFamily(
             "lbdns_dns_tcp_connections",
-            "TCP connections by outcome: accepted, refused (over the cap), idle_timeout.",
+            "TCP connections by outcome: accepted, refused (the client's address or network "
+            "held its share; also counted as refused_address or refused_network), evicted "
+            "(closed at the global cap to take a new one), idle_timeout.",
             labels=["outcome"],
         )
         tcp.add_metric(["accepted"], stats.tcp_connections)
         tcp.add_metric(["refused"], stats.tcp_refused)
+        tcp.add_metric(["refused_address"], stats.tcp_refused_address)
+        tcp.add_metric(["refused_network"], stats.tcp_refused_prefix)
+        tcp.add_metric(["evicted"], stats.tcp_evicted)
         tcp.add_metric(["idle_timeout"], stats.tcp_timeouts)
         yield tcp
         yield GaugeMetricFamily(
