@@ -29,15 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnslib import AAAA as AAAA_RDATA
-from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import CLASS, QTYPE, RCODE, RR, DNSBuffer, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import A as A_RDATA
 
 from lbdns import name as dname
 from lbdns.balance.farm import NODATA, SERVFAIL, Farm
 from lbdns.balance.policy.consistent_hash import client_subnet, ecs_subnet
 from lbdns.dnsserver import explain
-from lbdns.dnsserver.resolve import REFUSED, Resolution, resolve
+from lbdns.dnsserver.resolve import REFUSED, Resolution, closest_encloser, resolve
 from lbdns.registry import Registry
+from lbdns.zone.model import Zone
 
 log = logging.getLogger("lbdns.dns")
 
@@ -46,6 +47,7 @@ MAX_TCP_SIZE = 65535
 CACHE_LIMIT = 50_000  # distinct questions remembered before the cache starts over
 SYNTHESISED_LIMIT = 20_000  # negative and wildcard answers remembered before starting over
 CHOICES_LIMIT = 4096  # distinct host choices remembered per farm name
+WILDCARDS_LIMIT = 4096  # (wildcard, type) answers remembered
 
 QR = 0x8000
 AA = 0x0400
@@ -134,6 +136,30 @@ def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
             return bytes(out), (pos if end < 0 else end)
 
 
+class _Uncompressed(DNSBuffer):
+    """A buffer that never compresses: packed RDATA that can be copied to any offset."""
+
+    def encode_name(self, name) -> None:
+        self.encode_name_nocompress(name)
+
+
+def _pack_records(records: tuple[RR, ...], placeholder: tuple[bytes, ...]) -> bytes:
+    """``records`` in wire form; an owner equal to ``placeholder`` becomes a pointer to the
+    question name (offset 12), every other name is written out in full."""
+    placeholder = tuple(label.lower() for label in placeholder)
+    out = bytearray()
+    for rr in records:
+        labels = tuple(rr.rname.label)
+        if tuple(label.lower() for label in labels) == placeholder:
+            out += b"\xc0\x0c"
+        else:
+            out += b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+        buffer = _Uncompressed()
+        rr.rdata.pack(buffer)
+        out += struct.pack("!HHIH", rr.rtype, rr.rclass, rr.ttl, len(buffer.data)) + buffer.data
+    return bytes(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A packed response minus ID, RD/CD bits, question and OPT record."""
@@ -171,6 +197,8 @@ class Answerer:
         # Answers for names that need not exist (negative and wildcard answers) apart, so that
         # a flood of random names cannot evict the answers of the real names.
         self.synthesised: dict[bytes, Template | FarmEntry] = {}
+        # (wildcard owner, type) -> the answer shared by every name it covers (None: per name).
+        self.wildcards: dict[tuple[str, int], Template | None] = {}
         self.cache_version = -1
         # Query bytes past the ID, seen before over UDP -> what answering them again needs:
         # (reply without ID, qtype, rcode) for a fixed answer, the parse for a farm question.
@@ -291,6 +319,7 @@ class Answerer:
         if self.cache_version != self.registry.version:
             self.cache.clear()
             self.synthesised.clear()
+            self.wildcards.clear()
             self.seen.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
@@ -462,6 +491,24 @@ class Answerer:
             notimp = self._pack(name_wire, qtype, Resolution(RCODE.NOTIMP, False))
             return self._synthesised(key, notimp)  # any name: not among the real answers
         qname = dname.from_wire(name_wire)
+        zone = self.registry.zone_of(qname)
+        if zone is None:
+            return None  # REFUSED: not ours
+        encloser = None if qname in zone.names else closest_encloser(zone, qname)
+        if encloser is not None and encloser not in zone.farms:
+            # A name that does not exist, and not below a farm (whose host and key names
+            # resolve): NXDOMAIN, or a wildcard's answer. Floods of random names land here, so
+            # neither resolves nor packs per name (docs/dns.md).
+            source = f"*.{encloser}"
+            if source not in zone.rrsets:
+                return self._synthesised(key, self._negative(name_wire, zone, RCODE.NXDOMAIN))
+            template = self.wildcards.get((source, qtype))
+            if template is None:
+                template = self._wildcard_template(source, qtype)
+            if template.__class__ is Template:
+                return self._synthesised(key, template)
+            # A wildcard NODATA (the SOA's owner points into the question) or one that leads
+            # to a farm: per name, as any other name.
         resolution = resolve(self.registry, qname, qtype)
         if resolution is REFUSED:
             return None
@@ -470,7 +517,8 @@ class Answerer:
             and resolution.authority
             and resolution.authority[0] is resolution.zone.negative_soa
         ):
-            return self._synthesised(key, self._negative(name_wire, resolution))
+            negative = self._negative(name_wire, resolution.zone, resolution.rcode)
+            return self._synthesised(key, negative)
         if resolution.farm is not None:
             farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
             entry: Template | FarmEntry = FarmEntry(
@@ -478,8 +526,7 @@ class Answerer:
             )
         else:
             entry = self._pack(name_wire, qtype, resolution)
-        zone = self.registry.zone_of(qname)
-        if zone is not None and qname not in zone.names:  # made from a wildcard
+        if qname not in zone.names:  # made from a wildcard
             return self._synthesised(key, entry)
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()  # a flood of random names must not grow memory without bound
@@ -508,14 +555,37 @@ class Answerer:
         self.synthesised[key] = entry
         return entry
 
+    def _wildcard_template(self, source: str, qtype: int) -> Template | None:
+        """The answer for every name that the wildcard ``source`` covers, or None when it is
+        made per name. Remembered per (wildcard, type)."""
+        res = resolve(self.registry, source, qtype)
+        template = None
+        negative = not res.answer and res.authority and res.authority[0] is res.zone.negative_soa
+        if res.farm is None and not res.additional and not negative:
+            # Records owned by the wildcard are owned by the asked name: a pointer to the
+            # question at offset 12. Nothing else is compressed, so the bytes after the
+            # question are the same whatever its length.
+            owner = dname.text_labels(source)
+            tail = _pack_records(res.answer, owner) + _pack_records(res.authority, owner)
+            template = Template(
+                flags=QR | (AA if res.aa else 0) | res.rcode,
+                counts=struct.pack("!HHHH", 1, len(res.answer), len(res.authority), 0),
+                counts_edns=struct.pack("!HHHH", 1, len(res.answer), len(res.authority), 1),
+                tail=tail,
+                lean=None,
+            )
+        if len(self.wildcards) >= WILDCARDS_LIMIT:
+            self.wildcards.clear()
+        self.wildcards[(source, qtype)] = template
+        return template
+
     @staticmethod
-    def _negative(name_wire: bytes, res: Resolution) -> Template:
+    def _negative(name_wire: bytes, zone: Zone, rcode: int) -> Template:
         """NXDOMAIN or NODATA with the zone's SOA, built by hand: floods of random names make
         many of these, and dnslib would take ten times as long."""
-        zone = res.zone
         owner = 12 + len(name_wire) - len(zone.origin_wire)  # the zone's name in the question
         return Template(
-            flags=QR | AA | res.rcode,
+            flags=QR | AA | rcode,
             counts=_NEGATIVE_COUNTS,
             counts_edns=_NEGATIVE_COUNTS_EDNS,
             tail=_pack_u16(0xC000 | owner) + zone.negative_soa_wire,
