@@ -6,6 +6,7 @@ command line overrides the file. Parse -> validate -> normalise into a new ``Con
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from typing import Any
 
 from lbdns import validate, yamlfile
 from lbdns.auth import Token, parse_tokens
+from lbdns.dnsserver.rrl import RrlSettings
 from lbdns.dnsserver.transport import parse_address
 from lbdns.errors import ConfigError, ConfigErrors, LbdnsError
 from lbdns.validate import Fail
@@ -56,6 +58,7 @@ class Config:
     http_max_connections: int = 1024  # open HTTP connections; more are closed as accepted
     assign_rate: float = 100.0  # assignment API requests per second per client address (0: off)
     assign_burst: int = 200  # ... in bursts of at most this many
+    rrl: RrlSettings = RrlSettings()  # response rate limiting (lbdns.dnsserver.rrl)
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -131,6 +134,60 @@ def _tokens(value: Any, where: yamlfile.Where, fail: Fail):
     return parse_tokens(value, lambda w, reason: fail(w, reason))
 
 
+def _networks(value: Any, where: yamlfile.Where, fail: Fail):
+    if not isinstance(value, list):
+        fail(where, f"must be a list of networks such as 192.0.2.0/24, got {value!r}")
+        return None
+    out = []
+    for i, item in enumerate(value):
+        try:
+            if not isinstance(item, str):
+                raise ValueError
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            fail(
+                (*where, i),
+                f"must be a network such as 192.0.2.0/24 or 2001:db8::/32, got {item!r}",
+            )
+            continue
+        out.append(item)
+    return tuple(out)
+
+
+def _section(cls, fields: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]]):
+    """A mapping of its own keys, parsed into a frozen ``cls``; unknown keys name their path."""
+
+    def parse(value: Any, where: yamlfile.Where, fail: Fail):
+        if not isinstance(value, dict):
+            fail(where, f"must be a mapping of {', '.join(fields)}, got {value!r}")
+            return None
+        values = {}
+        for key, item in value.items():
+            parser = fields.get(key)
+            if parser is None:
+                fail((*where, key), f"unknown key (expected one of {', '.join(sorted(fields))})")
+                continue
+            parsed = parser(item, (*where, key), fail)
+            if parsed is not None:
+                values[key] = parsed
+        return cls(**values)
+
+    return parse
+
+
+RRL_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
+    "enabled": _bool,
+    "rate": _number(float, 1, 10_000_000),
+    "burst": _number(float, 0, 10_000_000),
+    "slip": _number(int, 0, 100),
+    "ipv4_prefix": _number(int, 8, 32),
+    "ipv6_prefix": _number(int, 16, 128),
+    "big_size": _number(int, 64, 65535),
+    "whitelist": _networks,
+    "max_networks": _number(int, 100, 10_000_000),
+}
+
+
 # key -> parser. A new setting is one line here, one field above and one row in docs/config.md.
 FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "zones": _path,
@@ -159,6 +216,7 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "max_body": _number(int, 1024, 64 * 1024 * 1024),
     "assign_rate": _number(float, 0.0, 10_000_000),
     "assign_burst": _number(int, 1, 10_000_000),
+    "rrl": _section(RrlSettings, RRL_FIELDS),
 }
 
 

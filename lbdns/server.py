@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lbdns.config import Config
+from lbdns.dnsserver.rrl import RateLimiter
 from lbdns.dnsserver.transport import (
     TcpLimits,
     TcpServer,
@@ -54,6 +55,8 @@ class Server:
         self.registry = registry or Registry()
         self.answerer = Answerer(self.registry)
         self.answerer.explain_queries = config.explain_queries
+        if config.rrl.enabled:
+            self.answerer.rrl = RateLimiter(config.rrl)
         if config.query_log > 0:
             from lbdns.dnsserver.querylog import QueryLog
 

@@ -37,6 +37,7 @@ from lbdns.balance.farm import NODATA, SERVFAIL, Farm
 from lbdns.balance.policy.consistent_hash import client_subnet, ecs_subnet
 from lbdns.dnsserver import explain
 from lbdns.dnsserver.resolve import REFUSED, Resolution, closest_encloser, resolve
+from lbdns.dnsserver.rrl import RateLimiter, truncated
 from lbdns.registry import Registry
 from lbdns.zone.model import Zone
 
@@ -213,6 +214,8 @@ class Answerer:
         # attribute check per query when it is off.
         self.query_log: Callable[[bytes, str, bool, bytes | None], None] | None = None
         self.explain_queries = False  # answer CH TXT _lbdns.<farm> (config explain_queries)
+        # Response rate limiting of UDP answers (config rrl); None when off.
+        self.rrl: RateLimiter | None = None
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -243,6 +246,10 @@ class Answerer:
                     response = data[:2] + reply[0]
             else:
                 response = self._respond(data, client, tcp)
+            if self.rrl is not None and not tcp and response is not None:
+                verdict = self.rrl.allow(response, client)
+                if verdict is not True:
+                    response = None if verdict is None else truncated(response)
             if self.query_log is not None:
                 self.query_log(data, client, tcp, response)
             return response

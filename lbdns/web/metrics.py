@@ -28,6 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
+from lbdns.dnsserver.rrl import CLASSES, RateLimiter
 from lbdns.server import Server
 from lbdns.web import ingest
 from lbdns.web.assign import ASSIGNMENTS
@@ -45,6 +46,31 @@ def _stat(obj: object, *names: str) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
     return None
+
+
+def _rrl(rrl: RateLimiter | None) -> Iterator[Metric]:
+    """Response rate limiting (docs/dns.md): limited responses by class and action."""
+    limited = CounterMetricFamily(
+        "lbdns_dns_rrl_limited",
+        "UDP responses over the rate limit, by response class and action (dropped, or "
+        "slipped: sent as TC=1).",
+        labels=["class", "action"],
+    )
+    networks = GaugeMetricFamily(
+        "lbdns_dns_rrl_networks", "Client networks with a rate-limit bucket now."
+    )
+    resets = CounterMetricFamily(
+        "lbdns_dns_rrl_resets", "Times the rate-limit tables were full and started over."
+    )
+    if rrl is not None:
+        for index, name in enumerate(CLASSES):
+            limited.add_metric([name, "dropped"], rrl.dropped[index])
+            limited.add_metric([name, "slipped"], rrl.slipped[index])
+        networks.add_metric([], len(rrl.networks))
+        resets.add_metric([], rrl.resets)
+    yield limited
+    yield networks
+    yield resets
 
 
 class ServerCollector(Collector):
@@ -127,6 +153,7 @@ class ServerCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
+        yield from _rrl(answerer.rrl)
         query_log = answerer.query_log
         lines = CounterMetricFamily(
             "lbdns_query_log_lines",
