@@ -15,6 +15,7 @@ from typing import Any
 
 from lbdns import validate, yamlfile
 from lbdns.auth import Token, parse_tokens
+from lbdns.dnsserver.cookie import CookieSettings
 from lbdns.dnsserver.rrl import RrlSettings
 from lbdns.dnsserver.transport import parse_address
 from lbdns.errors import ConfigError, ConfigErrors, LbdnsError
@@ -59,6 +60,7 @@ class Config:
     assign_rate: float = 100.0  # assignment API requests per second per client address (0: off)
     assign_burst: int = 200  # ... in bursts of at most this many
     rrl: RrlSettings = RrlSettings()  # response rate limiting (lbdns.dnsserver.rrl)
+    cookies: CookieSettings = CookieSettings()  # DNS cookies (lbdns.dnsserver.cookie)
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -175,6 +177,24 @@ def _section(cls, fields: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]])
     return parse
 
 
+def _secret(value: Any, where: yamlfile.Where, fail: Fail):
+    if not isinstance(value, str) or len(value) != 32:
+        fail(where, "must be 32 hexadecimal digits (16 random octets: openssl rand -hex 16)")
+        return None
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        fail(where, "must be 32 hexadecimal digits (16 random octets: openssl rand -hex 16)")
+        return None
+    return value.lower()
+
+
+COOKIE_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
+    "enabled": _bool,
+    "secret": _secret,
+    "previous_secret": _secret,
+}
+
 RRL_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "enabled": _bool,
     "rate": _number(float, 1, 10_000_000),
@@ -217,6 +237,7 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "assign_rate": _number(float, 0.0, 10_000_000),
     "assign_burst": _number(int, 1, 10_000_000),
     "rrl": _section(RrlSettings, RRL_FIELDS),
+    "cookies": _section(CookieSettings, COOKIE_FIELDS),
 }
 
 

@@ -39,6 +39,9 @@ BAD = [
     ("rrl: {ipv4_prefix: 33}\n", "rrl.ipv4_prefix: must be between 8 and 32"),
     ("rrl: {whitelist: 10.0.0.0/8}\n", "rrl.whitelist: must be a list of networks"),
     ("rrl: {whitelist: [10.0.0.0/8, nope]}\n", "rrl.whitelist.1: must be a network"),
+    ("cookies: {secret: abc}\n", "cookies.secret: must be 32 hexadecimal digits"),
+    ("cookies: {previous_secret: " + "zz" * 16 + "}\n", "cookies.previous_secret: must be 32"),
+    ("cookies: {enabled: no, salt: 1}\n", "cookies.salt: unknown key"),
     ("- just\n- a list\n", "a config file must be a mapping"),
     ("dns: [\n", "invalid YAML"),
 ]

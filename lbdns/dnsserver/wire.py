@@ -36,6 +36,7 @@ from lbdns import name as dname
 from lbdns.balance.farm import NODATA, SERVFAIL, Farm
 from lbdns.balance.policy.consistent_hash import client_subnet, ecs_subnet
 from lbdns.dnsserver import explain
+from lbdns.dnsserver.cookie import Cookies, MalformedCookie
 from lbdns.dnsserver.resolve import REFUSED, Resolution, closest_encloser, resolve
 from lbdns.dnsserver.rrl import RateLimiter, truncated
 from lbdns.registry import Registry
@@ -137,6 +138,26 @@ def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
             return bytes(out), (pos if end < 0 else end)
 
 
+def _append_option(response: bytes, option: bytes) -> bytes:
+    """``response`` with ``option`` added to its OPT record, which every response to an EDNS
+    query ends with (the TSIG BADKEY reply aside, which is returned as it is)."""
+    if response[-11:-8] == b"\x00\x00\x29" and response[-2:] == b"\x00\x00":
+        return response[:-2] + _pack_u16(len(option)) + option  # no options yet: the usual
+    # An OPT that already carries an option (an echoed client subnet): the root owner and
+    # type 41 whose RDATA runs exactly to the end.
+    size = len(response)
+    at = response.rfind(b"\x00\x00\x29", 12, size - 10)
+    for _ in range(4):
+        if at < 12:
+            break
+        rdlength = (response[at + 9] << 8) | response[at + 10]
+        if at + 11 + rdlength == size:
+            head = response[: at + 9] + _pack_u16(rdlength + len(option))
+            return head + response[at + 11 :] + option
+        at = response.rfind(b"\x00\x00\x29", 12, at)
+    return response
+
+
 class _Uncompressed(DNSBuffer):
     """A buffer that never compresses: packed RDATA that can be copied to any offset."""
 
@@ -216,6 +237,13 @@ class Answerer:
         self.explain_queries = False  # answer CH TXT _lbdns.<farm> (config explain_queries)
         # Response rate limiting of UDP answers (config rrl); None when off.
         self.rrl: RateLimiter | None = None
+        # DNS cookies (config cookies); None when off. While a query with a COOKIE option is
+        # answered: the option for its response, whether its server cookie was good, and the
+        # octets that option adds to the response (counted against the UDP size).
+        self.cookies: Cookies | None = None
+        self.cookie_reply: bytes | None = None
+        self.cookie_valid = False
+        self.opt_extra = 0
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -246,6 +274,11 @@ class Answerer:
                     response = data[:2] + reply[0]
             else:
                 response = self._respond(data, client, tcp)
+                if self.cookie_reply is not None:
+                    response = self._with_cookie(response, client, tcp)  # and its RRL
+                    if self.query_log is not None:
+                        self.query_log(data, client, tcp, response)
+                    return response
             if self.rrl is not None and not tcp and response is not None:
                 verdict = self.rrl.allow(response, client)
                 if verdict is not True:
@@ -254,6 +287,8 @@ class Answerer:
                 self.query_log(data, client, tcp, response)
             return response
         except Exception:  # a bug must cost one query, not the server
+            self.cookie_reply = None
+            self.opt_extra = 0
             self.errors += 1
             if self.errors & (self.errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... only
                 log.exception("internal error answering a query from %s", client)
@@ -300,9 +335,17 @@ class Answerer:
                 rcode = RCODE.NOTIMP if opcode else RCODE.FORMERR
                 return self._error(data, qflags, question, rcode, -1, False)
             try:
-                edns, do, version, tsig, ecs = self._find_opt(data, qend, nscount, arcount)
+                edns, do, version, tsig, ecs, cookie = self._find_opt(data, qend, nscount, arcount)
             except FormErr:
                 return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+            if cookie is not None and self.cookies is not None:
+                try:
+                    self.cookie_valid, self.cookie_reply = self.cookies.check(
+                        data, cookie[0], cookie[1], client
+                    )
+                except MalformedCookie:
+                    return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+                self.opt_extra = len(self.cookie_reply)
             if tsig:
                 # We hold no keys: every signed request is answered NOTAUTH/BADKEY, unsigned
                 # (RFC 8945 5.2, 5.3.2), before anything else is looked at.
@@ -354,7 +397,7 @@ class Answerer:
             template = self._choice_template(entry, choice)
             response = self._assemble(data, template, qflags, question, qend, edns, do, tcp, opt)
             seen = (entry, qtype, (qflags, question, qend, edns, do), {}, subnet, opt)
-        if not tcp:
+        if not tcp and self.cookie_reply is None:  # a cookie's reply is made per query
             if len(self.seen) >= CACHE_LIMIT:
                 self.seen.clear()
             self.seen[data[2:]] = seen
@@ -377,10 +420,11 @@ class Answerer:
         limit = MAX_TCP_SIZE if tcp else (512 if edns < 0 else min(edns, EDNS_UDP_SIZE))
         if opt is None:
             opt = _OPT_DO if do else _OPT_PLAIN
-        length = qend + len(template.tail) + (0 if edns < 0 else len(opt))
+        extra = 0 if edns < 0 else len(opt) + self.opt_extra
+        length = qend + len(template.tail) + extra
         if length > limit and template.lean is not None:
             template = template.lean
-            length = qend + len(template.tail) + (0 if edns < 0 else len(opt))
+            length = qend + len(template.tail) + extra
         flags = template.flags | (qflags & RD_CD)
         self.rcodes[flags & 0xF] += 1
         if length > limit:
@@ -431,14 +475,22 @@ class Answerer:
     @staticmethod
     def _find_opt(
         data: bytes, pos: int, authority: int, additional: int
-    ) -> tuple[int, bool, int, tuple[int, int, int] | None, tuple[int, int, bytes] | None]:
+    ) -> tuple[
+        int,
+        bool,
+        int,
+        tuple[int, int, int] | None,
+        tuple[int, int, bytes] | None,
+        tuple[int, int] | None,
+    ]:
         """Walk the authority and additional sections; return (udp size, DO, version) of the
-        OPT (-1 when there is none), for a TSIG record (owner, rdata start, rdata end), and
-        the OPT's client subnet as (family, source prefix, address) or None."""
+        OPT (-1 when there is none), for a TSIG record (owner, rdata start, rdata end), the
+        OPT's client subnet as (family, source prefix, address) or None, and for the first
+        COOKIE option (its data's offset, its length)."""
         size = len(data)
         found_opt = False
         udp, do, version = -1, False, 0
-        tsig = ecs = None
+        tsig = ecs = cookie = None
         count = authority + additional
         for index in range(count):
             owner = pos
@@ -476,7 +528,10 @@ class Answerer:
                 while rdata < pos:  # the options must fill the RDATA exactly
                     if rdata + 4 > pos:
                         raise FormErr
-                    rdata += 4 + ((data[rdata + 2] << 8) | data[rdata + 3])
+                    length = (data[rdata + 2] << 8) | data[rdata + 3]
+                    if data[rdata + 1] == 10 and data[rdata] == 0 and cookie is None:
+                        cookie = (rdata + 4, length)  # RFC 7873 5.2: the first one counts
+                    rdata += 4 + length
                     if rdata > pos:
                         raise FormErr
             elif rtype == _TSIG_TYPE:
@@ -484,7 +539,7 @@ class Answerer:
                 if index != count - 1 or index < authority or rclass != 255:
                     raise FormErr
                 tsig = (owner, rdata, pos)
-        return udp, do, version, tsig, ecs
+        return udp, do, version, tsig, ecs, cookie
 
     # -- building templates (the slow path, once per question and zone version) -------------
 
@@ -633,6 +688,30 @@ class Answerer:
             tail=packed[qend:],
             lean=lean,
         )
+
+    # -- cookies ----------------------------------------------------------------------------
+
+    def _with_cookie(self, response: bytes | None, client: str, tcp: bool) -> bytes | None:
+        """``response`` with the COOKIE option in its OPT, after rate limiting: a good server
+        cookie bypasses it; where it would slip, BADCOOKIE with a fresh cookie instead."""
+        option, valid = self.cookie_reply, self.cookie_valid
+        self.cookie_reply = None
+        self.opt_extra = 0
+        if response is None:
+            return None
+        if self.rrl is not None and not tcp and not valid:
+            verdict = self.rrl.allow(response, client)
+            if verdict is None:
+                return None
+            if verdict is False:
+                self.cookies.results["badcookie"] += 1
+                cut = truncated(response)
+                if cut[-11:-8] != b"\x00\x00\x29":
+                    return cut
+                # BADCOOKIE = 23: 1 in the OPT's extended rcode, 7 in the header; no TC.
+                head = cut[:2] + bytes((cut[2] & 0xF9, (cut[3] & 0xF0) | 7))
+                response = head + cut[4:-6] + b"\x01" + cut[-5:]
+        return _append_option(response, option)
 
     # -- error responses --------------------------------------------------------------------
 

@@ -154,6 +154,15 @@ class ServerCollector(Collector):
             sum_value=latency.total,
         )
         yield from _rrl(answerer.rrl)
+        cookies = CounterMetricFamily(
+            "lbdns_dns_cookies",
+            "Queries with a DNS COOKIE option, by what their server cookie was (client_only, "
+            "valid, invalid, malformed), and BADCOOKIE replies sent.",
+            labels=["result"],
+        )
+        for result, count in (answerer.cookies.results if answerer.cookies else {}).items():
+            cookies.add_metric([result], count)
+        yield cookies
         query_log = answerer.query_log
         lines = CounterMetricFamily(
             "lbdns_query_log_lines",
