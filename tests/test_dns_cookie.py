@@ -207,10 +207,9 @@ def test_cookie_answers_still_fit_the_udp_size(server):
 
 
 def test_rotation_without_a_flag_day(tmp_path):
-    old = start(
-        tmp_path / "old" if (tmp_path / "old").mkdir() is None else tmp_path,
-        f"cookies: {{secret: {SECRET}}}\n",
-    )
+    for folder in ("old", "new"):
+        (tmp_path / folder).mkdir()
+    old = start(tmp_path / "old", f"cookies: {{secret: {SECRET}}}\n")
     try:
         cookie = cookie_of(ask(old, CLIENT))
     finally:
