@@ -16,6 +16,7 @@ from typing import Any
 from lbdns import validate, yamlfile
 from lbdns.auth import Token, parse_tokens
 from lbdns.dnsserver.cookie import CookieSettings
+from lbdns.dnsserver.identity import IdentitySettings
 from lbdns.dnsserver.rrl import RrlSettings
 from lbdns.dnsserver.transport import parse_address
 from lbdns.errors import ConfigError, ConfigErrors, LbdnsError
@@ -61,6 +62,7 @@ class Config:
     assign_burst: int = 200  # ... in bursts of at most this many
     rrl: RrlSettings = RrlSettings()  # response rate limiting (lbdns.dnsserver.rrl)
     cookies: CookieSettings = CookieSettings()  # DNS cookies (lbdns.dnsserver.cookie)
+    identity: IdentitySettings = IdentitySettings()  # CH TXT id.server, version.bind...
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -195,6 +197,12 @@ COOKIE_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "previous_secret": _secret,
 }
 
+IDENTITY_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
+    "enabled": _bool,
+    "id": _string,
+    "hide_version": _bool,
+}
+
 RRL_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "enabled": _bool,
     "rate": _number(float, 1, 10_000_000),
@@ -238,6 +246,7 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "assign_burst": _number(int, 1, 10_000_000),
     "rrl": _section(RrlSettings, RRL_FIELDS),
     "cookies": _section(CookieSettings, COOKIE_FIELDS),
+    "identity": _section(IdentitySettings, IDENTITY_FIELDS),
 }
 
 

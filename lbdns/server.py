@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lbdns.config import Config
+from lbdns.dnsserver import identity
 from lbdns.dnsserver.cookie import Cookies
 from lbdns.dnsserver.rrl import RateLimiter
 from lbdns.dnsserver.transport import (
@@ -58,6 +59,7 @@ class Server:
         self.answerer.explain_queries = config.explain_queries
         if config.rrl.enabled:
             self.answerer.rrl = RateLimiter(config.rrl)
+        self.answerer.identity = identity.answers(config.identity)
         if config.cookies.enabled:
             self.answerer.cookies = Cookies(config.cookies)
         if config.query_log > 0:

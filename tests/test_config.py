@@ -42,6 +42,9 @@ BAD = [
     ("cookies: {secret: abc}\n", "cookies.secret: must be 32 hexadecimal digits"),
     ("cookies: {previous_secret: " + "zz" * 16 + "}\n", "cookies.previous_secret: must be 32"),
     ("cookies: {enabled: no, salt: 1}\n", "cookies.salt: unknown key"),
+    ("identity: {enabled: yes please}\n", "identity.enabled: must be true or false"),
+    ("identity: {id: ''}\n", "identity.id: must be a non-empty string"),
+    ("identity: {version: 1}\n", "identity.version: unknown key"),
     ("- just\n- a list\n", "a config file must be a mapping"),
     ("dns: [\n", "invalid YAML"),
 ]

@@ -241,6 +241,8 @@ class Answerer:
         # answered: the option for its response, whether its server cookie was good, and the
         # octets that option adds to the response (counted against the UDP size).
         self.cookies: Cookies | None = None
+        # CH TXT id.server, version.bind... -> TXT RDATA (config identity; empty when off).
+        self.identity: dict[bytes, bytes] = {}
         self.cookie_reply: bytes | None = None
         self.cookie_valid = False
         self.opt_extra = 0
@@ -361,6 +363,10 @@ class Answerer:
         if opcode:
             return self._error(data, qflags, question, RCODE.NOTIMP, edns, do)
         if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
+            if self.identity and data[qend - 2 : qend] == b"\x00\x03" and qtype in (16, 255):
+                rdata = self.identity.get(data[12 : qend - 4].lower())
+                if rdata is not None:
+                    return self._identity(data, qflags, question, rdata, edns, do)
             if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
                 return explain.respond(self.registry, data, tcp)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
@@ -712,6 +718,31 @@ class Answerer:
                 head = cut[:2] + bytes((cut[2] & 0xF9, (cut[3] & 0xF0) | 7))
                 response = head + cut[4:-6] + b"\x01" + cut[-5:]
         return _append_option(response, option)
+
+    def _identity(
+        self, data: bytes, qflags: int, question: bytes, rdata: bytes, edns: int, do: bool
+    ) -> bytes:
+        """The CH TXT answer naming this server or its version (config identity)."""
+        self.rcodes[RCODE.NOERROR] += 1
+        flags = QR | AA | (qflags & RD_CD)
+        record = b"\xc0\x0c" + struct.pack("!HHIH", QTYPE.TXT, CLASS.CH, 0, len(rdata)) + rdata
+        if edns < 0:
+            return (
+                data[:2]
+                + _pack_u16(flags)
+                + b"\x00\x01\x00\x01\x00\x00\x00\x00"
+                + question
+                + record
+            )
+        counts = b"\x00\x01\x00\x01\x00\x00\x00\x01"
+        return (
+            data[:2]
+            + _pack_u16(flags)
+            + counts
+            + question
+            + record
+            + (_OPT_DO if do else _OPT_PLAIN)
+        )
 
     # -- error responses --------------------------------------------------------------------
 
