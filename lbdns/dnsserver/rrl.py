@@ -52,7 +52,7 @@ class RrlSettings:
     ipv6_prefix: int = 56
     big_size: int = 1024  # octets from which a response is of class "big"
     whitelist: tuple[str, ...] = ()  # networks never limited, e.g. 192.0.2.0/24
-    max_networks: int = 100_000
+    max_networks: int = 20_000  # about 10 MB of buckets at most
 
 
 class RateLimiter:
