@@ -125,6 +125,22 @@ CASES = [
         FORMERR,
     ),
     ("OPT in the authority of an IXFR", header(ns=1) + IXFR_Q + opt(), FORMERR),
+    # RFC 7873 5.2.2: a COOKIE too short for a client cookie, or of no valid length, is FORMERR.
+    (
+        "COOKIE of 7 octets",
+        header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00\x07" + b"c" * 7),
+        FORMERR,
+    ),
+    (
+        "COOKIE of 12 octets",
+        header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00\x0c" + b"c" * 12),
+        FORMERR,
+    ),
+    (
+        "COOKIE of 41 octets",
+        header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00\x29" + b"c" * 41),
+        FORMERR,
+    ),
     ("a response (QR=1)", header(flags=0x8000) + GOOD_Q, DROP),
     ("a response with an answer", header(flags=0x8400, an=1) + GOOD_Q, DROP),
 ]
@@ -290,3 +306,31 @@ def test_tsig_with_a_compressed_key_name(server):
     reply = dns.message.from_wire(raw, keyring=False)
     assert reply.keyname == dns.name.from_text("mail.example.test.")
     assert reply.tsig_error == dns.rcode.BADKEY
+
+
+def test_fuzzed_options_cookies_and_tsig_never_stop_the_server(server):
+    # Random EDNS options (cookies of every length among them) and TSIG records with random
+    # RDATA: each answered with a well-formed reply of a known rcode, or nothing.
+    rng = random.Random(7873)
+    allowed = {0, FORMERR, dns.rcode.NOTAUTH}
+    for i in range(300):
+        options = b""
+        for _ in range(rng.randrange(0, 4)):
+            code = rng.choice((10, 10, 8, 12, 65001))
+            length = rng.choice((0, 7, 8, 9, 16, 24, 40, 41, rng.randrange(0, 60)))
+            declared = length if rng.random() < 0.8 else rng.randrange(0, 80)
+            options += struct.pack("!HH", code, declared) + rng.randbytes(length)
+        packet = header(qid=i, ar=1) + GOOD_Q + opt(options=options)
+        if rng.random() < 0.3:
+            rdata = rng.randbytes(rng.randrange(0, 40))
+            if rng.random() < 0.5:
+                rdata = b"\x0bhmac-sha256\x00" + rdata
+            tsig = b"\x03key\x00" + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
+            packet = header(qid=i, ar=2) + GOOD_Q + opt(options=options) + tsig
+        raw = udp(server.host, server.port, packet, timeout=0.5)
+        if raw is None:
+            continue
+        assert raw[:2] == packet[:2]
+        reply = dns.message.from_wire(raw, keyring=False)
+        assert reply.rcode() & 0xF in allowed, (i, reply.rcode())
+    still_answers(server)
