@@ -30,7 +30,7 @@ BAD = [
         "tokens.0.networks.0: 'nope' is not an address range",
     ),
     ("tcp_max_per_address: 0\n", "tcp_max_per_address: must be between 1"),
-    ("tcp_max_per_network: many\n", "tcp_max_per_network: must be a number"),
+    ("tcp_max_per_network: many\n", "tcp_max_per_network: must be an integer"),
     ("rrl: true\n", "rrl: must be a mapping of"),
     ("rrl: {ratee: 5}\n", "rrl.ratee: unknown key (expected one of big_size, burst, enabled"),
     ("rrl: {rate: 0}\n", "rrl.rate: must be between 1"),
