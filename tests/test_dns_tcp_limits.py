@@ -17,6 +17,8 @@ from dnsclient import header, question, tcp_recv, tcp_send
 from obs_support import scrape, value
 from support import ROOT, LbdnsProcess, wait_for
 
+from lbdns.dnsserver.transport import TcpLimits, client_prefix
+
 ZONES = ROOT / "tests" / "zones" / "auth"
 QUERY = header() + question("mail.example.test.")
 
@@ -163,3 +165,24 @@ def test_near_the_cap_the_idle_timeout_shrinks(small_server, hold):
     assert closed_by_peer(sock, within=10)
     assert time.monotonic() - started < 10  # far below the 60 s configured
     assert tcp_outcome(server, "idle_timeout") >= 1
+
+
+def test_idle_timeout_shrinks_linearly_past_half_of_the_cap():
+    limits = TcpLimits(idle_timeout=10.0, max_connections=1000)
+    assert limits.idle_for(0) == limits.idle_for(500) == 10.0
+    assert limits.idle_for(750) == pytest.approx(5.0)
+    assert limits.idle_for(999) == pytest.approx(0.5)  # never below half a second
+    assert limits.idle_for(1000) == 0.5
+
+
+@pytest.mark.parametrize(
+    "address,network",
+    [
+        ("192.0.2.77", "192.0.2"),
+        ("2001:db8:1:ff::9", client_prefix("2001:db8:1:0::1")),  # the same /56
+        ("::ffff:192.0.2.9", "192.0.2"),  # IPv4-mapped counts as IPv4
+    ],
+)
+def test_client_networks(address, network):
+    assert client_prefix(address) == network
+    assert client_prefix("2001:db8:1:100::1") != client_prefix("2001:db8:1:ff::1")
