@@ -81,6 +81,8 @@ class Server:
             ),
             self.stats,
         )
+        tcp = self.tcp
+        self.answerer.tcp_keepalive = lambda: tcp.limits.idle_for(len(tcp.connections))
         self.dns_addresses: list[tuple[str, int]] = []
         self.http_address: tuple[str, int] | None = None
         self.started = time.time()

@@ -6,7 +6,9 @@ import socket
 import struct
 import time
 
+import dns.edns
 import dns.message
+import dns.query
 import pytest
 from dnsclient import counts_of, header, question, tcp_connect, tcp_recv, tcp_send
 from support import AUTH_ZONES, LbdnsProcess
@@ -119,3 +121,15 @@ def test_trickled_bytes_do_not_keep_a_connection_open(server):
         waited = time.monotonic() - started
     assert closed
     assert waited <= IDLE_TIMEOUT + 2
+
+
+def test_edns_tcp_keepalive_is_answered_over_tcp_only(server):
+    # RFC 7828: a client that sends the option over TCP learns the idle timeout, in 100 ms units.
+    keepalive = dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"")
+    query = dns.message.make_query("mail.example.test.", "A", use_edns=0, options=[keepalive])
+    response = dns.query.tcp(query, server.host, port=server.port, timeout=3)
+    assert response.answer[0][0].address == "192.0.2.25"
+    (option,) = [o for o in response.options if o.otype == dns.edns.OptionType.KEEPALIVE]
+    assert int.from_bytes(option.to_wire(), "big") == int(IDLE_TIMEOUT * 10)
+    response = dns.query.udp(query, server.host, port=server.port, timeout=3)
+    assert not [o for o in response.options if o.otype == dns.edns.OptionType.KEEPALIVE]

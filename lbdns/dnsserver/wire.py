@@ -246,6 +246,8 @@ class Answerer:
         self.cookie_reply: bytes | None = None
         self.cookie_valid = False
         self.opt_extra = 0
+        # The TCP idle timeout now, in seconds (set by the server; RFC 7828 keepalive).
+        self.tcp_keepalive: Callable[[], float] | None = None
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -337,7 +339,9 @@ class Answerer:
                 rcode = RCODE.NOTIMP if opcode else RCODE.FORMERR
                 return self._error(data, qflags, question, rcode, -1, False)
             try:
-                edns, do, version, tsig, ecs, cookie = self._find_opt(data, qend, nscount, arcount)
+                edns, do, version, tsig, ecs, cookie, keepalive = self._find_opt(
+                    data, qend, nscount, arcount
+                )
             except FormErr:
                 return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
             if cookie is not None and self.cookies is not None:
@@ -348,6 +352,13 @@ class Answerer:
                 except MalformedCookie:
                     return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
                 self.opt_extra = len(self.cookie_reply)
+            if keepalive and tcp and self.tcp_keepalive is not None:
+                # RFC 7828: over TCP, tell a client that asked how long it may stay idle (in
+                # units of 100 ms), shorter when the server is busy.
+                timeout = min(0xFFFF, int(self.tcp_keepalive() * 10))
+                option = b"\x00\x0b\x00\x02" + _pack_u16(timeout)
+                self.cookie_reply = (self.cookie_reply or b"") + option
+                self.opt_extra += 6
             if tsig:
                 # We hold no keys: every signed request is answered NOTAUTH/BADKEY, unsigned
                 # (RFC 8945 5.2, 5.3.2), before anything else is looked at.
@@ -488,13 +499,15 @@ class Answerer:
         tuple[int, int, int] | None,
         tuple[int, int, bytes] | None,
         tuple[int, int] | None,
+        bool,
     ]:
         """Walk the authority and additional sections; return (udp size, DO, version) of the
         OPT (-1 when there is none), for a TSIG record (owner, rdata start, rdata end), the
-        OPT's client subnet as (family, source prefix, address) or None, and for the first
-        COOKIE option (its data's offset, its length)."""
+        OPT's client subnet as (family, source prefix, address) or None, for the first COOKIE
+        option (its data's offset, its length), and whether an edns-tcp-keepalive option
+        came."""
         size = len(data)
-        found_opt = False
+        found_opt = keepalive = False
         udp, do, version = -1, False, 0
         tsig = ecs = cookie = None
         count = authority + additional
@@ -535,8 +548,10 @@ class Answerer:
                     if rdata + 4 > pos:
                         raise FormErr
                     length = (data[rdata + 2] << 8) | data[rdata + 3]
-                    if data[rdata + 1] == 10 and data[rdata] == 0 and cookie is None:
+                    if data[rdata] == 0 and data[rdata + 1] == 10 and cookie is None:
                         cookie = (rdata + 4, length)  # RFC 7873 5.2: the first one counts
+                    elif data[rdata] == 0 and data[rdata + 1] == 11:
+                        keepalive = True
                     rdata += 4 + length
                     if rdata > pos:
                         raise FormErr
@@ -545,7 +560,7 @@ class Answerer:
                 if index != count - 1 or index < authority or rclass != 255:
                     raise FormErr
                 tsig = (owner, rdata, pos)
-        return udp, do, version, tsig, ecs, cookie
+        return udp, do, version, tsig, ecs, cookie, keepalive
 
     # -- building templates (the slow path, once per question and zone version) -------------
 
@@ -698,8 +713,9 @@ class Answerer:
     # -- cookies ----------------------------------------------------------------------------
 
     def _with_cookie(self, response: bytes | None, client: str, tcp: bool) -> bytes | None:
-        """``response`` with the COOKIE option in its OPT, after rate limiting: a good server
-        cookie bypasses it; where it would slip, BADCOOKIE with a fresh cookie instead."""
+        """``response`` with the COOKIE (and over TCP the keepalive) option in its OPT, after
+        rate limiting: a good server cookie bypasses it; where it would slip, BADCOOKIE with a
+        fresh cookie instead."""
         option, valid = self.cookie_reply, self.cookie_valid
         self.cookie_reply = None
         self.opt_extra = 0
