@@ -241,11 +241,11 @@ class Answerer:
         # answered: the option for its response, whether its server cookie was good, and the
         # octets that option adds to the response (counted against the UDP size).
         self.cookies: Cookies | None = None
-        # CH TXT id.server, version.bind... -> TXT RDATA (config identity; empty when off).
-        self.identity: dict[bytes, bytes] = {}
         self.cookie_reply: bytes | None = None
         self.cookie_valid = False
         self.opt_extra = 0
+        # CH TXT id.server, version.bind... -> TXT RDATA (config identity; empty when off).
+        self.identity: dict[bytes, bytes] = {}
         # The TCP idle timeout now, in seconds (set by the server; RFC 7828 keepalive).
         self.tcp_keepalive: Callable[[], float] | None = None
 
