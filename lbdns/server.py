@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import resource
 import signal
@@ -157,6 +158,10 @@ class Server:
             log.info("DNS on %s port %d (UDP %s, and TCP)", host, port, how)
         if self.config.http is not None:
             await self._start_http()
+        # What start-up made (modules, the first zones, the web app) lives as long as the
+        # process: out of the cyclic collector's way, a full collection under a flood of new
+        # names scans only what the caches hold (a 30-70 ms pause otherwise, docs/dns.md).
+        gc.freeze()
         dns = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.dns_addresses)
         http = "{}:{}".format(*self.http_address) if self.http_address else "off"
         log.info(
