@@ -60,6 +60,7 @@ class Server:
         self.answerer.explain_queries = config.explain_queries
         if config.rrl.enabled:
             self.answerer.rrl = RateLimiter(config.rrl)
+            self.answerer.big = config.rrl.big_size
         self.answerer.identity = identity.answers(config.identity)
         if config.cookies.enabled:
             self.answerer.cookies = Cookies(config.cookies)

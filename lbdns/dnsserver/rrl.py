@@ -76,26 +76,23 @@ class RateLimiter:
 
     def _allow_function(self):
         """``allow(response, client)``: True to send ``response``; False to send it as TC=1
-        (a slip); None to drop it. A closure over locals: this runs for every UDP answer, and
-        attribute look-ups would be a third of its cost."""
+        (a slip); None to drop it. Also sets ``charge(bucket, client)``, the same for a
+        response whose ``bucket_of`` is known (the answerer keeps it with repeated answers).
+        Closures over locals: this runs for every UDP answer, and attribute look-ups would be
+        a third of its cost."""
         clients = self.clients
         new_state = self._state
         rate, burst, big, slip = self.rate, self.burst, self.big, self.slip
         clock = self.clock
         dropped, slipped = self.dropped, self.slipped
+        bucket_of = _bucket_of
 
-        def allow(response: bytes, client: str) -> bool | None:
+        def charge(i: int, client: str) -> bool | None:
             state = clients.get(client)
             if state is None:
                 state = new_state(client)
             if state is _EXEMPT:
                 return True
-            if len(response) >= big:
-                i = 2 * BIG
-            elif response[3] & 0xF:
-                i = 2 * NXDOMAIN if response[3] & 0xF == 3 else 2 * ERROR
-            else:
-                i = 2 * ANSWER if response[7] or response[6] else 2 * NODATA
             now = clock()
             tokens = state[i] + (now - state[i + 1]) * rate
             state[i + 1] = now
@@ -112,6 +109,10 @@ class RateLimiter:
             dropped[i >> 1] += 1
             return None
 
+        def allow(response: bytes, client: str) -> bool | None:
+            return charge(bucket_of(response, big), client)  # off the hot path (cookies)
+
+        self.charge = charge
         return allow
 
     def _state(self, client: str) -> list[float]:
@@ -146,6 +147,19 @@ class RateLimiter:
         self.clients.clear()
         self.networks.clear()
         self.resets += 1
+
+
+def bucket_of(response: bytes, big: int) -> int:
+    """The index of ``response``'s class in a network's state (twice the class number)."""
+    if len(response) >= big:
+        return 2 * BIG
+    rcode = response[3] & 0xF
+    if rcode:
+        return 2 * NXDOMAIN if rcode == 3 else 2 * ERROR
+    return 2 * ANSWER if response[7] or response[6] else 2 * NODATA
+
+
+_bucket_of = bucket_of
 
 
 def truncated(response: bytes) -> bytes:

@@ -38,7 +38,7 @@ from lbdns.balance.policy.consistent_hash import client_subnet, ecs_subnet
 from lbdns.dnsserver import explain
 from lbdns.dnsserver.cookie import Cookies, MalformedCookie
 from lbdns.dnsserver.resolve import REFUSED, Resolution, closest_encloser, resolve
-from lbdns.dnsserver.rrl import RateLimiter, truncated
+from lbdns.dnsserver.rrl import RateLimiter, bucket_of, truncated
 from lbdns.registry import Registry
 from lbdns.zone.model import Zone
 
@@ -237,6 +237,7 @@ class Answerer:
         self.explain_queries = False  # answer CH TXT _lbdns.<farm> (config explain_queries)
         # Response rate limiting of UDP answers (config rrl); None when off.
         self.rrl: RateLimiter | None = None
+        self.big = 1024  # the rate limiter's big_size (the server sets it with rrl)
         # DNS cookies (config cookies); None when off. While a query with a COOKIE option is
         # answered: the option for its response, whether its server cookie was good, and the
         # octets that option adds to the response (counted against the UDP size).
@@ -260,6 +261,7 @@ class Answerer:
                 if hit[0].__class__ is bytes:
                     self.rcodes[hit[2]] += 1
                     response = data[:2] + hit[0]
+                    bucket = hit[3]  # its rate-limit class, kept with it
                 else:
                     # A farm question: the choice is made per query, the reply for each choice
                     # is assembled once.
@@ -276,6 +278,7 @@ class Answerer:
                     else:
                         self.rcodes[reply[1]] += 1
                     response = data[:2] + reply[0]
+                    bucket = reply[2]
             else:
                 response = self._respond(data, client, tcp)
                 if self.cookie_reply is not None:
@@ -283,8 +286,11 @@ class Answerer:
                     if self.query_log is not None:
                         self.query_log(data, client, tcp, response)
                     return response
+                bucket = -1
             if self.rrl is not None and not tcp and response is not None:
-                verdict = self.rrl.allow(response, client)
+                if bucket < 0:
+                    bucket = bucket_of(response, self.big)
+                verdict = self.rrl.charge(bucket, client)
                 if verdict is not True:
                     response = None if verdict is None else truncated(response)
             if self.query_log is not None:
@@ -400,7 +406,7 @@ class Answerer:
                 return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         if entry.__class__ is Template:
             response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp)
-            seen: tuple = (response[2:], qtype, response[3] & 0xF)
+            seen: tuple = (response[2:], qtype, response[3] & 0xF, bucket_of(response, self.big))
         else:
             subnet, opt = "", None
             if entry.key == "" and ecs is not None:
@@ -465,7 +471,7 @@ class Answerer:
         response = self._assemble(data, self._choice_template(entry, choice), *parsed, False, opt)
         if len(replies) >= CHOICES_LIMIT:
             replies.clear()
-        reply = replies[choice] = (response[2:], response[3] & 0xF)
+        reply = replies[choice] = (response[2:], response[3] & 0xF, bucket_of(response, self.big))
         return reply
 
     @staticmethod
