@@ -2,6 +2,13 @@
 
     .venv/bin/python benchmarks/balance.py              # both cases, all policies (~2-3 min)
     .venv/bin/python benchmarks/balance.py --quick      # small case, short phases (< 30 s)
+    .venv/bin/python benchmarks/balance.py --hard       # TTL 30, reports 5 s, Zipf 1.3, first
+    .venv/bin/python benchmarks/balance.py --direct     # a dig loop at lbdns, and unbound
+
+Regime flags: ``--ttl``, ``--report`` (seconds between agent reports), ``--zipf`` (exponent of
+the resolvers' popularity), ``--pick random|first`` (the record a client uses), ``--hard`` (all
+four at the hard end), ``--steady`` (seconds measured). Each run prints the TTLs answered and
+the queries per client (what shorter TTLs cost).
 
 One ``lbdns serve`` subprocess serves one farm per policy (least-load, lowest-score,
 weighted-round-robin, round-robin), each its own simulated world driven by the same kind of
@@ -36,6 +43,7 @@ import socket
 import struct
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +110,8 @@ class World:
     added_at: float | None = None
     added_fair: float | None = None
     queries: int = 0
+    clients: int = 0  # arrivals that asked a resolver (for queries per client)
+    ttls: Counter = field(default_factory=Counter)  # answered TTL -> answers
 
     def add_host(self, capacity: float) -> int:
         self.capacities.append(capacity)
@@ -127,16 +137,9 @@ class World:
         return peak / mean
 
 
-def zipf_weights(n: int, top: float = 0.2) -> list[float]:
-    """Zipf weights 1/k^s with s chosen so that the biggest has share ``top``."""
-    low, high = 0.01, 5.0
-    for _ in range(60):
-        s = (low + high) / 2
-        weights = [1 / k**s for k in range(1, n + 1)]
-        if weights[0] / sum(weights) > top:
-            high = s
-        else:
-            low = s
+def zipf_weights(n: int, exponent: float) -> list[float]:
+    """Zipf weights 1/k^s, normalised (s = 1.1: the biggest of 200 has about 20 %)."""
+    weights = [1 / k**exponent for k in range(1, n + 1)]
     total = sum(weights)
     return [w / total for w in weights]
 
@@ -167,7 +170,7 @@ def dns_query(qid: int, name: str) -> bytes:
     return struct.pack("!HHHHHH", qid, 0, 1, 0, 0, 0) + wire + b"\x00\x01\x00\x01"
 
 
-def parse_answer(data: bytes) -> tuple[int, list[str]]:
+def parse_answer(data: bytes) -> tuple[int, list[str], int]:
     qid, flags, qd, an = struct.unpack_from("!HHHH", data)
     pos = 12
     for _ in range(qd):
@@ -175,6 +178,7 @@ def parse_answer(data: bytes) -> tuple[int, list[str]]:
             pos += 1 + data[pos]
         pos += 5
     out = []
+    ttl = 0
     for _ in range(an):
         while True:
             length = data[pos]
@@ -184,12 +188,13 @@ def parse_answer(data: bytes) -> tuple[int, list[str]]:
             pos += 1 + length
             if not length:
                 break
-        rtype, _, _, rdlength = struct.unpack_from("!HHIH", data, pos)
+        rtype, _, rr_ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
         pos += 10
         if rtype == 1 and rdlength == 4:
             out.append(socket.inet_ntoa(data[pos : pos + 4]))
+            ttl = rr_ttl
         pos += rdlength
-    return qid, out
+    return qid, out, ttl
 
 
 class Resolvers(asyncio.DatagramProtocol):
@@ -214,7 +219,7 @@ class Bench:
         total_capacity = sum(case.capacities)
         # Arrival rate so that the steady state holds per_capacity connections per capacity unit.
         self.rate = args.per_capacity * total_capacity / self.hold
-        self.weights = zipf_weights(case.resolvers)
+        self.weights = zipf_weights(case.resolvers, args.zipf)
         self.cumulative = []
         acc = 0.0
         for w in self.weights:
@@ -298,9 +303,10 @@ class Bench:
             return
         r = bisect.bisect_left(self.cumulative, self.rng.random() * self.cumulative[-1])
         r = min(r, len(self.weights) - 1)
+        world.clients += 1
         cached = world.cache.get(r)
         if cached is not None and cached[0] > now:
-            self.connect(w, self.rng.choice(cached[1]), now)
+            self.connect(w, self.pick(cached[1]), now)
             return
         waiting = world.waiting.setdefault(r, [])
         waiting.append(now)
@@ -319,7 +325,7 @@ class Bench:
     def on_answer(self, data: bytes) -> None:
         now = time.monotonic() - self.t0
         try:
-            qid, addresses = parse_answer(data)
+            qid, addresses, ttl = parse_answer(data)
         except (struct.error, IndexError):
             return
         target = self.pending.pop(qid, None)
@@ -333,9 +339,15 @@ class Bench:
         if not hosts:
             world.lost += len(clients)
             return
-        world.cache[r] = (now + self.cache_time, hosts)
+        # The resolver keeps the answer for the TTL it was given (scaled like every time).
+        world.cache[r] = (now + ttl * self.scale, hosts)
+        world.ttls[ttl] += 1
         for _ in clients:
-            self.connect(w, self.rng.choice(hosts), now)
+            self.connect(w, self.pick(hosts), now)
+
+    def pick(self, hosts: list[int]) -> int:
+        """The record a client uses: one at random, or the first (--pick)."""
+        return hosts[0] if self.args.pick == "first" else self.rng.choice(hosts)
 
     def depart(self, now: float) -> None:
         heap = self.heap
@@ -523,6 +535,8 @@ def run_case(case: Case, args: argparse.Namespace, phases: Phases) -> list[dict]
                 "sent_to_drained_after_ttl": world.drained_late,
                 "lost": world.lost,
                 "queries": world.queries,
+                "queries_per_client": world.queries / world.clients if world.clients else None,
+                "ttls": dict(sorted(world.ttls.items())),
             }
         )
     return rows
@@ -531,18 +545,28 @@ def run_case(case: Case, args: argparse.Namespace, phases: Phases) -> list[dict]
 def print_table(rows: list[dict]) -> None:
     header = (
         f"{'case':<20} {'policy':<22} {'avg peak/mean':>13} {'p99':>7} "
-        f"{'added 90% (s)':>13} {'to failed':>9} {'to drained':>10}"
+        f"{'added 90% (s)':>13} {'to failed':>9} {'to drained':>10} {'q/client':>8}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         added = row["added_90pct_s"]
+        per_client = row["queries_per_client"]
         print(
             f"{row['case']:<20} {row['policy']:<22} {row['mean_peak_to_mean']:>13.3f} "
             f"{row['p99_peak_to_mean']:>7.3f} "
             f"{(f'{added:.1f}' if added is not None else 'never'):>13} "
-            f"{row['sent_to_failed']:>9} {row['sent_to_drained_after_ttl']:>10}"
+            f"{row['sent_to_failed']:>9} {row['sent_to_drained_after_ttl']:>10} "
+            f"{(f'{per_client:.3f}' if per_client is not None else '-'):>8}"
         )
+    print("\nTTLs answered (TTL: share of answers):")
+    for row in rows:
+        ttls = row["ttls"]
+        total = sum(ttls.values())
+        if not total:
+            continue
+        spread = ", ".join(f"{t}: {n / total:.0%}" for t, n in ttls.items() if n / total >= 0.005)
+        print(f"  {row['case']:<20} {row['policy']:<22} {spread}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -562,21 +586,56 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="agents report connections only, no counter of accepted connections",
     )
+    parser.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of resolvers")
+    parser.add_argument(
+        "--pick",
+        choices=("random", "first"),
+        default="random",
+        help="which record a client uses (first: resolvers keep the order lbdns gave)",
+    )
+    parser.add_argument(
+        "--hard",
+        action="store_true",
+        help="the hard regime: TTL 30 s, reports every 5 s, Zipf 1.3, clients use the first record",
+    )
+    parser.add_argument(
+        "--steady", type=float, help="seconds of the measured steady phase (unscaled)"
+    )
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="the direct-asker scenario instead: real apps, agents with health checks, a dig "
+        "loop at 2 and 20 queries/s, and unbound",
+    )
     parser.add_argument("--quick", action="store_true", help="small case, short phases")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--explain", type=Path, help="write least-load's explain here")
     args = parser.parse_args(argv)
+    if args.direct:
+        import direct  # the benchmarks folder: sys.path[0] when run as a script
+
+        result = direct.run()
+        direct.print_report(result)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
+    if args.hard:
+        args.ttl, args.report, args.zipf, args.pick = 30, 5.0, 1.3, "first"
     phases = Phases()
     cases = {"small": [SMALL], "large": [LARGE], "both": [SMALL, LARGE]}[args.case]
     if args.quick:
         phases = Phases(warm=10, steady=50, add=30, fail=20, drain=20)
         cases = [SMALL]
+    if args.steady is not None:
+        phases.steady = args.steady
     rows: list[dict] = []
     for case in cases:
         rows.extend(run_case(case, args, phases))
     print(
-        f"TTL {args.ttl} s, reports every {args.report:g} s, connections of mean 60 s, "
-        f"{args.per_capacity:g} connections per capacity unit, time scale {args.time_scale:g}"
+        f"TTL {args.ttl} s, reports every {args.report:g} s, Zipf {args.zipf:g}, clients use "
+        f"{'the first' if args.pick == 'first' else 'a random'} record, connections of mean "
+        f"60 s, {args.per_capacity:g} connections per capacity unit, time scale "
+        f"{args.time_scale:g}"
     )
     print_table(rows)
     if args.json:

@@ -374,8 +374,14 @@ def document() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "tags": ["status"],
-                "summary": "Prometheus metrics (text exposition format)",
-                "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}},
+                "summary": "Prometheus metrics: the text exposition format, or OpenMetrics when "
+                "the Accept header asks for application/openmetrics-text",
+                "responses": {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {"text/plain": {}, "application/openmetrics-text": {}},
+                    }
+                },
             }
         },
         "/v1/report": {

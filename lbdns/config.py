@@ -27,9 +27,25 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+CAP_NET_BIND_SERVICE = 10  # capability(7) number
+
+
+def can_bind_low_ports() -> bool:
+    """Whether this process has CAP_NET_BIND_SERVICE in effect: root usually, or the systemd
+    unit's AmbientCapabilities=. Where /proc says nothing, root is taken to have it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_BIND_SERVICE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
 def default_dns_port() -> int:
-    # Port 53 needs root (or CAP_NET_BIND_SERVICE); otherwise a high port, as the README shows.
-    return 53 if os.geteuid() == 0 else 5353
+    # Port 53 needs root or CAP_NET_BIND_SERVICE; otherwise a high port, as the README shows.
+    return 53 if can_bind_low_ports() else 5353
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lbdns.config import Config
@@ -32,9 +33,11 @@ from lbdns.dnsserver.transport import (
 from lbdns.dnsserver.wire import Answerer
 from lbdns.errors import LbdnsError, ZoneErrors
 from lbdns.registry import Registry
-from lbdns.store import open_store
+from lbdns.sdnotify import Notifier
+from lbdns.store import default_data_dir, open_store
 from lbdns.zone.model import Zone
-from lbdns.zone.parse import load_folder
+from lbdns.zone.parse import load_folder, skipped_files
+from lbdns.zone.serials import SerialBook
 
 if TYPE_CHECKING:
     from lbdns.web.guard import HttpGuard
@@ -42,12 +45,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbdns")
 
 
-def _log_zones(zones: Mapping[str, Zone], event: str) -> None:
+def _log_zones(zones: Mapping[str, Zone], event: str, folder: Path) -> None:
+    for path in skipped_files(folder):
+        log.warning("skipped %s: zone files end in .yaml or .yml", path)
     log.info(
         "zones loaded: %s",
         ", ".join(f"{z.origin} (serial {z.serial}, {len(z.farms)} farms)" for z in zones.values()),
         extra={"fields": {"event": event, "result": "ok", "zones": len(zones)}},
     )
+
+
+def _bind_hint(exc: OSError, port: int) -> str:
+    """What to do about a refused bind, for the errors a newcomer meets first."""
+    if exc.errno in (errno.EACCES, errno.EPERM) and 0 < port < 1024:
+        return (
+            f" (port {port} needs root or CAP_NET_BIND_SERVICE: run from the systemd unit, "
+            f"which grants it (systemd/lbdns.service), or `setcap cap_net_bind_service=+ep` "
+            f"on the Python interpreter, or listen on a port above 1023, e.g. --dns "
+            f"127.0.0.1:5353)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f" (another process has port {port}: `ss -lntup 'sport = :{port}'` names it)"
+    return ""
 
 
 class Server:
@@ -94,6 +113,8 @@ class Server:
         self.http_guard: HttpGuard | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
+        self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, when it runs us as Type=notify
+        self.serials = SerialBook(config.data_dir or default_data_dir())
 
     # -- zones ------------------------------------------------------------------------------
 
@@ -104,10 +125,11 @@ class Server:
         except ZoneErrors:
             self.reloads["error"] += 1
             raise
+        self.serials.save(zones)
         self.registry.load_zones(zones)
         self.store.zones_loaded()
         self.reloads["ok"] += 1
-        _log_zones(zones, "reload")
+        _log_zones(zones, "reload", self.config.zones)
         return {
             "zones": {z.origin: {"serial": z.serial, "source": z.source} for z in zones.values()}
         }
@@ -116,9 +138,10 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        zones = load_folder(self.config.zones)
+        zones = load_folder(self.config.zones, remembered=self.serials.load())
+        self.serials.save(zones)
         self.registry.load_zones(zones)
-        _log_zones(zones, "start")
+        _log_zones(zones, "start", self.config.zones)
         await self.store.start()
         for host, port in self.config.dns_addresses():
             for attempt in range(20):
@@ -130,7 +153,7 @@ class Server:
                         udp_sock = None
                         break
                     raise LbdnsError(
-                        f"cannot listen on UDP {host}:{port}: {exc.strerror}"
+                        f"cannot listen on UDP {host}:{port}: {exc.strerror}{_bind_hint(exc, port)}"
                     ) from None
                 bound = udp_sock.getsockname()[1]  # port 0 picks a free port; TCP takes it too
                 try:
@@ -144,6 +167,7 @@ class Server:
                         continue
                     raise LbdnsError(
                         f"cannot listen on TCP {host}:{bound}: {exc.strerror}"
+                        f"{_bind_hint(exc, bound)}"
                     ) from None
             if udp_sock is None:
                 continue
@@ -174,6 +198,10 @@ class Server:
                 "fields": {"event": "ready", "dns": dns, "http": http, "state": self.store.name}
             },
         )
+        # Zones are loaded and every socket is bound: systemd may now start what comes After=.
+        self.notifier.ready(f"serving {len(zones)} zone(s) on {dns}")
+        if self.notifier.watchdog_interval is not None:
+            self.spawn(self.notifier.watchdog())
 
     async def _start_http(self) -> None:
         from aiohttp import web
@@ -202,7 +230,9 @@ class Server:
             )
         except OSError as exc:
             await runner.cleanup()
-            raise LbdnsError(f"cannot listen on HTTP {host}:{port}: {exc.strerror}") from None
+            raise LbdnsError(
+                f"cannot listen on HTTP {host}:{port}: {exc.strerror}{_bind_hint(exc, port)}"
+            ) from None
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         self._http_listener = await loop.create_server(guard, sock=sock, backlog=1024)
@@ -248,21 +278,27 @@ class Server:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
 
     def _reload_on_signal(self) -> None:
+        self.notifier.reloading()
         try:
-            self.reload()
+            result = self.reload()
         except ZoneErrors as exc:
             log.error(
                 "reload failed, the old zones keep serving:\n%s",
                 exc,
                 extra={"fields": {"event": "reload", "result": "error", "errors": len(exc.errors)}},
             )
+            self.notifier.ready(f"reload failed ({len(exc.errors)} error(s)), old zones serving")
+        else:
+            self.notifier.ready(f"reloaded, serving {len(result['zones'])} zone(s)")
 
     def stop(self) -> None:
+        if not self._stopping.is_set():
+            self.notifier.stopping()
         self._stopping.set()
 
     async def serve_forever(self) -> None:
@@ -279,4 +315,5 @@ class Server:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.store.close()
+        self.notifier.close()
         log.info("stopped")

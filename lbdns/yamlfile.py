@@ -75,13 +75,36 @@ def parse(text: str, source: str, cls: type[LbdnsError]) -> LocatedYaml:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise cls(f"invalid YAML: {problem}", source=source, path=where) from None
+        raise cls(f"invalid YAML: {_plain(problem)}", source=source, path=where) from None
     lines: dict[Where, int] = {}
     texts: dict[Where, str] = {}
     if node is None:
         return LocatedYaml(None, lines, source)
     data = _build(node, (), lines, texts, source, cls)
     return LocatedYaml(data, lines, source, texts)
+
+
+# PyYAML's parser speaks of tokens; say what the writer of the file did instead. Its own words
+# follow in parentheses, for searching.
+_PROBLEMS = (
+    (
+        "expected <block end>, but found",
+        "bad indentation: this line does not line up with the lines above it",
+    ),
+    (
+        "mapping values are not allowed here",
+        "bad indentation, or a value holding ': ' that needs quotes",
+    ),
+    ("could not find expected ':'", "bad indentation, or a key without ':'"),
+    ("found character '\\t' that cannot start any token", "a tab: indent with spaces"),
+)
+
+
+def _plain(problem: str) -> str:
+    for start, plain in _PROBLEMS:
+        if problem.startswith(start):
+            return f"{plain} ({problem})"
+    return problem
 
 
 def _build(

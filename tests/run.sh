@@ -3,10 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: real DNS clients, a real recursive resolver, the reference server, Redis and
-# a browser for the status page test.
+# Debian packages: real DNS clients, a real recursive resolver, the reference server, Redis, a
+# browser for the status page test, systemd-analyze for the units and promtool for the alert
+# rules (monitoring/).
 declare -A tools=([dig]=dnsutils [unbound]=unbound [nsd]=nsd [dnsperf]=dnsperf
-                  [redis-server]=redis-server [chromium]=chromium)
+                  [redis-server]=redis-server [chromium]=chromium
+                  [systemd-analyze]=systemd [promtool]=prometheus)
 missing=()
 for tool in "${!tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${tools[$tool]}")
@@ -17,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages start their own daemons on standard ports; the tests start their own instances.
-  for svc in unbound nsd; do $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
+  for svc in unbound nsd prometheus prometheus-node-exporter; do $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
 fi
 
 # Python: a virtual environment with lbdns and its test extras.

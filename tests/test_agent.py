@@ -550,3 +550,77 @@ def test_sighup_reloads_the_config_without_draining(tmp_path):
         finally:
             for sock in [*held, first, second]:
                 sock.close()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "http"])
+def test_health_checks_on_the_counted_port_are_neither_connections_nor_arrivals(
+    lbdns, tmp_path, request, kind
+):
+    """The agent's own checks connect to the application's port every interval: the reports
+    must show neither those connections nor those arrivals, only the real ones."""
+    request.getfixturevalue("tracefs")
+    app = subprocess.Popen(
+        [sys.executable, "-c", APP_HTTP],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    held: list[socket.socket] = []
+    try:
+        port = int(app.stdout.readline())
+        check = (
+            f"{{tcp: '127.0.0.1:{port}'}}"
+            if kind == "tcp"
+            else f"{{http: 'http://127.0.0.1:{port}/'}}"
+        )
+        config = f"""
+            farm: {FARM}
+            host: web1
+            interval: {INTERVAL}
+            servers: [{lbdns.http_url}]
+            connections: {{ports: [{port}], method: ebpf}}
+            health: {{checks: [{check}]}}
+        """
+        with Agent(tmp_path, config) as agent:
+            first = wait_for(lambda: reported(lbdns), what="a first report")
+            seq = first["seq"]
+            # Ten more intervals, ten more checks each: nothing arrived, nothing is held.
+            for _ in range(10):
+                seq = wait_for(
+                    lambda s=seq: (r := reported(lbdns)) and r["seq"] > s and r["seq"],
+                    what="the next report",
+                )
+                report = reported(lbdns)
+                assert report["healthy"] is True, agent.log()
+                assert report["metrics"]["accepted"] == 0, report
+                assert report["metrics"]["connections"] == 0, report
+            for _ in range(3):  # three real clients, held open
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=3))
+            wait_for(
+                lambda: (
+                    (r := reported(lbdns))
+                    and r["metrics"]["accepted"] == 3
+                    and r["metrics"]["connections"] == 3
+                ),
+                what="3 arrivals and 3 connections, the checks still not counted",
+            )
+    finally:
+        for sock in held:
+            sock.close()
+        app.kill()
+        app.wait()
+
+
+# A tiny HTTP application: prints its port, answers 200 to every request, holds idle sockets.
+APP_HTTP = """
+import http.server, socketserver, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a):
+        pass
+server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""

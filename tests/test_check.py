@@ -56,8 +56,7 @@ def test_check_prints_every_error_and_exits_1(tmp_path):
     lines = result.stderr.splitlines()
     one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
     assert lines == [
-        f"error: {one}: line 6: records.www.A: bad A value '192.0.2.300': "
-        "Octet 300 (> 255) not permitted in '192.0.2.300'",
+        f"error: {one}: line 6: records.www.A: bad A value '192.0.2.300': not an IPv4 address",
         f"error: {one}: line 7: records.sub.NS: NS below the apex is a delegation; "
         "lbdns does not delegate",
         f"error: {two}: line 2: soa.minimum: must be an integer from 0 to 4294967295, got -5",
@@ -107,3 +106,43 @@ def test_serve_with_a_bad_zone_exits_nonzero_naming_file_and_line(tmp_path):
     assert f"{tmp_path / 'one.yaml'}: line 6: records.www.A: bad A value" in output
     assert f"{tmp_path / 'one.yaml'}: line 7: records.sub.NS: NS below the apex" in output
     assert "ready" not in output
+
+
+def test_check_and_serve_refuse_an_empty_zones_folder(tmp_path):
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "example.YAML").write_text((EXAMPLE_ZONES / "example.test.yaml").read_text())
+    result = lbdns("check", "--zones", str(zones))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        f"error: {zones}: no zone file in the zones folder "
+        "(zone files end in .yaml or .yml; skipped: example.YAML)"
+    )
+    served = lbdns("serve", "--zones", str(zones), "--dns", "127.0.0.1:0", "--http", "off")
+    assert served.returncode == 1 and "no zone file in the zones folder" in served.stderr
+
+
+def test_check_warns_about_files_it_skips(tmp_path):
+    (tmp_path / "example.test.yaml").write_text((EXAMPLE_ZONES / "example.test.yaml").read_text())
+    (tmp_path / "other.YAML").write_text("zone: other.test.\n")
+    (tmp_path / "db.example.zone").write_text("$ORIGIN example.\n")
+    (tmp_path / ".example.test.yaml.swp").write_text("")
+    result = lbdns("check", "--zones", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: {tmp_path / 'db.example.zone'}: skipped: zone files end in .yaml or .yml",
+        f"warning: {tmp_path / 'other.YAML'}: skipped: zone files end in .yaml or .yml",
+    ]
+    assert "ok: example.test." in result.stdout
+
+
+def test_yaml_indentation_errors_say_bad_indentation(tmp_path):
+    (tmp_path / "one.yaml").write_text(
+        "zone: one.test.\nsoa: {}\nns: [ns1]\nrecords:\n  ns1: {A: 192.0.2.1}\n   www: {A: 192.0.2.2}\n"
+    )
+    result = lbdns("check", "--zones", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"error: {tmp_path / 'one.yaml'}: line 6: invalid YAML: bad indentation: this line does "
+        "not line up with the lines above it (expected <block end>, but found "
+    )

@@ -124,3 +124,39 @@ def test_farms_and_reload(server):
         assert done.returncode == 1 and json.loads(done.stdout)["status"] == 422
     finally:
         write_zone(server.tmp / "zones")
+
+
+def test_refusals_give_cli_recipes_and_selectors_as_written(server):
+    done = lbdns(server, "hosts", "remove", FARM, "h2")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: h2 is new, not drained: drain it first (`lbdns hosts drain {FARM} h2 --wait`) "
+        f"or remove it now (`lbdns hosts remove {FARM} h2 --force`)"
+    )
+    assert "POST" not in done.stderr and "?force" not in done.stderr
+    done = lbdns(server, "hosts", "remove", FARM, "--selector", "role=web")
+    assert done.returncode == 1 and "`lbdns hosts remove" in done.stderr
+    assert "--selector role=web --force`" in done.stderr and "force=true" not in done.stderr
+    done = lbdns(server, "hosts", "drain", FARM, "--selector", "role=nope,zone=a")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: no host of {FARM} matches the selector role=nope,zone=a"
+    )
+
+
+def test_drain_again_with_only_a_threshold_keeps_the_grace(server):
+    done = lbdns(server, "hosts", "drain", FARM, "h2", "--grace", "60", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["drain"]["grace"] == 60
+    done = lbdns(server, "hosts", "drain", FARM, "h2", "--threshold", "3", "--json")
+    drain = json.loads(done.stdout)["drain"]
+    assert (drain["threshold"], drain["grace"]) == (3, 60)
+    done = lbdns(server, "hosts", "drain", FARM, "h2", "--grace", "10", "--json")
+    drain = json.loads(done.stdout)["drain"]
+    assert (drain["threshold"], drain["grace"]) == (3, 10)
+    assert lbdns(server, "hosts", "enable", FARM, "h2").returncode == 0
+    # A new drain starts from the defaults again.
+    done = lbdns(server, "hosts", "drain", FARM, "h2", "--json")
+    drain = json.loads(done.stdout)["drain"]
+    assert (drain["threshold"], drain["grace"]) == (0, 5)
+    assert lbdns(server, "hosts", "enable", FARM, "h2").returncode == 0

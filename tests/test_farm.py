@@ -309,16 +309,19 @@ def test_resolver_rates_are_ranked_by_timing_and_scaled_to_the_arrival_rate():
     assert accounting.raw_rate == pytest.approx(2.2)
     big, small = accounting.clients["10.1.1.1"], accounting.clients["10.1.1.3"]
     # Nothing learned from reports yet: the raw rates.
-    assert accounting._herd_of(big) == pytest.approx(1 + 2 * 5)
+    assert accounting.herd_of(big, 5.0) == pytest.approx(1 + 2 * 5)
     # Reports say 44 clients a second: 20 times the raw sum, shared in the same ratio.
     accounting.arrival_rate = 44.0
-    assert accounting._herd_of(big) == pytest.approx(1 + 40 * 5)
-    assert accounting._herd_of(small) == pytest.approx(1 + 4 * 5)
+    assert accounting.herd_of(big, 5.0) == pytest.approx(1 + 40 * 5)
+    assert accounting.herd_of(small, 5.0) == pytest.approx(1 + 4 * 5)
 
 
 def test_a_big_herd_is_split_over_several_records():
     clock = Clock(1000.0)
-    farm = make_farm("ttl: 5\nsplit: 3", hosts={"a": 1, "b": 1, "c": 1, "d": 1}, clock=clock)
+    # herd_budget off: the herd keeps the full TTL (herd-sized TTLs are tested further on).
+    farm = make_farm(
+        "ttl: 5\nsplit: 3\nherd_budget: off", hosts={"a": 1, "b": 1, "c": 1, "d": 1}, clock=clock
+    )
     loads = {"a": 100, "b": 100, "c": 100, "d": 100}
     big = "10.2.2.2"
     for second in range(20):  # 60 arrivals a second, all from one resolver
@@ -331,11 +334,18 @@ def test_a_big_herd_is_split_over_several_records():
     chosen = farm.choose(A, big)
     assert len(chosen) == 3  # herd 1 + 60 x 5: as many records as allowed
     assert farm.last.herd == pytest.approx(301)
-    pending = {n: farm.accounting.ledgers[n].pending for n in chosen}
-    # 100 each, plus what is left of the previous answer's herd (charged 5 s ago)
-    assert all(p == pytest.approx(100, abs=2) for p in pending.values())
-    small = farm.choose(A, "10.3.3.3")  # a first-seen resolver: mean herd, one record
-    assert len(small) == 1 and small[0] not in chosen
+    pending = [farm.accounting.ledgers[n].pending for n in chosen]
+    # The whole herd on the first record (clients that use the first bring all of it), a third
+    # on each other one (resolvers that shuffle spread it), plus what is left of the previous
+    # answer's herd (charged 5 s ago).
+    assert pending == [
+        pytest.approx(301, abs=2),
+        pytest.approx(100, abs=2),
+        pytest.approx(100, abs=2),
+    ]
+    small = farm.choose(A, "10.3.3.3")  # a first-seen resolver: the mean herd
+    assert farm.last.asker == "new" and farm.last.herd == farm.accounting.mean_herd
+    assert small[0] != chosen[0]  # not onto the host charged the whole big herd
 
 
 def test_a_new_host_fills_to_its_fair_share_without_a_stampede():
@@ -485,3 +495,127 @@ def test_a_query_time_learned_late_splits_the_last_gap():
     accounting.peer_queries([("10.9.9.8", 1028.1), ("10.9.9.8", 1020.9)])  # the same queries
     assert stat.gap == pytest.approx(7) and accounting.raw_rate == pytest.approx(0.5)
     assert stat.last == 1028.1  # a repeat within half the cache time moves the last query on
+
+
+# -- who caches, herd-sized TTLs, time -------------------------------------------------------
+
+
+def test_a_client_that_re_asks_within_its_ttl_is_charged_its_own_share():
+    clock = Clock(1000.0)
+    farm = make_farm("ttl: 5", hosts={"a": 1, "b": 1, "c": 1}, clock=clock)
+    for second in range(10):  # 2 arrivals a second over the farm, from somewhere else
+        report_all(farm, {"a": 0, "b": 30, "c": 0}, accepted=second * 2 / 3)
+        for _ in range(20):  # a dig loop at 20 queries a second
+            names = farm.choose(A, "10.20.0.1")
+            assert len(names) == 1
+            clock.now += 0.05
+    stat = farm.accounting.clients["10.20.0.1"]
+    assert stat.direct and farm.last.asker == "direct"
+    assert stat.recent == pytest.approx(0.05)
+    # Its own share: 2 arrivals/s x 0.05 s between its queries, at most the mean herd.
+    assert farm.last.herd == pytest.approx(min(0.1, farm.accounting.mean_herd))
+    assert farm.accounting.raw_rate == 0 and farm.accounting.direct == 1
+    # Direct charges come at once: the next report counts them, nothing stays pending.
+    report_all(farm, {"a": 0, "b": 30, "c": 0}, accepted=10 * 2 / 3)
+    farm.view()
+    assert all(ledger.pending == 0 for ledger in farm.accounting.ledgers.values())
+    # It stops for longer than the TTL: a caching client again.
+    clock.now += 12.0
+    farm.choose(A, "10.20.0.1")
+    assert not stat.direct and farm.accounting.direct == 0
+
+
+def test_a_retry_or_an_aaaa_does_not_make_a_resolver_direct():
+    clock = Clock(1000.0)
+    farm = make_farm("ttl: 5", clock=clock)
+    report_all(farm, {"a": 0, "b": 0, "c": 0})
+    for _ in range(10):
+        farm.choose(A, "10.21.0.1")
+        clock.now += 0.3
+        farm.choose(A, "10.21.0.1")  # one retry
+        farm.choose(AAAA, "10.21.0.1")  # and the other family
+        clock.now += 6.0
+    assert not farm.accounting.clients["10.21.0.1"].direct
+
+
+def test_herd_sized_ttls_stay_between_min_ttl_and_ttl():
+    clock = Clock(1000.0)
+    farm = make_farm("ttl: 30\nmin_ttl: 2", hosts={"a": 1, "b": 1, "c": 1, "d": 1}, clock=clock)
+    loads = {"a": 100, "b": 100, "c": 100, "d": 100}
+    accounting = farm.accounting
+    gaps = {f"10.22.0.{i}": 30.0 + 0.05 * 2**i for i in range(12)}  # big to small resolvers
+    nexts = dict.fromkeys(gaps, clock.now)
+    ttls: dict[str, int] = {}
+    for second in range(600):
+        report_all(farm, loads, accepted=second * 10.0)  # 40 arrivals a second
+        for client, at in nexts.items():
+            if at <= clock.now:
+                names, ttl = farm.answer(A, client)
+                ttls[client] = ttl
+                # asks again when its cache expires and one of its clients comes
+                nexts[client] = clock.now + ttl + (gaps[client] - 30.0)
+        clock.now += 1.0
+    assert set(ttls.values()) <= set(range(2, 31))
+    ordered = [ttls[c] for c in gaps]
+    assert ordered == sorted(ordered)  # the bigger the herd, the shorter the TTL
+    assert ordered[0] == 2 and ordered[-1] == 30
+    budget = farm._budget  # 0.03 x 100 connections per capacity unit, at least 4
+    assert budget == pytest.approx(4)
+    for client in gaps:  # each answer's herd is within the budget, or its TTL is min_ttl
+        stat = accounting.clients[client]
+        herd = accounting.herd_of(stat, stat.ttl)
+        assert herd <= budget * 1.01 or ttls[client] == 2
+    off = make_farm("ttl: 30\nherd_budget: off", hosts=dict.fromkeys(loads, 1), clock=clock)
+    report_all(off, loads)
+    assert off._budget == float("inf")
+
+
+def test_charges_of_a_host_that_stops_reporting_expire_by_time():
+    clock = Clock(1000.0)
+    farm = make_farm("ttl: 5", hosts={"a": 1, "b": 1}, clock=clock)
+    report_all(farm, {"a": 0, "b": 10})
+    for i in range(10):
+        farm.choose(A, f"10.23.0.{i}")
+    assert farm.explain()["hosts"][0]["in_flight"] == pytest.approx(10)
+    clock.now += 20.0  # a stops reporting; b goes on
+    report(farm, "b", 10)
+    info = farm.explain()
+    a = info["hosts"][0]
+    assert a["state"] == STALE and a["in_flight"] == 0 and a["share_recent"] == 0.0
+
+
+def test_a_split_answer_lists_first_the_host_that_takes_the_whole_herd_best():
+    clock = Clock(1000.0)
+    farm = make_farm(
+        "ttl: 5\nsplit: 3\nherd_budget: off", hosts={"a": 1, "b": 4, "c": 1}, clock=clock
+    )
+    loads = {"a": 0, "b": 600, "c": 1000}
+    for second in range(20):  # 60 arrivals a second, all from one resolver
+        report_all(farm, loads, accepted=second * 20.0)
+        if second % 5 == 0:
+            farm.choose(A, "10.24.0.1")
+        clock.now += 1.0
+    report_all(farm, loads, accepted=20 * 20.0)
+    farm.view()
+    for ledger in farm.accounting.ledgers.values():  # start from the reported loads only
+        ledger.tracks.clear()
+        ledger.pending = 0.0
+    farm.changed()
+    # A herd of 301 over two records: a would be lower with half of it (0 + 150 against
+    # 150 + 38 per capacity), but b takes the whole herd far better (225 against 301), and a
+    # client that uses the first record brings the whole herd.
+    assert farm.choose(A, "10.24.0.1") == ("b", "a")
+
+
+def test_a_first_seen_client_gets_a_short_first_ttl_to_learn_its_herd():
+    clock = Clock(1000.0)
+    farm = make_farm("ttl: 30\nmin_ttl: 2", clock=clock)
+    report_all(farm, {"a": 100, "b": 100, "c": 100})
+    assert farm.answer(A, "10.25.0.1")[1] == 5
+    assert farm.last.asker == "new" and "first TTL" in farm.explain()["last_answer"]["ttl_reason"]
+    clock.now += 5.0 + 20.0  # a small resolver: its next client came 20 s after expiry
+    farm.answer(A, "10.25.0.1")
+    assert farm.last.asker == "caching" and farm.last.ttl == 30
+    off = make_farm("ttl: 30\nherd_budget: off", clock=clock)
+    report_all(off, {"a": 100, "b": 100, "c": 100})
+    assert off.answer(A, "10.25.0.1")[1] == 30  # no budget: the farm's ttl throughout

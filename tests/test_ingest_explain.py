@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import urllib.request
 
 import dns.message
 import dns.query
 import dns.rcode
-from support import LbdnsProcess
+import pytest
+from support import ROOT, LbdnsProcess
 
 FARM = "chat.example.test."
 
@@ -50,3 +54,23 @@ def test_explain_query_lists_hosts_and_the_last_answer(tmp_path):
         assert ask_ch(process, "version.bind.").rcode() == dns.rcode.REFUSED
         # Class IN still answers as before.
         assert process.query(FARM, "A").rcode() == dns.rcode.NOERROR
+
+
+DIG = shutil.which("dig")
+
+
+@pytest.mark.skipif(DIG is None, reason="dig is not installed")
+def test_readme_explain_command_works_with_dig(tmp_path):
+    # The command as the README and docs/balancing.md print it, run by a real dig; only the
+    # port is this test's. (`dig -c CH TXT name` asks dig 9.18 for the name "TXT.".)
+    readme = (ROOT / "README.md").read_text()
+    (command,) = set(re.findall(r"`(dig @127\.0\.0\.1 -p 5353 [^`]*_lbdns\.[^`]*)`", readme))
+    config = tmp_path / "lbdns.yaml"
+    config.write_text("explain_queries: true\n")
+    with LbdnsProcess(tmp_path, config=config) as process:
+        args = command.replace("-p 5353", f"-p {process.port}").split()
+        done = subprocess.run(
+            [DIG, *args[1:], "+tries=1", "+time=3"], capture_output=True, text=True, timeout=30
+        )
+    assert "status: NOERROR" in done.stdout, done.stdout
+    assert re.search(r"_lbdns\.chat\.example\.test\.\s+\d+\s+CH\s+TXT\s+\"web1 ", done.stdout)

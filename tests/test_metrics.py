@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 
 import pytest
-from obs_support import http, report, scrape, value
+from obs_support import http, report, scrape, status, value
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from redis_support import RedisProcess, redis_available
 from support import EXAMPLE_ZONES, LbdnsProcess, wait_for
 
@@ -15,9 +21,15 @@ FARM = "chat.example.test."
 HOSTS = ("web1", "web2", "web3")
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lbdns", *args], capture_output=True, text=True, timeout=30
+    )
+
+
 def test_query_counts_by_transport_type_and_rcode(lbdns):
     before = scrape(lbdns.http_url)
-    assert value(before, "lbdns_dns_queries_total", transport="udp") == 0
+    assert value(before, "lbdns_dns_queries_total", transport="udp", qtype="none") == 0
     for _ in range(5):
         lbdns.query("chat.example.test.", "A")
     for _ in range(3):
@@ -33,11 +45,17 @@ def test_query_counts_by_transport_type_and_rcode(lbdns):
         assert sock.recv(512)[3] & 0xF == 1
 
     samples = scrape(lbdns.http_url)
-    assert value(samples, "lbdns_dns_queries_total", transport="udp") == 10
-    assert value(samples, "lbdns_dns_queries_total", transport="tcp") == 3
-    assert value(samples, "lbdns_dns_queries_by_type_total", qtype="A") == 7
-    assert value(samples, "lbdns_dns_queries_by_type_total", qtype="AAAA") == 3
-    assert value(samples, "lbdns_dns_queries_by_type_total", qtype="MX") == 1
+    # One family with transport and qtype labels; summed over qtype it counts every message.
+    assert value(samples, "lbdns_dns_queries_total", transport="udp", qtype="A") == 7
+    assert value(samples, "lbdns_dns_queries_total", transport="udp", qtype="MX") == 1
+    assert value(samples, "lbdns_dns_queries_total", transport="udp", qtype="none") == 2
+    assert value(samples, "lbdns_dns_queries_total", transport="tcp", qtype="AAAA") == 3
+    assert value(samples, "lbdns_dns_queries_total", transport="tcp", qtype="none") == 0
+    queries = {
+        labels: v for (name, labels), v in samples.items() if name == "lbdns_dns_queries_total"
+    }
+    assert sum(v for labels, v in queries.items() if ("transport", "udp") in labels) == 10
+    assert not any(name.startswith("lbdns_dns_queries_by_type") for name, _ in samples)
     assert value(samples, "lbdns_dns_responses_total", rcode="NOERROR") == 9
     assert value(samples, "lbdns_dns_responses_total", rcode="NXDOMAIN") == 2
     assert value(samples, "lbdns_dns_responses_total", rcode="FORMERR") == 1
@@ -115,6 +133,70 @@ def test_reports_scores_ages_states_and_ingest(lbdns):
     assert unknown == 2
 
 
+def test_scale_metrics_and_one_utilisation_everywhere(lbdns):
+    """Load, capacity, utilisation and hosts needed: the same numbers in /metrics, /v1/status,
+    /v1/farms and the CLI (one definition, lbdns.balance.capacity)."""
+    assert report(lbdns.http_url, "web1", 1, 10) == 200  # capacity 1
+    assert report(lbdns.http_url, "web2", 1, 30) == 200  # capacity 2
+    assert report(lbdns.http_url, "web3", 1, 6, healthy=False) == 200  # capacity 2, down
+    samples = scrape(lbdns.http_url)
+    # Load from every fresh host (the down one's load is about to move), capacity from the up.
+    assert value(samples, "lbdns_farm_load", farm=FARM) == pytest.approx(46)
+    assert value(samples, "lbdns_farm_capacity", farm=FARM) == pytest.approx(3)
+    assert value(samples, "lbdns_farm_utilisation_ratio", farm=FARM) == pytest.approx(46 / 3)
+    # Hosts of the mean capacity (5/3) at 0.7 each: ceil(46 / (0.7 * 5/3)) = 40.
+    assert value(samples, "lbdns_farm_hosts_needed", farm=FARM) == 40
+    assert value(samples, "lbdns_host_capacity", farm=FARM, host="web2") == 2
+    assert value(samples, "lbdns_farm_balance_ratio", farm=FARM) == pytest.approx(15 / 12.5)
+    assert not any(name == "lbdns_farm_utilisation" for name, _ in samples)
+
+    farm = status(lbdns.http_url, history=0)["zones"][0]["farms"][0]
+    assert farm["utilisation"] == pytest.approx(46 / 3, abs=1e-4)
+    assert farm["scale"]["hosts_needed"] == 40
+    code, body, _ = http(lbdns.http_url + "/v1/farms")
+    scale = json.loads(body)["farms"][0]["scale"]
+    assert scale["utilisation"] == farm["utilisation"] and scale["hosts_needed"] == 40
+    # The CLI shows it as one percentage, in `lbdns status` and in `lbdns farms list`.
+    for command in (["status"], ["farms", "list"]):
+        done = run_cli(*command, "--server", lbdns.http_url)
+        assert done.returncode == 0, done.stderr
+        assert "1533.3%" in done.stdout, done.stdout
+
+
+def test_build_info_and_no_stray_created_series(lbdns):
+    from lbdns import __version__
+
+    samples = scrape(lbdns.http_url)
+    info = [labels for name, labels in samples if name == "lbdns_build_info"]
+    assert len(info) == 1 and ("version", __version__) in info[0]
+    assert report(lbdns.http_url, "web1", 1, 10) == 200
+    samples = scrape(lbdns.http_url)
+    assert value(samples, "lbdns_ingest_reports_total", result="accepted", reason="ok") == 1
+    assert not [name for name, _ in samples if name.endswith("_created")]
+
+
+def test_openmetrics_when_asked_for(lbdns):
+    code, body, headers = http(
+        lbdns.http_url + "/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"},
+    )
+    assert code == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in openmetrics_families(text)}
+    assert families["lbdns_dns_queries"].type == "counter"
+    code, body, headers = http(lbdns.http_url + "/metrics")
+    assert headers["Content-Type"].startswith("text/plain") and b"# EOF" not in body
+
+
+def test_status_rcodes_by_name(lbdns):
+    lbdns.query("chat.example.test.", "A")
+    lbdns.query("nope.example.test.", "A")
+    rcodes = status(lbdns.http_url, history=0)["dns"]["rcodes"]
+    assert rcodes == {"NOERROR": 1, "NXDOMAIN": 1}
+
+
 def test_stale_hosts_and_answers_from_stale_data(lbdns):
     for seq, host in enumerate(HOSTS, 1):
         code = report(lbdns.http_url, host, seq, 1, interval=0.1)
@@ -169,7 +251,7 @@ def test_metrics_need_the_read_token_when_tokens_are_configured(tmp_path):
         assert http(server.http_url + "/metrics", token="wrong-secret")[0] == 401
         assert http(server.http_url + "/metrics", token="report-secret")[0] == 403
         samples = scrape(server.http_url, token="read-secret-1")
-        assert value(samples, "lbdns_dns_queries_total", transport="udp") == 0
+        assert value(samples, "lbdns_dns_queries_total", transport="udp", qtype="none") == 0
 
 
 @pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
@@ -200,6 +282,32 @@ def test_redis_connection_state_and_resyncs(tmp_path):
             samples = wait_for(back, timeout=15)
             assert value(samples, "lbdns_store_resyncs_total") > resyncs
             assert value(samples, "lbdns_store_healthy") == 1
+
+
+@pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
+def test_clean_start_of_two_servers_is_no_resync(tmp_path):
+    """Two servers starting on an empty Redis: one seeds it (and says so), neither counts a
+    resync, and neither re-reads because of the other's or its own seeding."""
+    with RedisProcess(tmp_path / "redis") as redis:
+        a = LbdnsProcess(tmp_path, extra=("--state", redis.url, "--data-dir", str(tmp_path / "a")))
+        b = LbdnsProcess(tmp_path, extra=("--state", redis.url, "--data-dir", str(tmp_path / "b")))
+        with a, b:
+            # A change through A seen by B: every message published before it has reached B,
+            # and A's own messages have reached A (one subscription, in order).
+            code, body, _ = http(f"{a.http_url}/v1/farms/{FARM}/hosts/web1/disable", body={})
+            assert code == 200, body
+
+            def disabled_on(server):
+                samples = scrape(server.http_url)
+                state = value(samples, "lbdns_host_state", farm=FARM, host="web1", state="disabled")
+                return state == 1 and samples
+
+            for server in (a, b):
+                samples = wait_for(lambda s=server: disabled_on(s), timeout=10)
+                assert value(samples, "lbdns_store_resyncs_total") == 0
+                assert value(samples, "lbdns_store_events_total", event="reseeds") == 0
+            logs = a.log() + b.log()
+            assert logs.count("holds no membership yet: seeded it") == 1, logs
 
 
 def test_latency_buckets_are_cumulative():

@@ -64,3 +64,18 @@ def test_served_at_v1_openapi_json(tmp_path):
         assert served["openapi"].startswith("3.")
     finally:
         server.stop()
+
+
+def test_docs_api_lists_every_endpoint():
+    """docs/api.md's table names every method and path of the OpenAPI description."""
+    spec = json.loads((ROOT / "lbdns" / "openapi.json").read_text())
+    table = (ROOT / "docs" / "api.md").read_text().split("## Every endpoint", 1)[1]
+    table = table.split("\n## ", 1)[0]
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if method in ("get", "put", "post", "delete", "patch")
+        and f"| `{method.upper()} {path}` |" not in table
+    ]
+    assert not missing, missing

@@ -102,3 +102,61 @@ def test_a_change_that_cannot_be_saved_is_refused_and_not_applied(tmp_path):
         assert set(saved["farms"][FARM]) == {"h5"}
     finally:
         server.stop()
+
+
+def _soa_serial(server) -> int:
+    response = server.query("admin.test.", "SOA")
+    return response.answer[0][0].serial
+
+
+def test_unchanged_zone_file_keeps_its_serial_across_restarts(tmp_path):
+    import os
+
+    path = write_zone(tmp_path / "zones")
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    server = start(tmp_path)
+    assert _soa_serial(server) == 1_700_000_000
+    server.stop()
+    saved = json.loads((tmp_path / "data" / "zone-serials.json").read_text())
+    assert [e["serial"] for e in saved.values()] == [1_700_000_000]
+
+    # The same bytes rewritten (a checkout, a copy): a new mtime, the same serial.
+    path.write_text(path.read_text())
+    os.utime(path, (1_750_000_000, 1_750_000_000))
+    server = start(tmp_path)
+    assert _soa_serial(server) == 1_700_000_000
+    server.stop()
+
+    # Changed content with an older mtime: the serial still goes up, across the restart too.
+    write_zone(tmp_path / "zones", extra="www: {A: 192.0.2.81}")
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    server = start(tmp_path)
+    assert _soa_serial(server) == 1_700_000_001
+    server.stop()
+
+    # Without the file (a new data dir), the mtime again.
+    (tmp_path / "data" / "zone-serials.json").unlink()
+    server = start(tmp_path)
+    assert _soa_serial(server) == 1_600_000_000
+    server.stop()
+
+
+def test_check_prints_the_serial_the_server_serves(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = write_zone(tmp_path / "zones")
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    start(tmp_path).stop()  # remembers 1700000000 in ./data
+    os.utime(path, (1_750_000_000, 1_750_000_000))  # same bytes, another mtime
+    done = subprocess.run(
+        [sys.executable, "-m", "lbdns", "check", "--zones", "zones"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "serial 1700000000" in done.stdout
+    assert json.loads((tmp_path / "data" / "zone-serials.json").read_text())  # unchanged

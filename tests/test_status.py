@@ -74,8 +74,9 @@ def test_status_json(lbdns):
     assert hosts["web3"]["recent_answers"] == 0 and hosts["web3"]["share"] == 0
     assert sum(h["share"] for h in hosts.values()) == pytest.approx(1.0)
     assert sum(h["answers"] for h in hosts.values()) == 20
-    # Utilisation: (10 + 30 + 6) connections over 5 units of capacity; balance: 15 / 12.5.
-    assert farm["utilisation"] == pytest.approx(46 / 5)
+    # Utilisation (lbdns.balance.capacity): the load of every fresh host, 10 + 30 + 6
+    # connections, over the capacity of the up ones, 1 + 2; balance: 15 / 12.5.
+    assert farm["utilisation"] == pytest.approx(46 / 3, abs=1e-4)
     assert farm["balance"] == pytest.approx(15 / 12.5)
     assert (farm["up"], farm["stale"], farm["down"]) == (2, 0, 1)
     history = farm["history"]
@@ -306,6 +307,39 @@ def test_status_page_in_a_browser(lbdns, tmp_path):
             )
             assert lines >= 3
             assert await browser.evaluate("document.getElementById('error').hidden") is True
+            # The charts have values on the y axis and the time of day on the x axis.
+            axes = json.loads(
+                await browser.evaluate(
+                    "JSON.stringify([...document.querySelectorAll('section.farm .chart')].map("
+                    "c => ({y: [...c.querySelectorAll('.y-axis span')].map(s => s.textContent),"
+                    " x: [...c.querySelectorAll('.x-axis span')].map(s => s.textContent)})))"
+                )
+            )
+            assert len(axes) == 2
+            load_axis, share_axis = axes
+            assert share_axis["y"] == ["100%", "50%", "0%"]
+            assert (
+                float(load_axis["y"][0]) > float(load_axis["y"][1]) > 0 == float(load_axis["y"][2])
+            )
+            for axis in axes:
+                assert len(axis["x"]) == 3 and all(
+                    re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in axis["x"]
+                )
+            # The one utilisation, as a percentage (the farm's load over its up capacity).
+            farm = status(base, history=0)["zones"][0]["farms"][0]
+            expected = f"{farm['utilisation'] * 100:.1f}%"
+            await browser.wait_for(  # the page polls once a second: the next poll shows it
+                f"document.querySelector('b.utilisation').textContent === {json.dumps(expected)}"
+            )
+            # A drain shows what it waits for, as the CLI does.
+            code, body, _ = http(f"{base}/v1/farms/{FARM}/hosts/web2/drain?grace=60", body={})
+            assert code == 200, body
+            drain = await browser.wait_for(
+                "(document.querySelector('[data-drain=web2]') || {}).textContent"
+            )
+            assert drain.startswith("web2: draining for ")
+            assert "· answers: cached answers may name the host for " in drain
+            assert "(TTL 5 s + grace 60 s)" in drain
             shot = await browser.send("Page.captureScreenshot", format="png")
             return base64.b64decode(shot["data"])
         finally:

@@ -134,6 +134,23 @@ CASES = [
         "farms.f.policy: unknown policy 'best'",
     ),
     ("farm answers", HEAD + "farms:\n  f: {answers: 0}\n", "farms.f.answers"),
+    (
+        "farm min_ttl above ttl",
+        HEAD + "farms:\n  f: {ttl: 5, min_ttl: 6}\n",
+        "farms.f.min_ttl: must not be above the farm's ttl (5), got 6",
+    ),
+    ("farm min_ttl", HEAD + "farms:\n  f: {min_ttl: -1}\n", "farms.f.min_ttl: must be an integer"),
+    (
+        "farm herd_budget",
+        HEAD + "farms:\n  f: {herd_budget: 0}\n",
+        "farms.f.herd_budget: must be a number above 0",
+    ),
+    ("farm ecs", HEAD + "farms:\n  f: {ecs: 24}\n", "farms.f.ecs: must be off or a mapping"),
+    (
+        "farm ecs scope",
+        HEAD + "farms:\n  f: {ecs: {ipv4: 33}}\n",
+        "farms.f.ecs.ipv4: must be a prefix length from 0 to 32, got 33",
+    ),
     ("farm all_unhealthy", HEAD + "farms:\n  f: {all_unhealthy: panic}\n", "farms.f.all_unhealthy"),
     ("farm sorry missing", HEAD + "farms:\n  f: {all_unhealthy: sorry}\n", "needs a sorry"),
     (
@@ -144,7 +161,7 @@ CASES = [
     (
         "host bad a",
         HEAD + "farms:\n  f:\n    hosts:\n      h1: {a: '::1'}\n",
-        "farms.f.hosts.h1.a: a: '::1' is not an IPv4 address",
+        "farms.f.hosts.h1.a: '::1' is not an IPv4 address",
     ),
     (
         "host bad aaaa",

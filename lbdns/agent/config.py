@@ -170,7 +170,10 @@ def _servers(value: Any, where, fail: Fail, token: str | None, register_token: s
             if "url" not in item:
                 fail(item_where, "a server needs a url")
                 continue
-        url = _url(item["url"], url_where, fail)
+        raw = item["url"]
+        if isinstance(raw, str) and "://" not in raw:
+            raw = "http://" + raw  # host:port, as the CLI's --server takes it
+        url = _url(raw, url_where, fail)
         own = secret(item, "token", item_where, fail)
         own_register = secret(item, "register_token", item_where, fail)
         if url is None:

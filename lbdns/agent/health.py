@@ -5,13 +5,22 @@ check turns unhealthy after ``fail_after`` consecutive failures and healthy agai
 ``recover_after`` consecutive successes, so one slow answer does not take a host out of the farm
 and one lucky answer does not bring a broken one back. The first result after start counts at
 once: an agent started next to a dead application reports it down from the first report.
+
+A check to a port whose connections the agent counts is itself a connection on that port: the
+agent's own probes must count neither as load nor as arrivals. ``Probes`` counts the connections
+the agent opened to a counted port of this host (TCP checks, and HTTP requests of the agent's
+local session: checks, custom metric URLs, advice hooks), so that the ``accepted`` counter is
+reported without them; the connection count is taken after the checks have closed theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
+from collections.abc import Iterable
+from types import SimpleNamespace
 
 import aiohttp
 
@@ -53,11 +62,55 @@ class CheckState:
         return False
 
 
-async def run_check(check: Check, session: aiohttp.ClientSession) -> tuple[bool, str | None]:
+class Probes:
+    """Connections the agent itself opened to a counted port of this host."""
+
+    def __init__(self, ports: Iterable[int], local_names: Iterable[str] = ()):
+        self.ports = frozenset(ports)
+        self.local_names = frozenset(n.lower() for n in local_names) | {"localhost"}
+        self.opened = 0
+
+    def is_local(self, host: str) -> bool:
+        host = host.strip("[]").lower()
+        if host in self.local_names:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def tcp(self, sock: socket.socket) -> None:
+        """A TCP check connected ``sock``: count it when it landed on a counted local port
+        (the peer is loopback, or the kernel chose the peer's own address as the source)."""
+        peer, own = sock.getpeername(), sock.getsockname()
+        if peer[1] in self.ports and (peer[0] == own[0] or self.is_local(peer[0])):
+            self.opened += 1
+
+    def trace(self) -> aiohttp.TraceConfig:
+        """A trace for the agent's local HTTP session: each new connection of a request to a
+        counted local port is one probe."""
+        config = aiohttp.TraceConfig()
+
+        async def on_request_start(session, context: SimpleNamespace, params) -> None:
+            url = params.url
+            context.probe = url.port in self.ports and self.is_local(url.host or "")
+
+        async def on_connection_create_end(session, context: SimpleNamespace, params) -> None:
+            if getattr(context, "probe", False):
+                self.opened += 1
+
+        config.on_request_start.append(on_request_start)
+        config.on_connection_create_end.append(on_connection_create_end)
+        return config
+
+
+async def run_check(
+    check: Check, session: aiohttp.ClientSession, probes: Probes | None = None
+) -> tuple[bool, str | None]:
     """One attempt: (ok, reason for a failure)."""
     try:
         if check.kind == "tcp":
-            return await asyncio.wait_for(_tcp(check), check.timeout)
+            return await asyncio.wait_for(_tcp(check, probes), check.timeout)
         return await _http(check, session)
     except TimeoutError:
         return False, f"no answer within {check.timeout:g} s"
@@ -65,7 +118,7 @@ async def run_check(check: Check, session: aiohttp.ClientSession) -> tuple[bool,
         return False, str(exc) or type(exc).__name__
 
 
-async def _tcp(check: Check) -> tuple[bool, str | None]:
+async def _tcp(check: Check, probes: Probes | None) -> tuple[bool, str | None]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(check.host, check.port, type=socket.SOCK_STREAM)
     family, kind, proto, _, address = infos[0]
@@ -73,6 +126,8 @@ async def _tcp(check: Check) -> tuple[bool, str | None]:
     sock.setblocking(False)
     try:
         await loop.sock_connect(sock, address)
+        if probes is not None:
+            probes.tcp(sock)
     finally:
         sock.close()
     return True, None
@@ -91,12 +146,21 @@ async def _http(check: Check, session: aiohttp.ClientSession) -> tuple[bool, str
 class Health:
     """All checks of the host; healthy when every check is."""
 
-    def __init__(self, checks: tuple[Check, ...], fail_after: int, recover_after: int):
+    def __init__(
+        self,
+        checks: tuple[Check, ...],
+        fail_after: int,
+        recover_after: int,
+        probes: Probes | None = None,
+    ):
         self.states = [CheckState(c, fail_after, recover_after) for c in checks]
+        self.probes = probes
 
     async def run(self, session: aiohttp.ClientSession) -> list[CheckState]:
         """Run every check concurrently; return the checks whose state changed."""
-        results = await asyncio.gather(*(run_check(s.check, session) for s in self.states))
+        results = await asyncio.gather(
+            *(run_check(s.check, session, self.probes) for s in self.states)
+        )
         changed = []
         for state, (ok, error) in zip(self.states, results, strict=True):
             if state.record(ok, error):

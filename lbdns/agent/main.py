@@ -21,17 +21,19 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
 from lbdns.agent.config import AgentConfig
 from lbdns.agent.custom import MetricError, collect
-from lbdns.agent.health import Health
+from lbdns.agent.health import Health, Probes
 from lbdns.agent.measure import CpuMeter, connection_counter, load_average, memory_used
-from lbdns.agent.push import ServerLink
+from lbdns.agent.push import PERMANENT, PushError, ServerLink
 from lbdns.agent.ratelog import RateLimitedLog
 from lbdns.agent.shed import AdviceHook
 from lbdns.errors import LbdnsError
+from lbdns.sdnotify import Notifier
 
 log = logging.getLogger("lbdns.agent")
 
@@ -52,7 +54,11 @@ class Agent:
                 self.counter.name,
             )
         self.cpu = CpuMeter(config.cpu_window)
-        self.health = Health(config.checks, config.fail_after, config.recover_after)
+        registration = config.register
+        own = (*registration.a, *registration.aaaa) if registration is not None else ()
+        self.probes = Probes(config.ports, own)
+        self._accepted = 0  # the last ``accepted`` reported: it never goes down
+        self.health = Health(config.checks, config.fail_after, config.recover_after, self.probes)
         self.ratelog = RateLimitedLog(log, config.log_every)
         self._seq = 0
         self._stop = asyncio.Event()
@@ -62,6 +68,10 @@ class Agent:
         self.session: aiohttp.ClientSession | None = None  # to the lbdns servers
         self.local: aiohttp.ClientSession | None = None  # to the application (checks, metrics)
         self.advice: AdviceHook | None = None
+        # systemd's NOTIFY_SOCKET (Type=notify): READY=1 once running, and a STATUS= line that
+        # `systemctl status lbdns-agent` shows, naming any server that refuses the reports.
+        self.notifier = Notifier()
+        self._status = ""
 
     # -- measuring -------------------------------------------------------------------------------
 
@@ -73,16 +83,6 @@ class Agent:
         """One report: the host's metrics, the custom ones and the health verdict."""
         assert self.local is not None
         metrics: dict[str, float] = {}
-        if self.counter is not None:
-            try:
-                metrics["connections"] = self.counter.count()
-                accepted = getattr(self.counter, "accepted", None)
-                if accepted is not None:  # the eBPF counter counts arrivals too
-                    metrics["accepted"] = accepted()
-            except OSError as exc:
-                self.ratelog.log(
-                    logging.ERROR, "connections", "counting connections failed: %s", exc
-                )
         try:
             metrics["cpu"] = round(self.cpu.sample(), 4)
             metrics["load1"] = load_average()
@@ -98,6 +98,20 @@ class Agent:
         changed, custom = results[0], results[1:]
         if isinstance(changed, BaseException):
             raise changed
+        if self.counter is not None:
+            # After the checks: their own connections have closed and are not counted.
+            try:
+                metrics["connections"] = self.counter.count()
+                accepted = getattr(self.counter, "accepted", None)
+                if accepted is not None:  # the eBPF counter counts arrivals too
+                    # Without the agent's own probes; a probe the counter has not seen yet
+                    # must not make the counter go down.
+                    self._accepted = max(self._accepted, accepted() - self.probes.opened)
+                    metrics["accepted"] = self._accepted
+            except OSError as exc:
+                self.ratelog.log(
+                    logging.ERROR, "connections", "counting connections failed: %s", exc
+                )
         for state in changed:
             if state.healthy:
                 log.info("check %s passes again", state.check.describe())
@@ -141,7 +155,10 @@ class Agent:
         )
         # Health checks open a fresh connection each time: a kept-alive connection would hide
         # an application that no longer accepts new ones.
-        self.local = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        self.local = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True),
+            trace_configs=[self.probes.trace()],
+        )
         self.advice = AdviceHook(
             self.config.advice, self.config.farm, self.config.host, self.local, self.ratelog
         )
@@ -163,11 +180,40 @@ class Agent:
                 await session.close()
         if self.counter is not None:
             self.counter.close()
+        self.notifier.close()
+
+    def _update_status(self) -> None:
+        refused = [
+            f"{link.server.url} refuses: {link.refusal}" for link in self.links if link.refusal
+        ]
+        where = f"{len(self.links)} server(s)" if self.push else "nowhere (dry run)"
+        status = (
+            "; ".join(refused) or f"reporting {self.config.host} in {self.config.farm} to {where}"
+        )
+        if status != self._status:
+            self._status = status
+            self.notifier.send(status=status)
 
     def request_stop(self) -> None:
         self._signals += 1
         if self._signals == 1:
-            log.info("stopping%s", " (draining first)" if self._drains() else "")
+            self.notifier.stopping()
+            if self._drains():
+                log.info("stopping (draining first)")
+            elif self.push and self.config.register is None:
+                # Only a registered host is drained and removed on stop: a host from a zone
+                # file stays as the zone says, and its reports simply go stale.
+                log.info(
+                    "stopping without a drain: the config has no register: section, so the "
+                    "servers keep %s in %s and it turns stale after stale_after x interval; "
+                    "drain it first with `lbdns hosts drain %s %s --wait` to move clients off",
+                    self.config.host,
+                    self.config.farm,
+                    self.config.farm,
+                    self.config.host,
+                )
+            else:
+                log.info("stopping")
         else:
             log.warning("second stop signal: exiting without waiting for the drain")
         self._stop.set()
@@ -194,6 +240,8 @@ class Agent:
                 self.config.interval,
                 ", ".join(s.url for s in self.config.servers) if self.push else "nowhere (dry run)",
             )
+            self._update_status()
+            self.notifier.send(ready=1)
             await self._loop(self._stop, printer)
             if self._drains() and self._signals == 1:
                 await self._drain(printer)
@@ -215,6 +263,7 @@ class Agent:
                     link.offer(report)
                 if printer is not None:
                     printer(report)
+            self._update_status()
             # Fixed rate: the next slot after now, skipping slots a slow measurement overran.
             tick = max(tick + 1, int((time.monotonic() - start) / interval) + 1)
             delay = start + tick * interval - time.monotonic()
@@ -264,6 +313,51 @@ def once(config: AgentConfig) -> dict[str, Any]:
     return asyncio.run(run())
 
 
+async def check_online(config: AgentConfig, out=sys.stdout) -> int:
+    """Ask every server whether it takes this agent's reports: one real report (measured as
+    ``--once`` does) per server, and with ``register:`` a read of the farm with the register
+    token. Prints one line per server and question; returns the number of refusals."""
+    agent = Agent(config, push=False)
+    await agent.open()
+    try:
+        report = await agent.measure()
+        assert agent.session is not None
+        refusals = 0
+        for server in config.servers:
+            link = ServerLink(server, config, agent.session, agent.ratelog)
+            try:
+                reply = await link.request("POST", "/v1/report", report, server.token)
+            except PushError as exc:
+                if exc.status == 404 and config.register is not None:
+                    print(
+                        f"note: {server.url}: {exc} (the agent registers the host when it starts)",
+                        file=out,
+                    )
+                else:
+                    refusals += 1
+                    hint = PERMANENT.get(exc.status or 0, "is the server running and reachable?")
+                    print(f"error: {server.url}: report refused: {exc}: {hint}", file=out)
+            else:
+                state = reply.get("state") if isinstance(reply, dict) else None
+                print(
+                    f"ok: {server.url} takes the reports of {config.host} in {config.farm} "
+                    f"(it sees the host as {state})",
+                    file=out,
+                )
+            if config.register is not None:
+                farm_url = f"{server.url}/v1/farms/{quote(config.farm, safe='')}"
+                try:
+                    await link.request("GET", "", None, server.register_token, farm_url)
+                except PushError as exc:
+                    refusals += 1
+                    print(f"error: {server.url}: register token refused: {exc}", file=out)
+                else:
+                    print(f"ok: {server.url} takes the register token for {config.farm}", file=out)
+        return refusals
+    finally:
+        await agent.close()
+
+
 def register_command(commands) -> None:
     p = commands.add_parser(
         "agent", help="measure this host and report its load to the lbdns servers"
@@ -278,6 +372,12 @@ def register_command(commands) -> None:
         help="measure every interval and print the reports, without sending them",
     )
     mode.add_argument("--check", action="store_true", help="validate the config file and exit")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="with --check: also ask every server whether it takes this host's reports "
+        "(sends one real report) and, with register:, the register token",
+    )
     p.set_defaults(run=_run)
 
 
@@ -287,8 +387,12 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_module.load(args.config, need_servers=not (args.once or args.dry_run))
     logs.setup(config.log_format, config.log_level)
+    if args.online and not args.check:
+        raise LbdnsError("--online goes with --check")
     if args.check:
         print(f"ok: {args.config}: {config.host} in {config.farm}, {len(config.servers)} server(s)")
+        if args.online:
+            return 1 if asyncio.run(check_online(config)) else 0
         return 0
     if args.once:
         print(json.dumps(once(config), indent=2))

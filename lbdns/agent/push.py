@@ -27,6 +27,14 @@ log = logging.getLogger("lbdns.agent")
 
 AdviceCallback = Callable[[int, str], None]
 
+# Answers that retrying will not change until someone fixes the token, the farm or the host:
+# logged at ERROR each time the answer changes (and retried, so that the fix is picked up).
+PERMANENT = {
+    401: "the server does not know this token (token, token_file or token_env)",
+    403: "the token may not report for this farm or host (its farms: or host: scope)",
+    404: "the server does not serve this farm or host (farm:, host:, or the zone file)",
+}
+
 
 class PushError(Exception):
     """One request to a server failed; the message says how (status and the server's error)."""
@@ -68,6 +76,7 @@ class ServerLink:
         self.sent = 0
         self.last_ok: float | None = None
         self.state: str | None = None  # the host's state as this server last told it
+        self.refusal: str | None = None  # the permanent error this server last answered
         self.registered = config.register is None  # nothing to do without a registration
         self._register_at = 0.0  # monotonic time of the next registration attempt
         self._register_failures = 0
@@ -106,7 +115,7 @@ class ServerLink:
                 if not self.registered and time.monotonic() >= self._register_at:
                     await self._try_register()
                 try:
-                    reply = await self._request("POST", "/v1/report", report, self.server.token)
+                    reply = await self.request("POST", "/v1/report", report, self.server.token)
                 except PushError as exc:
                     await self._failed(exc)
                     continue
@@ -121,6 +130,19 @@ class ServerLink:
             # The server forgot the host (a restart without a data dir): register again.
             self.registered = False
             self._register_at = 0.0
+        elif exc.status in PERMANENT:
+            refusal = str(exc)
+            if refusal != self.refusal:
+                self.refusal = refusal
+                log.error(
+                    "%s refuses the reports of %s in %s: %s: %s; retrying with backoff "
+                    "(lbdns agent --check --online asks every server)",
+                    self.server.url,
+                    self.config.host,
+                    self.config.farm,
+                    refusal,
+                    PERMANENT[exc.status],
+                )
         delay = backoff_delay(
             self.failures, self.config.backoff_initial, self.config.backoff_max, self.rng
         )
@@ -138,6 +160,9 @@ class ServerLink:
         self._wake.set()
 
     def _succeeded(self, reply: Any) -> None:
+        if self.refusal is not None:
+            log.info("%s accepts the reports again (it refused: %s)", self.server.url, self.refusal)
+            self.refusal = None
         if self.failures:
             log.info(
                 "reports to %s go through again after %d failure(s)", self.server.url, self.failures
@@ -166,7 +191,7 @@ class ServerLink:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _request(
+    async def request(
         self, method: str, path: str, body: Any = None, token: str | None = None, url: str = ""
     ) -> Any:
         headers = {"Content-Type": "application/json"}
@@ -203,10 +228,10 @@ class ServerLink:
         assert registration is not None
         token = self.server.register_token
         try:
-            reply = await self._request("PUT", "", registration.body(), token, self._host_url)
+            reply = await self.request("PUT", "", registration.body(), token, self._host_url)
             if registration.enable and isinstance(reply, dict) and reply.get("admin") == "draining":
                 # Left draining by an earlier shutdown whose drain did not finish.
-                await self._request("POST", "", {}, token, f"{self._host_url}/enable")
+                await self.request("POST", "", {}, token, f"{self._host_url}/enable")
         except PushError as exc:
             self._register_failures += 1
             delay = backoff_delay(
@@ -250,10 +275,10 @@ class ServerLink:
         while time.monotonic() < deadline:
             try:
                 if not asked:
-                    await self._request("POST", "", options, token, f"{self._host_url}/drain")
+                    await self.request("POST", "", options, token, f"{self._host_url}/drain")
                     asked = True
                     log.info("draining %s on %s", self.config.host, self.server.url)
-                reply = await self._request("GET", "", None, token, self._host_url)
+                reply = await self.request("GET", "", None, token, self._host_url)
             except PushError as exc:
                 if exc.status == 404:
                     log.info("%s no longer knows %s", self.server.url, self.config.host)
@@ -280,7 +305,7 @@ class ServerLink:
             return False
         query = "" if drained else "?force=true"
         try:
-            await self._request("DELETE", "", None, token, f"{self._host_url}{query}")
+            await self.request("DELETE", "", None, token, f"{self._host_url}{query}")
         except PushError as exc:
             if exc.status != 404:
                 log.warning(

@@ -1,12 +1,21 @@
 """Advice for whoever scales a farm and for hosts that carry too much.
 
-**Scale advice** (``GET /v1/farms/{farm}``, ``lbdns farms show``): the farm's utilisation is
-its total load divided by its total capacity, where a host's load is the weighted sum of its
-metrics (the farm's ``score``, connections by default) and capacity is in the same units (for
-the default score: the connections a host can take). Load counts from every host with a fresh
-report (draining ones too: their load is about to move); capacity only from hosts that are up.
+**Utilisation** has one definition, here, and every place that shows it uses ``farm_load``:
+the status page and ``GET /v1/status``, ``lbdns status``, ``GET /v1/farms`` and ``lbdns farms``,
+and the ``lbdns_farm_*`` metrics. It is the farm's total load divided by its total capacity, a
+fraction where 1 means full (shown as a percentage by the page and the CLI). A host's load is
+the weighted sum of its metrics (the farm's ``score``, connections by default) and capacity is
+in the same units (for the default score: the connections a host can take). Load counts from
+every host with a fresh report that is not disabled (draining and down ones too: their load is
+about to move to the others); capacity only from hosts that are up, the ones that can take it.
+
+**Scale advice** (``GET /v1/farms/{farm}``, ``lbdns farms show``, ``lbdns_farm_hosts_needed``):
 ``hosts_needed`` is the number of hosts of the farm's mean capacity that brings utilisation to
 the config's ``scale_target`` (default 0.7); ``change`` is that minus the hosts up now.
+
+Both mean something only when capacities are absolute (what one host can take, in the score's
+units). With relative capacities (1 and 2 for "twice as big") utilisation is load per unit of
+capacity, not a fraction of full, and ``hosts_needed`` is not advice.
 
 **Shed advice** (in the reply to a report, when the config says ``advice: true``): a host whose
 score is more than ``SHED_FACTOR`` times the mean of the hosts that are up, while another host
@@ -47,6 +56,11 @@ class FarmLoad:
             "hosts_needed": self.hosts_needed,
             "change": self.change,
         }
+
+
+def percent(utilisation: float | None) -> str:
+    """Utilisation as the page and the CLI show it: ``1533.3%``, or ``-`` when no host is up."""
+    return "-" if utilisation is None else f"{100 * utilisation:.1f}%"
 
 
 def _fresh(farm: Farm, host: Host, now: float) -> bool:
@@ -92,6 +106,17 @@ def farm_load(farm: Farm, now: float, target: float) -> FarmLoad:
         hosts_needed=needed,
         change=change,
     )
+
+
+def balance(farm: Farm, now: float) -> float | None:
+    """Peak / mean score of the farm's up hosts (1 = perfectly even), None when none is up."""
+    scores = [
+        score(h.report, farm.spec.score, h.spec.capacity)
+        for h in farm.hosts.values()
+        if farm.host_state(h, now) == UP
+    ]
+    mean = sum(scores) / len(scores) if scores else 0.0
+    return max(scores) / mean if mean > 0 else None
 
 
 def shed_advice(farm: Farm, host: Host, now: float | None = None) -> int | None:

@@ -56,6 +56,10 @@ NODATA = "nodata"
 SERVFAIL = "servfail"
 SORRY = "sorry"
 
+INFINITE = float("inf")
+LEARN_TTL = 5  # seconds: the TTL of a first answer to a client whose herd is not known yet
+MIN_BUDGET = 4.0  # connections an answer may always bring at the full TTL (a few
+# connections more or less unbalance nothing, and shorter TTLs cost queries)
 STICKY_LIMIT = 50_000  # client keys remembered for A/AAAA stickiness before starting over
 KEY_LIMIT = 50_000  # ring positions of keys remembered before starting over
 _QTYPES = (QTYPE.A, QTYPE.AAAA)
@@ -93,6 +97,8 @@ class LastAnswer(NamedTuple):
     chosen: tuple[str, ...]
     how: str  # "policy", "sticky", "fail-open", "watermark", "key", "assign"
     key: str | None = None  # the key of a keyed answer or an assignment
+    ttl: int = 0  # the TTL answered (0 for an assignment)
+    asker: str = ""  # "new", "caching", "direct" (re-asks within its TTL), "" (not accounted)
 
 
 class Assignment(NamedTuple):
@@ -132,7 +138,7 @@ class Farm:
         self._positions: dict[int, dict[str, int]] = {}
         self._slots: dict[str, list[tuple[list[Candidate], int]]] = {}  # host -> live entries
         self._failing_open: dict[int, bool] = {}
-        self._sticky: dict[str, tuple[float, tuple[str, ...], int]] = {}
+        self._sticky: dict[str, tuple[float, tuple[str, ...], int, int]] = {}
         self._herd_unit = 1.0
         # Keyed farms: the ring (rebuilt when the hosts or their capacities change), the keys'
         # ring positions, and the last answer per key (the AAAA after the A: same host).
@@ -140,6 +146,14 @@ class Farm:
         self._ring_hosts: tuple[tuple[str, float], ...] | None = None
         self._key_positions: dict[str, int] = {}
         self._key_sticky: dict[str, tuple[float, tuple[str, ...], int]] = {}
+        # Connections (score units / herd unit) one answer may bring before its TTL is cut:
+        # herd_budget x the fair share of a capacity unit.
+        self._budget = float("inf")
+        # Seconds resolvers keep an answer per second of TTL (cache_time / ttl, 1 without it).
+        spec = self.spec
+        self._cache_per_ttl = (
+            spec.cache_time / spec.ttl if spec.cache_time is not None and spec.ttl else 1.0
+        )
 
     @property
     def name(self) -> str:
@@ -191,7 +205,12 @@ class Farm:
 
     def choose(self, qtype: int, client: str = "") -> tuple[str, ...] | str:
         """Host names to answer a query of ``qtype`` (A or AAAA) from ``client`` (the resolver's
-        address), or NODATA/SERVFAIL/SORRY."""
+        address or its ECS subnet), or NODATA/SERVFAIL/SORRY."""
+        return self.answer(qtype, client)[0]
+
+    def answer(self, qtype: int, client: str = "") -> tuple[tuple[str, ...] | str, int]:
+        """``choose`` and the TTL of the answer: the farm's ``ttl``, or shorter (down to
+        ``min_ttl``) for a client whose learned herd is bigger than the herd budget."""
         # The query path: a third of the queries of a busy farm come here, so it avoids what a
         # plain rendering would cost per call (named tuples, generators, helper calls).
         now = self.clock()
@@ -200,7 +219,7 @@ class Farm:
             view = self._view = self._build_view(now)
         live = self._live.get(qtype)
         if not live:
-            return self._unanswerable(qtype)
+            return self._unanswerable(qtype), self.spec.ttl
         self.seq += 1
         how = "fail-open" if self._failing_open.get(qtype) else "policy"
         candidates: Sequence[Candidate] = live
@@ -210,16 +229,17 @@ class Farm:
             if below and len(below) < len(live):
                 candidates, how = below, "watermark"
         accounting = self.accounting
+        spec = self.spec
         if accounting is None:
-            chosen = self.policy(candidates, Ask(self.spec.answers, self.seq, self.rng))
+            chosen = self.policy(candidates, Ask(spec.answers, self.seq, self.rng))
             names = _names(chosen)
             self._answered(names, now)
-            self._last = (now, client, qtype, 0.0, tuple(candidates), names, how)
-            return names
+            self._last = (now, client, qtype, 0.0, tuple(candidates), names, how, None, spec.ttl)
+            return names, spec.ttl
         sticky = self._sticky.get(client)
         if sticky is not None and sticky[2] != qtype and now - sticky[0] < accounting.window / 4:
             # The same resolver asked for the other address family a moment ago: the AAAA after
-            # the A (or the reverse) for the same clients. Same host, and no second charge.
+            # the A (or the reverse) for the same clients. Same host and TTL, no second charge.
             names = sticky[1]
             positions = self._positions[qtype]
             for name in names:
@@ -227,23 +247,51 @@ class Farm:
                     break
             else:
                 self._answered(names, now)
-                self._last = (now, client, qtype, 0.0, (), names, "sticky")
-                return names
-        herd = accounting.herd(client, now)
+                self._last = (now, client, qtype, 0.0, (), names, "sticky", None, sticky[3])
+                return names, sticky[3]
+        stat = accounting.observe(client, now)
+        ttl = spec.ttl
+        cache_time = accounting.window
+        if stat is not None and stat.direct:
+            herd, asker = accounting.direct_herd(stat), "direct"
+        elif stat is None or stat.gap == 0.0:
+            herd, asker = accounting.mean_herd, "new"
+            if self._budget != INFINITE and ttl > LEARN_TTL:
+                # Its herd is unknown: a short first TTL, so that the next query comes soon and
+                # tells its rate, instead of a full TTL of a possibly big herd on one host.
+                ttl = max(LEARN_TTL, spec.min_ttl)
+                cache_time = ttl * self._cache_per_ttl
+                accounting.gave(client, stat or accounting.clients[client], cache_time)
+        else:
+            rate = accounting.rate_of(stat)
+            asker = "caching"
+            if 1.0 + rate * cache_time > self._budget and ttl > spec.min_ttl:
+                # A big herd: a shorter TTL makes it smaller (the resolver asks again sooner).
+                ttl = int((self._budget - 1.0) / rate / self._cache_per_ttl)
+                ttl = spec.min_ttl if ttl < spec.min_ttl else ttl if ttl < spec.ttl else spec.ttl
+                cache_time = ttl * self._cache_per_ttl
+            # TTL 0: not cached, one client per answer, which comes at once (charged direct).
+            herd = 1.0 + rate * cache_time
+            accounting.gave(client, stat, cache_time)
         chosen = self.policy(
             candidates,
-            Ask(self.spec.answers, self.seq, self.rng, herd * self._herd_unit, self.spec.split),
+            Ask(spec.answers, self.seq, self.rng, herd * self._herd_unit, spec.split),
         )
+        if len(chosen) > 1:
+            # First-record order: many clients (and resolvers that keep the order) use the
+            # first record only, so it is the host that takes this whole herd best.
+            scaled = herd * self._herd_unit
+            chosen = sorted(chosen, key=lambda c: c.load + scaled / c.capacity)
         last = (now, client, qtype, herd, tuple(candidates))  # loads before this answer's charge
         names = _names(chosen)
-        self._charge(accounting, chosen, herd, now)
-        accounting.answered()
+        self._charge(accounting, chosen, herd, now, 0.0 if asker == "direct" else cache_time)
+        accounting.answered(asker == "direct")
         self._answered(names, now)
         if len(self._sticky) >= STICKY_LIMIT:
             self._sticky.clear()
-        self._sticky[client] = (now, names, qtype)
-        self._last = (*last, names, how)
-        return names
+        self._sticky[client] = (now, names, qtype, ttl)
+        self._last = (*last, names, how, None, ttl, asker)
+        return names, ttl
 
     @property
     def last(self) -> LastAnswer | None:
@@ -277,7 +325,7 @@ class Farm:
                     break
             else:
                 self._answered(names, now)
-                self._last = (now, client, qtype, 0.0, (), names, "sticky", key)
+                self._last = (now, client, qtype, 0.0, (), names, "sticky", key, self.spec.ttl)
                 return names
         position = self._key_position(key)
         herd = accounting.herd(client, now)
@@ -296,14 +344,14 @@ class Farm:
         )
         last = (now, client, qtype, herd, tuple(live))
         names = _names(chosen)
-        self._charge(accounting, chosen, herd, now)
+        self._charge(accounting, chosen, herd, now, accounting.window)
         accounting.answered()
         self._answered(names, now)
         if len(self._key_sticky) >= STICKY_LIMIT:
             self._key_sticky.clear()
         self._key_sticky[key] = (now, names, qtype)
         how = "fail-open" if self._failing_open.get(qtype) else "key"
-        self._last = (*last, names, how, key)
+        self._last = (*last, names, how, key, self.spec.ttl)
         return names
 
     def _key_position(self, key: str) -> int:
@@ -334,22 +382,39 @@ class Farm:
         chosen = tuple(self.policy(live, ask))[:1]
         names = _names(chosen)
         if self.accounting is not None:
-            self._charge(self.accounting, chosen, 1.0, now)  # one connection, no herd guess
+            self._charge(self.accounting, chosen, 1.0, now, self.accounting.window)  # one client
             self.accounting.answered()
         self._answered(names, now)
         self._last = (now, client, 0, 1.0, tuple(live), names, "assign", key)
         return Assignment(names[0], "key" if position >= 0 else "policy", self._reason(self.last))
 
     def _charge(
-        self, accounting: Accounting, chosen: Sequence[Candidate], herd: float, now: float
+        self,
+        accounting: Accounting,
+        chosen: Sequence[Candidate],
+        herd: float,
+        now: float,
+        cache_time: float,
     ) -> None:
+        """Charge ``herd`` over the chosen hosts: arriving over ``cache_time``, or at once when
+        it is 0 (a direct asker).
+
+        A herd split over several records is charged in full to the first record and by its
+        share to each other one: resolvers that shuffle the records spread it, but clients that
+        use the first record behind resolvers that keep the order bring all of it to the
+        first. Which of the two a resolver does is not seen, and the next report corrects the
+        charge that was too high; one too low would send the next answers after it."""
         share = herd / len(chosen)
         ledgers = accounting.ledgers
-        for candidate in chosen:
+        for i, candidate in enumerate(chosen):
+            share_i = herd if i == 0 else share
             name = candidate.name
             ledger = ledgers.get(name) or accounting.ledger(name)
-            accounting.charge(ledger, share, now, name)
-            self._lift(name, share * ledger.unit / candidate.capacity)
+            if cache_time:
+                accounting.charge(ledger, share_i, now, name, cache_time)
+            else:
+                accounting.charge_direct(ledger, share_i, now)
+            self._lift(name, share_i * ledger.unit / candidate.capacity)
 
     def _lift(self, name: str, step: float) -> None:
         """Add ``step`` to the live load of host ``name`` wherever it is a candidate."""
@@ -377,12 +442,14 @@ class Farm:
             return
         accounting.answers += int(data.get("answers", 0))
         accounting.peer_queries(data.get("queries", ()))
-        for name, (herd, at) in data.get("charges", {}).items():
+        for name, charge in data.get("charges", {}).items():
             host = self.hosts.get(name)
+            herd, at = charge[0], charge[1]
             if host is None or herd <= 0.0:
                 continue
+            cache_time = float(charge[2]) if len(charge) > 2 else 0.0  # older servers: none
             ledger = accounting.ledger(name)
-            pending = accounting.charge_peer(ledger, float(herd), float(at))
+            pending = accounting.charge_peer(ledger, float(herd), float(at), cache_time)
             self._lift(name, pending * ledger.unit / host.spec.capacity)
 
     def _answered(self, names: tuple[str, ...], now: float) -> None:
@@ -432,6 +499,7 @@ class Farm:
         accounting = self.accounting
         fresh: list[Ledger] = []
         up_scores = []
+        up_capacity = up_load = 0.0
         for host in self.hosts.values():
             state = self.host_state(host, now)
             states[host.name] = state
@@ -444,12 +512,15 @@ class Farm:
                     valid_until = min(valid_until, deadline)
             if state == UP:
                 up_scores.append(value)
+                up_capacity += host.spec.capacity
+                up_load += value * host.spec.capacity
             if accounting is not None:
                 ledger = accounting.ledger(host.name)
                 if state in (UP, DOWN):
                     fresh.append(ledger)
         if accounting is not None:
             self._take_reports(accounting, fresh, now)
+            self._settle(accounting, now)
         new_load = sum(up_scores) / len(up_scores) if up_scores else 0.0
         units = []
         for host in self.hosts.values():
@@ -475,6 +546,7 @@ class Farm:
             for name in [n for n in accounting.ledgers if n not in self.hosts]:
                 del accounting.ledgers[name]
             self._herd_unit = sum(units) / len(units) if units else 1.0
+            self._budget = self._herd_budget(up_load, up_capacity)
         any_reported = bool(reported)
         fallback: dict[int, tuple[Candidate, ...]] = {}
         for qtype, tier in tiers.items():
@@ -508,6 +580,28 @@ class Farm:
             built=now,
             warming=warming,
         )
+
+    def _herd_budget(self, up_load: float, up_capacity: float) -> float:
+        """Connections one answer may bring before its TTL is cut (see ``answer``):
+        ``herd_budget`` x the reported connections per capacity unit, at least ``MIN_BUDGET``."""
+        spec = self.spec
+        if spec.herd_budget is None or spec.ttl <= spec.min_ttl or not up_capacity:
+            return float("inf")  # no host has reported load: nothing to size herds against
+        fair = up_load / up_capacity / (self._herd_unit or 1.0)
+        # Per answer, not per record: a resolver that keeps the order, and clients that use the
+        # first record, land a split herd on one host all the same.
+        return max(spec.herd_budget * fair, MIN_BUDGET)
+
+    def _settle(self, accounting: Accounting, now: float) -> None:
+        """Let time pass on every ledger: what should have arrived longer ago than the host's
+        staleness horizon no longer counts as in flight, report or not."""
+        for host in self.hosts.values():
+            ledger = accounting.ledgers.get(host.name)
+            if ledger is None:
+                continue
+            report = host.report
+            interval = report.interval if report is not None else 1.0
+            accounting.settle(ledger, now, max(accounting.window, self.spec.stale_after * interval))
 
     def _take_reports(self, accounting: Accounting, fresh: list[Ledger], now: float) -> None:
         """Let each report the ledgers have not seen yet supersede what it counted."""
@@ -543,6 +637,11 @@ class Farm:
         accounting = self.accounting
         window_total = 0
         if accounting is not None:
+            # Time passes for a host that stopped reporting too: its old charges expire.
+            before = [ledger.pending for ledger in accounting.ledgers.values()]
+            self._settle(accounting, now)
+            if before != [ledger.pending for ledger in accounting.ledgers.values()]:
+                self.changed()  # the live loads follow at the next query
             window_total = sum(ledger.window_answers for ledger in accounting.ledgers.values())
         total_answers = sum(h.answers for h in self.hosts.values())
         hosts = []
@@ -601,6 +700,8 @@ class Farm:
                 "mean_herd": round(accounting.mean_herd, 3),
                 "resolvers": len(accounting.clients),
                 "saturated_resolvers": accounting.saturated,
+                "direct_askers": accounting.direct,
+                "herd_budget": (round(self._budget, 3) if self._budget != float("inf") else None),
             }
         return out
 
@@ -618,6 +719,8 @@ class Farm:
             "qtype": "assign" if last.how == "assign" else QTYPE.get(last.qtype, str(last.qtype)),
             "chosen": list(last.chosen),
             "herd": round(last.herd, 3),
+            "ttl": last.ttl,
+            "asker": last.asker or None,
             "candidates": [
                 {"host": c.name, "load": round(c.load, 6), "capacity": c.capacity}
                 for c in last.candidates
@@ -626,6 +729,8 @@ class Farm:
         if last.key is not None:
             out["key"] = last.key
         out["reason"] = self._reason(last)
+        if last.how != "assign":
+            out["ttl_reason"] = self._ttl_reason(last)
         return out
 
     def _reason(self, last: LastAnswer) -> str:
@@ -690,3 +795,29 @@ class Farm:
             f"key {key!r}: {'; '.join(passed)} "
             f"(bound {self.spec.balance_factor:g} x mean load); next on the ring: {chosen}"
         )
+
+    def _ttl_reason(self, last: LastAnswer) -> str:
+        spec = self.spec
+        if last.how == "sticky":
+            return "the TTL of the answer to the other address family"
+        if last.asker == "direct":
+            return (
+                "the farm's ttl: this client re-asks within its TTL (it does not cache), so each "
+                "answer brings its own share of the arrivals, not a herd"
+            )
+        if last.asker == "new":
+            return (
+                "a client seen for the first time (charged the mean herd): a short first TTL "
+                "so that its next query tells its rate"
+                if last.ttl < spec.ttl
+                else "the farm's ttl: a client seen for the first time (charged the mean herd)"
+            )
+        if last.asker != "caching":
+            return "the farm's ttl"
+        if last.ttl < spec.ttl:
+            floor = " (min_ttl)" if last.ttl == spec.min_ttl else ""
+            return (
+                f"shortened from {spec.ttl} to {last.ttl}{floor}: this resolver's herd at the "
+                f"full ttl is over the herd budget of {self._budget:.3g} connections per answer"
+            )
+        return f"the farm's ttl: the herd is within the budget of {self._budget:.3g} connections"

@@ -16,13 +16,14 @@ Host states, in the order of precedence used to describe a host (docs/balancing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from lbdns.zone.model import HostSpec
 
 DEFAULT_GRACE = 5.0
+DRAIN_OPTIONS = ("threshold", "grace")
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,19 @@ class DrainOptions:
 
     threshold: float = 0.0
     grace: float = DEFAULT_GRACE
+    # The options a drain request named; the others were defaults. Not part of the value.
+    given: frozenset[str] = field(default=frozenset(DRAIN_OPTIONS), compare=False, repr=False)
 
     def to_json(self) -> dict[str, float]:
         return {"threshold": self.threshold, "grace": self.grace}
+
+    def over(self, previous: DrainOptions) -> DrainOptions:
+        """These options for a host already draining with ``previous``: what this request did
+        not name keeps its earlier value (re-draining with a threshold keeps the grace)."""
+        return DrainOptions(
+            threshold=self.threshold if "threshold" in self.given else previous.threshold,
+            grace=self.grace if "grace" in self.given else previous.grace,
+        )
 
 
 class HostState(StrEnum):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from typing import Any
 
+from lbdns.balance.capacity import percent
 from lbdns.cli.client import Client, ClientError, quote, read_token
 
 
@@ -52,7 +54,7 @@ def _score(value: float | None) -> str:
 
 
 def _util(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
+    return percent(value)  # one definition and one format with the page and `lbdns status`
 
 
 def _advice(scale: dict[str, Any]) -> str:
@@ -170,12 +172,32 @@ def _target(args: argparse.Namespace, action: str) -> tuple[str, dict[str, Any]]
     return f"{_farm_path(args.farm)}/hosts/{quote(args.host)}{suffix}", {}
 
 
+# The server's refusals end with an HTTP recipe ("(POST .../drain) or add ?force=true"); on the
+# command line the recipe is a command.
+_HTTP_RECIPE = re.compile(r"[:;]?\s*(drain (it|the hosts) first\b.*|\((POST|add \?force)[^)]*\))$")
+
+
+def _cli_recipe(exc: ClientError, args: argparse.Namespace) -> ClientError:
+    if exc.status != 409:
+        return exc
+    reason = _HTTP_RECIPE.sub("", str(exc)).rstrip(" :;")
+    target = f"--selector {args.selector}" if args.selector else args.host
+    drain = f"lbdns hosts drain {args.farm} {target} --wait"
+    remove = f"lbdns hosts remove {args.farm} {target} --force"
+    if "still draining" in reason:
+        return ClientError(f"{reason}; wait for it (`{drain}`) or remove it now (`{remove}`)")
+    return ClientError(f"{reason}: drain it first (`{drain}`) or remove it now (`{remove}`)")
+
+
 def _hosts_remove(args: argparse.Namespace) -> int:
     client = make_client(args)
     path, query = _target(args, "remove")
     if args.force:
         query["force"] = "true"
-    result = client.post(path, **query) if args.selector else client.delete(path, **query)
+    try:
+        result = client.post(path, **query) if args.selector else client.delete(path, **query)
+    except ClientError as exc:
+        raise _cli_recipe(exc, args) from None
     if args.json:
         _print_json(result)
     else:

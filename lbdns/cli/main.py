@@ -16,13 +16,18 @@ from lbdns import __version__
 from lbdns.errors import LbdnsError, ManyErrors
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every subcommand and option (shell completion reads it too)."""
     parser = argparse.ArgumentParser(prog="lbdns", description="Load-aware authoritative DNS.")
-    parser.add_argument("--version", action="version", version=f"lbdns {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"lbdns {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except ManyErrors as exc:
@@ -54,7 +59,7 @@ def _serve_command(commands) -> None:
         action="append",
         metavar="HOST:PORT",
         help="DNS listen address, UDP and TCP; repeat for more "
-        "(default: 0.0.0.0 and :: on port 53 as root, else 5353)",
+        "(default: 0.0.0.0 and :: on port 53 as root or with CAP_NET_BIND_SERVICE, else 5353)",
     )
     p.add_argument(
         "--http",
@@ -134,7 +139,9 @@ def _zones_folder(args: argparse.Namespace) -> Path:
 def _check(args: argparse.Namespace) -> int:
     from lbdns import config as config_module
     from lbdns.errors import ManyErrors as Errors
-    from lbdns.zone.parse import load_folder
+    from lbdns.store import default_data_dir
+    from lbdns.zone.parse import load_folder, skipped_files
+    from lbdns.zone.serials import SerialBook
 
     errors = []
     config = None
@@ -147,9 +154,14 @@ def _check(args: argparse.Namespace) -> int:
     zones_dir = config.zones if config else _zones_folder(args)
     zones = {}
     try:
-        zones = load_folder(zones_dir)
+        # The serials the server would serve: read (never written) from its data dir.
+        remembered = SerialBook(config.data_dir or default_data_dir()).load() if config else {}
+        zones = load_folder(zones_dir, remembered=remembered)
     except Errors as exc:
         errors.extend(exc.errors)
+    if zones:
+        for path in skipped_files(zones_dir):
+            print(f"warning: {path}: skipped: zone files end in .yaml or .yml", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if errors:
@@ -162,8 +174,27 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completion_command(commands) -> None:
+    p = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for bash or zsh, e.g. "
+        "`lbdns completion bash > /etc/bash_completion.d/lbdns` or "
+        "`lbdns completion zsh > ~/.zfunc/_lbdns`.",
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    p.set_defaults(run=_completion)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 # Each entry adds one subcommand. Client commands (hosts, farms, status, agent) add theirs here.
-COMMANDS = [_serve_command, _check_command]
+COMMANDS = [_serve_command, _check_command, _completion_command]
 
 
 def _admin_commands(commands) -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from lbdns.balance.capacity import percent
 from lbdns.cli.client import Client, read_token
 
 COLOURS = {
@@ -82,9 +83,11 @@ def render(data: dict[str, Any], colour: bool) -> str:
         lines.append("")
         lines.append(f"zone {zone['origin']} serial {zone['serial']}")
         for farm in zone["farms"]:
+            needed = (farm.get("scale") or {}).get("hosts_needed")
             lines.append(
                 f"  farm {farm['name']}  policy {farm['policy']}  utilisation "
-                f"{_percent(farm['utilisation'])}  balance {_number(farm['balance'], 2)}  "
+                f"{percent(farm['utilisation'])}  hosts needed {_number(needed)}  "
+                f"balance {_number(farm['balance'], 2)}  "
                 f"up {farm['up']} stale {farm['stale']} down {farm['down']}"
             )
             rows = [
@@ -103,6 +106,11 @@ def render(data: dict[str, Any], colour: bool) -> str:
             widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
             lines.append(_row(COLUMNS, widths, None, colour))
             lines.extend(_row(row, widths, row[1], colour) for row in rows)
+            for host in farm["hosts"]:
+                drain = host.get("drain")
+                if drain and drain["waiting_for"]:
+                    waits = "; ".join(drain["waiting_for"])
+                    lines.append(f"    {host['name']} drain waits for {waits}")
     return "\n".join(lines)
 
 

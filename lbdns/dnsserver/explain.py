@@ -5,7 +5,7 @@ other class). One record per host, then one for the last answer::
 
     dig @ns1 -c CH -t TXT _lbdns.chat.example.test.
     "web1 up load=0.91 score=0.87 inflight=4 age=0.4 share=0.25"
-    "last A web2 herd=1.0 from 192.0.2.7 (policy)"
+    "last A web2 herd=1 from 192.0.2.7 age=0.0 ttl=5"
 
 This is the slow path: the query is parsed and the reply packed with dnslib, once per query.
 """
@@ -40,7 +40,7 @@ def explain_lines(registry: Registry, farm_name: str) -> list[str] | None:
     if last is not None:
         lines.append(
             f"last {last['qtype']} {','.join(last['chosen'])} herd={last['herd']:.3g}"
-            f" from {last['client']} age={last['age']:.1f}"
+            f" from {last['client']} age={last['age']:.1f} ttl={last['ttl']}"
         )
     return lines
 

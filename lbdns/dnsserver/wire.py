@@ -35,6 +35,7 @@ from dnslib import A as A_RDATA
 from lbdns import name as dname
 from lbdns.balance.farm import NODATA, SERVFAIL, Farm
 from lbdns.balance.policy.consistent_hash import client_subnet, ecs_subnet
+from lbdns.dnsserver import ecs as rfc7871
 from lbdns.dnsserver import explain
 from lbdns.dnsserver.cookie import Cookies, MalformedCookie
 from lbdns.dnsserver.resolve import REFUSED, Resolution, closest_encloser, resolve
@@ -78,8 +79,8 @@ _ECS_OPTION = 8  # EDNS Client Subnet (RFC 7871)
 
 def _find_ecs(data: bytes, pos: int, end: int) -> tuple[int, int, bytes] | None:
     """The client subnet option among an OPT record's options, as (family, source prefix,
-    address); None when there is none. A malformed one is ignored, as RFC 7871 7.1 allows
-    (it would be FORMERR; a resolver's bad option should not cost the answer)."""
+    address); None when there is none or it is malformed. The answer path parses the option
+    strictly with ``lbdns.dnsserver.ecs`` (a malformed one is FORMERR) before using it."""
     while pos + 4 <= end:
         code, length = struct.unpack_from("!HH", data, pos)
         pos += 4
@@ -90,6 +91,14 @@ def _find_ecs(data: bytes, pos: int, end: int) -> tuple[int, int, bytes] | None:
             return family, source, bytes(data[pos + 4 : pos + length])
         pos += length
     return None
+
+
+TCP_QTYPES = 65536  # where TCP questions start in ``Answerer.qtypes``
+
+
+def rcode_name(rcode: int) -> str:
+    """An rcode's mnemonic as /metrics and /v1/status show it (16 is BADVERS with EDNS)."""
+    return "BADVERS" if rcode == 16 else RCODE.get(rcode, str(rcode))
 
 
 def _opt(do: bool, ext_rcode: int = 0) -> bytes:
@@ -182,6 +191,11 @@ def _pack_records(records: tuple[RR, ...], placeholder: tuple[bytes, ...]) -> by
     return bytes(out)
 
 
+def _opt_with(do: bool, option: bytes) -> bytes:
+    """The OPT record of a response carrying ``option`` (an echoed client subnet)."""
+    return _opt(do)[:-2] + _pack_u16(len(option)) + option
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A packed response minus ID, RD/CD bits, question and OPT record."""
@@ -227,8 +241,9 @@ class Answerer:
         # Resolvers repeat the same few questions byte for byte, so most queries skip the parse.
         self.seen: dict[bytes, tuple] = {}
         self.rcodes: Counter[int] = Counter()
-        # Questions of class IN by type: a list indexed by type costs a quarter of a Counter.
-        self.qtypes: list[int] = [0] * 65536
+        # Questions of class IN by type, UDP at [qtype] and TCP at [TCP_QTYPES + qtype]: a list
+        # indexed by type costs a quarter of a Counter.
+        self.qtypes: list[int] = [0] * (2 * TCP_QTYPES)
         self.dropped = 0
         self.errors = 0
         # Called with (query, client, tcp, response) when the query log is on; None costs one
@@ -267,7 +282,12 @@ class Answerer:
                     # is assembled once.
                     entry = hit[0]
                     if entry.key is None:
-                        choice = entry.farm.choose(entry.farm_qtype, client)
+                        # The herd is the client subnet's when the answer is scoped to one;
+                        # a big herd's TTL is shortened (a few templates per choice at most).
+                        farm = entry.farm
+                        choice, ttl = farm.answer(entry.farm_qtype, hit[4] or client)
+                        if ttl != farm.spec.ttl:
+                            choice = (choice, ttl)
                     else:
                         choice = entry.farm.choose_key(
                             entry.farm_qtype, entry.key or hit[4] or client_subnet(client), client
@@ -336,7 +356,7 @@ class Answerer:
         qtype = (data[qend - 4] << 8) | data[qend - 3]
         edns = -1  # no OPT
         do = False
-        ecs = None
+        subnet: rfc7871.ClientSubnet | None = None  # the query's client subnet option
         if arcount or ancount or nscount:
             # An IXFR query carries the client's SOA in the authority section (RFC 1995 3):
             # refused, as every transfer is, rather than malformed.
@@ -350,6 +370,11 @@ class Answerer:
                 )
             except FormErr:
                 return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+            if edns >= 0 and not nscount:  # nscount: an IXFR, refused below
+                try:  # every RFC 7871 rule: a malformed client subnet option is FORMERR
+                    subnet = rfc7871.client_subnet(data, qend, arcount)
+                except rfc7871.EcsError:
+                    return self._error(data, qflags, question, RCODE.FORMERR, edns, do)
             if cookie is not None and self.cookies is not None:
                 try:
                     self.cookie_valid, self.cookie_reply = self.cookies.check(
@@ -387,7 +412,7 @@ class Answerer:
             if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
                 return explain.respond(self.registry, data, tcp)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
-        self.qtypes[qtype] += 1
+        self.qtypes[TCP_QTYPES + qtype if tcp else qtype] += 1
 
         if self.cache_version != self.registry.version:
             self.cache.clear()
@@ -405,21 +430,34 @@ class Answerer:
             if entry is None:  # not in our zones: nothing is remembered for it
                 return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         if entry.__class__ is Template:
-            response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp)
+            # Not client-dependent: an ECS option is echoed with scope 0 (RFC 7871 7.2.1).
+            opt = _opt_with(do, subnet.option(0)) if subnet is not None else None
+            response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp, opt)
             seen: tuple = (response[2:], qtype, response[3] & 0xF, bucket_of(response, self.big))
         else:
-            subnet, opt = "", None
-            if entry.key == "" and ecs is not None:
-                subnet, opt = self._client_subnet(ecs, do)
+            key, opt = "", None
+            if entry.key == "" and subnet is not None:
+                key, opt = self._client_subnet(subnet, do)
+            elif subnet is not None:
+                scope = 0
+                if entry.key is None:  # a farm's answer is for the subnet's herd
+                    spec = entry.farm.spec
+                    scope = subnet.scope(spec.ecs_scope_v4, spec.ecs_scope_v6)
+                    if scope:
+                        key = subnet.key(scope)
+                opt = _opt_with(do, subnet.option(scope))
             if entry.key is None:
-                choice = entry.farm.choose(entry.farm_qtype, client)
+                farm = entry.farm
+                choice, ttl = farm.answer(entry.farm_qtype, key or client)
+                if ttl != farm.spec.ttl:
+                    choice = (choice, ttl)
             else:
                 choice = entry.farm.choose_key(
-                    entry.farm_qtype, entry.key or subnet or client_subnet(client), client
+                    entry.farm_qtype, entry.key or key or client_subnet(client), client
                 )
             template = self._choice_template(entry, choice)
             response = self._assemble(data, template, qflags, question, qend, edns, do, tcp, opt)
-            seen = (entry, qtype, (qflags, question, qend, edns, do), {}, subnet, opt)
+            seen = (entry, qtype, (qflags, question, qend, edns, do), {}, key, opt)
         if not tcp and self.cookie_reply is None:  # a cookie's reply is made per query
             if len(self.seen) >= CACHE_LIMIT:
                 self.seen.clear()
@@ -465,7 +503,7 @@ class Answerer:
             return data[:2] + _pack_u16(flags) + template.counts + question + template.tail
         return data[:2] + _pack_u16(flags) + template.counts_edns + question + template.tail + opt
 
-    def _farm_reply(self, hit: tuple, data: bytes, choice: tuple[str, ...] | str) -> tuple:
+    def _farm_reply(self, hit: tuple, data: bytes, choice: tuple | str) -> tuple:
         """(reply without ID, rcode) to a seen farm question for one choice of hosts."""
         entry, _, parsed, replies, _, opt = hit
         response = self._assemble(data, self._choice_template(entry, choice), *parsed, False, opt)
@@ -475,19 +513,19 @@ class Answerer:
         return reply
 
     @staticmethod
-    def _client_subnet(ecs: tuple[int, int, bytes], do: bool) -> tuple[str, bytes | None]:
-        """The key of a query's client subnet option and the OPT record that echoes it with the
-        scope the answer holds for (RFC 7871 7.2.1); ("", None) when it names no subnet."""
-        family, source, address = ecs
-        found = ecs_subnet(family, source, address)
+    def _client_subnet(subnet: rfc7871.ClientSubnet, do: bool) -> tuple[str, bytes | None]:
+        """A client-subnet keyed farm: the key of a query's client subnet option and the OPT
+        record that echoes it with the scope the answer holds for (RFC 7871 7.2.1); ("", OPT
+        with scope 0) when it names no subnet (source 0)."""
+        found = ecs_subnet(subnet.family, subnet.source, subnet.address)
         if found is None:
-            return "", None
-        subnet, scope = found
-        option = struct.pack("!HBB", family, source, scope) + address
-        rdata = struct.pack("!HH", _ECS_OPTION, len(option)) + option
-        return subnet, _opt(do)[:-2] + _pack_u16(len(rdata)) + rdata
+            return "", _opt_with(do, subnet.option(0))
+        key, scope = found
+        return key, _opt_with(do, subnet.option(scope))
 
-    def _choice_template(self, entry: FarmEntry, choice: tuple[str, ...] | str) -> Template:
+    def _choice_template(self, entry: FarmEntry, choice: tuple | str) -> Template:
+        """The template for a choice of hosts: a tuple of names or NODATA/SERVFAIL/SORRY, or
+        (that, TTL) when the TTL is not the farm's (a few templates per choice at most)."""
         template = entry.by_choice.get(choice)
         if template is None:
             if len(entry.by_choice) >= CHOICES_LIMIT:
@@ -622,10 +660,13 @@ class Answerer:
         self.cache[key] = entry
         return entry
 
-    def _farm_pack(self, entry: FarmEntry, choice: tuple[str, ...] | str) -> Template:
+    def _farm_pack(self, entry: FarmEntry, choice: tuple | str) -> Template:
         key, qtype = entry.name_wire, entry.qtype
         res = entry.resolution
         farm = entry.farm
+        ttl = farm.spec.ttl
+        if choice.__class__ is tuple and len(choice) == 2 and choice[1].__class__ is int:
+            choice, ttl = choice  # (names, shortened TTL)
         if choice == SERVFAIL:
             return self._pack(key, qtype, Resolution(RCODE.SERVFAIL, aa=False))
         if choice == NODATA:
@@ -633,7 +674,7 @@ class Answerer:
             return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, res.answer, (soa,)))
         rdata = A_RDATA if entry.farm_qtype == QTYPE.A else AAAA_RDATA
         records = [
-            RR(res.farm_owner, entry.farm_qtype, ttl=farm.spec.ttl, rdata=rdata(address))
+            RR(res.farm_owner, entry.farm_qtype, ttl=ttl, rdata=rdata(address))
             for address in farm.addresses(choice, entry.farm_qtype)
         ]
         return self._pack(key, qtype, Resolution(RCODE.NOERROR, True, (*res.answer, *records)))

@@ -33,11 +33,15 @@ def http_request(
     method: str | None = None,
     raw: bytes | None = None,
     timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes, dict[str, str]]:
     """One HTTP request: ``body`` sent as JSON (or ``raw`` bytes as they are), an optional
-    bearer ``token``; returns (status, body bytes, headers), error statuses included."""
+    bearer ``token`` and extra ``headers``; returns (status, body bytes, headers), error
+    statuses included."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    headers = {"Content-Type": "application/json"} if data is not None else {}
+    headers = dict(headers or {})
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, headers=headers, method=method)

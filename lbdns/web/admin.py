@@ -220,6 +220,7 @@ def _drain_options(request: web.Request, body: dict[str, Any]) -> DrainOptions:
         grace=_float_option(
             body.get("grace", query.get("grace")), "grace", DEFAULT_GRACE, MAX_GRACE
         ),
+        given=frozenset(k for k in ("threshold", "grace") if body.get(k, query.get(k)) is not None),
     )
 
 
@@ -237,8 +238,9 @@ async def _act(
     _registered_scope(token, farm, host.spec, action)
     admin = {"drain": "draining", "enable": "enabled", "disable": "disabled"}[action]
     if admin == "draining" and host.admin == "draining":
-        # Draining again only changes the options; the drain keeps its start.
+        # Draining again only changes the options it names; the drain keeps its start.
         started = host.drain_started or _now(request)
+        options = options.over(host.drain or DrainOptions())
         await request.app[STORE].set_admin(farm, host, admin, started, options)
         return
     await request.app[STORE].set_admin(farm, host, admin, _now(request), options)
@@ -395,6 +397,7 @@ async def host_action(request: web.Request) -> web.Response:
     host = _host(farm, request.match_info["host"])
     options = _drain_options(request, await _body(request))
     await _act(request, token, farm, host, action, options)
+    options = host.drain or options  # after a re-drain: the options now in force
     detail = f" (threshold {options.threshold:g}, grace {options.grace:g} s)"
     _changed(
         request,
@@ -424,8 +427,9 @@ async def selector_action(request: web.Request) -> web.Response:
     options = _drain_options(request, body)
     force = _truthy(body.get("force", request.query.get("force", "false")))
     hosts = [h for h in farm.hosts.values() if _matches(h.spec, selector)]
+    written = ",".join(f"{k}={v}" for k, v in selector.items())  # as the user wrote it
     if not hosts:
-        raise NotFound(f"no host of {farm.name} matches the selector {selector}", field="selector")
+        raise NotFound(f"no host of {farm.name} matches the selector {written}", field="selector")
     # Check every host first so that a refusal changes nothing.
     for host in hosts:
         _registered_scope(token, farm, host.spec, action)
@@ -446,7 +450,7 @@ async def selector_action(request: web.Request) -> web.Response:
     _changed(
         request,
         token,
-        f"{action} hosts {', '.join(names)} of {farm.name} (selector {selector})",
+        f"{action} hosts {', '.join(names)} of {farm.name} (selector {written})",
         farm=farm.name,
         hosts=names,
         action=action,

@@ -3,9 +3,10 @@
 The DNS path never calls prometheus-client: it bumps plain integers (``Answerer.rcodes`` and
 ``qtypes``, ``TransportStats``, ``Host.answers``, the sampled ``LatencyHistogram``) and the
 ``ServerCollector`` below reads them when Prometheus scrapes. Farm and host gauges are computed
-from each farm's current view at scrape time. Only ingest results are a regular
-prometheus-client counter (``INGEST``): a report is an HTTP request, where a counter's cost does
-not matter. docs/observability.md lists every metric with its type and labels.
+from each farm's current view at scrape time, utilisation and scale advice from
+``lbdns.balance.capacity`` (the one definition the status page and the API use too). Ingest
+results are counted in ``lbdns.web.ingest`` where each is decided (``OUTCOMES``).
+docs/observability.md lists every metric with its type and labels.
 
 ``/metrics`` needs the ``read`` role when tokens are configured (Prometheus sends it with
 ``authorization: {credentials: ...}``); with none, loopback only, as the rest of the API.
@@ -13,22 +14,28 @@ not matter. docs/observability.md lists every metric with its type and labels.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
+from itertools import compress, islice
 
 from aiohttp import web
-from dnslib import QTYPE, RCODE
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from dnslib import QTYPE
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from lbdns import __version__
+from lbdns.balance.capacity import balance, farm_load
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
 from lbdns.dnsserver.rrl import CLASSES, RateLimiter
+from lbdns.dnsserver.wire import TCP_QTYPES, rcode_name
 from lbdns.server import Server
 from lbdns.web import ingest
 from lbdns.web.assign import ASSIGNMENTS
@@ -38,6 +45,20 @@ from lbdns.web.status import HISTORY, History
 STATES = (UP, NEW, STALE, DOWN, DRAINING, DRAINED, DISABLED)
 
 routes = web.RouteTableDef()
+
+
+class WithoutCreated(Collector):
+    """A prometheus-client metric without its ``_created`` series: the text format would carry
+    ``lbdns_ingest_reports_created`` (and ``lbdns_assignments_created``) beside counters that
+    have none."""
+
+    def __init__(self, collector: Collector):
+        self.collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.collector.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
 
 
 def _stat(obj: object, *names: str) -> float | None:
@@ -81,6 +102,13 @@ class ServerCollector(Collector):
         self.history = history
 
     def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "lbdns_build_info",
+            "Always 1; the labels say which lbdns and Python this server runs.",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
         yield from self._dns()
         yield from self._farms()
         yield from self._state()
@@ -90,28 +118,31 @@ class ServerCollector(Collector):
         stats = server.stats
         answerer = server.answerer
         queries = CounterMetricFamily(
-            "lbdns_dns_queries", "DNS messages received, by transport.", labels=["transport"]
+            "lbdns_dns_queries",
+            "DNS messages received, by transport and query type (qtype none: no question of "
+            "class IN, such as a malformed message or another class).",
+            labels=["transport", "qtype"],
         )
-        queries.add_metric(["udp"], stats.udp_queries)
-        queries.add_metric(["tcp"], stats.tcp_queries)
+        qtypes = answerer.qtypes  # UDP at [qtype], TCP at [TCP_QTYPES + qtype]
+        for transport, received, first in (
+            ("udp", stats.udp_queries, 0),
+            ("tcp", stats.tcp_queries, TCP_QTYPES),
+        ):
+            questions = 0
+            # compress() finds the few non-zero slots of 65,536 at C speed (a Python loop over
+            # them costs tens of milliseconds per scrape).
+            counted = compress(range(TCP_QTYPES), islice(qtypes, first, first + TCP_QTYPES))
+            for qtype in counted:
+                count = qtypes[first + qtype]
+                questions += count
+                queries.add_metric([transport, QTYPE.get(qtype, f"TYPE{qtype}")], count)
+            queries.add_metric([transport, "none"], max(0, received - questions))
         yield queries
-        by_type = CounterMetricFamily(
-            "lbdns_dns_queries_by_type",
-            "DNS questions of class IN, by query type.",
-            labels=["qtype"],
-        )
-        qtypes = answerer.qtypes  # a list indexed by type (or a Counter in older builds)
-        pairs = qtypes.items() if isinstance(qtypes, dict) else enumerate(qtypes)
-        for qtype, count in pairs:
-            if count:
-                by_type.add_metric([QTYPE.get(qtype, f"TYPE{qtype}")], count)
-        yield by_type
         responses = CounterMetricFamily(
             "lbdns_dns_responses", "DNS responses sent, by response code.", labels=["rcode"]
         )
         for rcode, count in sorted(answerer.rcodes.items()):
-            label = "BADVERS" if rcode == 16 else RCODE.get(rcode, str(rcode))
-            responses.add_metric([label], count)
+            responses.add_metric([rcode_name(rcode)], count)
         yield responses
         yield CounterMetricFamily(
             "lbdns_dns_dropped",
@@ -175,6 +206,7 @@ class ServerCollector(Collector):
 
     def _farms(self) -> Iterator[Metric]:
         registry = self.server.registry
+        target = self.server.config.scale_target
         now = registry.clock()
         answers = CounterMetricFamily(
             "lbdns_answers",
@@ -191,6 +223,11 @@ class ServerCollector(Collector):
             "The host's load score (its weighted load / capacity).",
             labels=["farm", "host"],
         )
+        host_capacity = GaugeMetricFamily(
+            "lbdns_host_capacity",
+            "The host's capacity, in the units of the farm's score.",
+            labels=["farm", "host"],
+        )
         age = GaugeMetricFamily(
             "lbdns_host_report_age_seconds",
             "Seconds since the host's last accepted report.",
@@ -201,16 +238,38 @@ class ServerCollector(Collector):
             "Connections in the host's last report.",
             labels=["farm", "host"],
         )
+        draining = GaugeMetricFamily(
+            "lbdns_host_drain_seconds",
+            "Seconds since the host's drain started (draining hosts only).",
+            labels=["farm", "host"],
+        )
         counts = GaugeMetricFamily(
             "lbdns_farm_hosts", "Hosts of the farm in each state.", labels=["farm", "state"]
         )
-        utilisation = GaugeMetricFamily(
-            "lbdns_farm_utilisation",
-            "Reported load / capacity of the farm's reporting hosts (1 = full).",
+        load = GaugeMetricFamily(
+            "lbdns_farm_load",
+            "The farm's load: the weighted metrics of its hosts with a fresh report that are "
+            "not disabled, in capacity units.",
             labels=["farm"],
         )
-        balance = GaugeMetricFamily(
-            "lbdns_farm_balance",
+        capacity = GaugeMetricFamily(
+            "lbdns_farm_capacity",
+            "Capacity of the farm's hosts that are up, in the units of the farm's score.",
+            labels=["farm"],
+        )
+        utilisation = GaugeMetricFamily(
+            "lbdns_farm_utilisation_ratio",
+            "lbdns_farm_load / lbdns_farm_capacity (1 = full); absent when no host is up.",
+            labels=["farm"],
+        )
+        needed = GaugeMetricFamily(
+            "lbdns_farm_hosts_needed",
+            "Hosts of the farm's mean capacity that bring its utilisation to scale_target; "
+            "absent until a host has reported.",
+            labels=["farm"],
+        )
+        balance_ratio = GaugeMetricFamily(
+            "lbdns_farm_balance_ratio",
             "Peak / mean score of the farm's up hosts (1 = perfectly even).",
             labels=["farm"],
         )
@@ -224,8 +283,6 @@ class ServerCollector(Collector):
         for farm_name, farm in sorted(registry.farms.items()):
             view = farm.view()
             in_state = dict.fromkeys(STATES, 0)
-            used = capacity = 0.0
-            up_scores = []
             for host_name, host in farm.hosts.items():
                 labels = [farm_name, host_name]
                 current = farm.host_state(host, now)
@@ -233,29 +290,31 @@ class ServerCollector(Collector):
                 answers.add_metric(labels, host.answers)
                 for name in STATES:
                     state.add_metric([*labels, name], 1.0 if name == current else 0.0)
-                value = view.scores.get(host_name, 0.0)
-                score.add_metric(labels, value)
+                score.add_metric(labels, view.scores.get(host_name, 0.0))
+                host_capacity.add_metric(labels, host.spec.capacity)
                 report = host.report
                 if report is not None:
                     age.add_metric(labels, max(0.0, now - report.received))
                     conns = report.metrics.get("connections")
                     if conns is not None:
                         connections.add_metric(labels, float(conns))
-                    if current != STALE:
-                        used += value * host.spec.capacity
-                        capacity += host.spec.capacity
-                if current == UP:
-                    up_scores.append(value)
+                if host.admin == DRAINING and host.drain_started is not None:
+                    draining.add_metric(labels, max(0.0, now - host.drain_started))
             for name, count in in_state.items():
                 counts.add_metric([farm_name, name], count)
-            if capacity:
-                utilisation.add_metric([farm_name], used / capacity)
-            mean = sum(up_scores) / len(up_scores) if up_scores else 0.0
-            if mean > 0:
-                balance.add_metric([farm_name], max(up_scores) / mean)
+            scale = farm_load(farm, now, target)
+            load.add_metric([farm_name], scale.load)
+            capacity.add_metric([farm_name], scale.capacity)
+            if scale.utilisation is not None:
+                utilisation.add_metric([farm_name], scale.utilisation)
+            if scale.hosts_needed is not None:
+                needed.add_metric([farm_name], scale.hosts_needed)
+            peak_over_mean = balance(farm, now)
+            if peak_over_mean is not None:
+                balance_ratio.add_metric([farm_name], peak_over_mean)
             stale_answers.add_metric([farm_name], stale_by_farm.get(farm_name, 0))
-        yield from (answers, state, score, age, connections, counts, utilisation, balance)
-        yield stale_answers
+        yield from (answers, state, score, host_capacity, age, connections, draining, counts)
+        yield from (load, capacity, utilisation, needed, balance_ratio, stale_answers)
 
     def _state(self) -> Iterator[Metric]:
         server = self.server
@@ -314,8 +373,8 @@ METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", Collecto
 def setup(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(app[SERVER], app.get(HISTORY)))
-    registry.register(ingest.OUTCOMES)
-    registry.register(ASSIGNMENTS)
+    registry.register(WithoutCreated(ingest.OUTCOMES))
+    registry.register(WithoutCreated(ASSIGNMENTS))
     ProcessCollector(registry=registry)
     app[METRICS] = registry
 
@@ -323,8 +382,7 @@ def setup(app: web.Application) -> None:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     authenticate(request, "read")
-    body = generate_latest(request.app[METRICS])
-    response = web.Response(body=body)
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    response.charset = "utf-8"
-    return response
+    # The text format by default; OpenMetrics when the scraper asks for it (Prometheus does),
+    # chosen from the Accept header as prometheus-client's own exporters choose.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encode(request.app[METRICS]), headers={"Content-Type": content_type})

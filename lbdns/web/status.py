@@ -23,8 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
+from lbdns.balance.capacity import balance, farm_load
+from lbdns.balance.drain import drain_status
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import DOWN, STALE, UP
+from lbdns.dnsserver.wire import rcode_name
 from lbdns.errors import RequestError
 from lbdns.server import Server
 from lbdns.web.base import CONFIG, SERVER, authenticate, json_response
@@ -125,51 +128,53 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def farm_status(farm: Farm, history: History | None, now: float, points: int) -> dict[str, Any]:
-    """A farm with its hosts as the page and ``lbdns status`` show them."""
+def farm_status(
+    farm: Farm, history: History | None, now: float, points: int, target: float = 0.7
+) -> dict[str, Any]:
+    """A farm with its hosts as the page and ``lbdns status`` show them.
+
+    ``utilisation`` and ``scale`` come from ``lbdns.balance.capacity``, the one definition that
+    ``/v1/farms`` and the metrics use too. A draining host carries its ``drain`` progress (what
+    the drain waits for), as ``lbdns hosts drain`` shows it.
+    """
     view = farm.view()
     recent = history.recent_answers(farm.name) if history else {}
     recent_total = sum(recent.values())
     hosts = []
-    used = capacity = 0.0
-    up_scores = []
     for name, host in farm.hosts.items():
-        state = farm.host_state(host, now)
         value = view.scores.get(name, 0.0)
         report = host.report
-        if report is not None and state not in (STALE,):
-            used += value * host.spec.capacity
-            capacity += host.spec.capacity
-        if state == UP:
-            up_scores.append(value)
-        hosts.append(
-            {
-                "name": name,
-                "state": state,
-                "score": _round(value) if report is not None else None,
-                "connections": report.metrics.get("connections") if report else None,
-                "capacity": host.spec.capacity,
-                "healthy": report.healthy if report else None,
-                "report_age": _round(now - report.received, 2) if report else None,
-                "interval": report.interval if report else None,
-                "answers": host.answers,
-                "recent_answers": recent.get(name, 0),
-                "share": _round(recent.get(name, 0) / recent_total) if recent_total else None,
-                "addresses": [*host.spec.a, *host.spec.aaaa],
-            }
-        )
-    mean = sum(up_scores) / len(up_scores) if up_scores else 0.0
+        entry: dict[str, Any] = {
+            "name": name,
+            "state": farm.host_state(host, now),
+            "score": _round(value) if report is not None else None,
+            "connections": report.metrics.get("connections") if report else None,
+            "capacity": host.spec.capacity,
+            "healthy": report.healthy if report else None,
+            "report_age": _round(now - report.received, 2) if report else None,
+            "interval": report.interval if report else None,
+            "answers": host.answers,
+            "recent_answers": recent.get(name, 0),
+            "share": _round(recent.get(name, 0) / recent_total) if recent_total else None,
+            "addresses": [*host.spec.a, *host.spec.aaaa],
+        }
+        drain = drain_status(farm, host, now)
+        if drain is not None:
+            entry["drain"] = drain.to_json()
+        hosts.append(entry)
     counts = {state: 0 for state in (UP, STALE, DOWN)}
     for state in view.states.values():
         if state in counts:
             counts[state] += 1
+    scale = farm_load(farm, now, target).to_json()
     out: dict[str, Any] = {
         "name": farm.name,
         "policy": farm.spec.policy,
         "ttl": farm.spec.ttl,
         "all_unhealthy": farm.spec.all_unhealthy,
-        "utilisation": _round(used / capacity) if capacity else None,
-        "balance": _round(max(up_scores) / mean) if mean > 0 else None,
+        "utilisation": scale["utilisation"],
+        "balance": _round(balance(farm, now)),
+        "scale": scale,
         "up": counts[UP],
         "stale": counts[STALE],
         "down": counts[DOWN],
@@ -194,7 +199,7 @@ def status(server: Server, history: History | None, points: int = 120) -> dict[s
     zones = []
     for origin, zone in sorted(registry.zones.items()):
         farms = [
-            farm_status(registry.farms[name], history, now, points)
+            farm_status(registry.farms[name], history, now, points, server.config.scale_target)
             for name in sorted(zone.farms)
             if name in registry.farms
         ]
@@ -207,7 +212,7 @@ def status(server: Server, history: History | None, points: int = 120) -> dict[s
         "dns": {
             "udp_queries": stats.udp_queries,
             "tcp_queries": stats.tcp_queries,
-            "rcodes": {str(k): v for k, v in sorted(server.answerer.rcodes.items())},
+            "rcodes": {rcode_name(k): v for k, v in sorted(server.answerer.rcodes.items())},
         },
         "reloads": dict(server.reloads),
         "zones": zones,

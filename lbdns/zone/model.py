@@ -77,6 +77,10 @@ class FarmSpec:
     all_unhealthy: str = "fail-open"
     cache_time: float | None = None  # how long resolvers keep an answer (None: the TTL)
     split: int = 4  # at most this many records when least-load splits a resolver's herd
+    min_ttl: int = 1  # least-load: the shortest TTL a big herd's answer gets
+    herd_budget: float | None = 0.03  # share of a capacity unit's load one answer may bring
+    ecs_scope_v4: int | None = 24  # SCOPE PREFIX-LENGTH of ECS answers (None: ECS off, scope 0)
+    ecs_scope_v6: int | None = 56
     sorry_a: tuple[str, ...] = ()
     sorry_aaaa: tuple[str, ...] = ()
     hosts: tuple[HostSpec, ...] = ()

@@ -16,25 +16,62 @@ from lbdns import name as dname
 from lbdns import yamlfile
 from lbdns.errors import LbdnsError, ZoneError, ZoneErrors
 from lbdns.zone.model import MAX_TTL, STATIC_TYPES, FarmSpec, Zone
+from lbdns.zone.serials import SerialRecord
 from lbdns.zone.settings import parse_farm
 
+ZONE_SUFFIXES = (".yaml", ".yml")
 
-def load_folder(folder: Path, previous: Mapping[str, Zone] | None = None) -> dict[str, Zone]:
+
+def skipped_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` that are not read as zone files (``.YAML``, BIND ``.zone`` files,
+    editor backups), hidden files aside: ``lbdns check`` and the server warn about them."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [
+        p
+        for p in entries
+        if p.suffix not in ZONE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+
+
+def load_folder(
+    folder: Path,
+    previous: Mapping[str, Zone] | None = None,
+    remembered: Mapping[str, SerialRecord] | None = None,
+) -> dict[str, Zone]:
     """Parse every ``*.yaml``/``*.yml`` zone file in ``folder``.
 
     Raises ``ZoneErrors`` listing every problem in every file; nothing is returned unless all
     files are valid, so a reload swaps in all of them or none. ``previous`` (the zones serving
-    now) keeps serials stable for unchanged files and increasing for changed ones.
+    now) keeps serials stable for unchanged files and increasing for changed ones; at start,
+    ``remembered`` (``lbdns.zone.serials``: digest and serial per file from the last run) does.
     """
     previous_by_source = {z.source: z for z in (previous or {}).values()}
     zones: dict[str, Zone] = {}
     errors: list[LbdnsError] = []
     if not folder.is_dir():
         raise ZoneErrors([ZoneError("zones folder does not exist", source=str(folder))])
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.suffix in ZONE_SUFFIXES and p.is_file())
+    if not files:
+        # Serving nothing would REFUSE every query: that is never what was meant.
+        skipped = ", ".join(p.name for p in skipped_files(folder))
+        raise ZoneErrors(
+            [
+                ZoneError(
+                    "no zone file in the zones folder (zone files end in .yaml or .yml"
+                    + (f"; skipped: {skipped})" if skipped else ")"),
+                    source=str(folder),
+                )
+            ]
+        )
     for path in files:
         try:
-            zone = load_file(path, previous=previous_by_source.get(str(path)))
+            earlier = previous_by_source.get(str(path)) or (remembered or {}).get(
+                str(path.resolve())  # remembered by absolute path: any working directory
+            )
+            zone = load_file(path, previous=earlier)
         except ZoneErrors as exc:
             errors.extend(exc.errors)
             continue
@@ -72,7 +109,7 @@ def _check_overlaps(zones: dict[str, Zone], errors: list[LbdnsError]) -> None:
                 )
 
 
-def load_file(path: Path, previous: Zone | None = None) -> Zone:
+def load_file(path: Path, previous: Zone | SerialRecord | None = None) -> Zone:
     """Parse one zone file. Raises ``ZoneErrors`` listing every problem found."""
     doc = yamlfile.load(path, ZoneError)
     return ZoneParser(doc, mtime=int(path.stat().st_mtime), previous=previous).parse()
@@ -86,7 +123,12 @@ def parse_text(text: str, source: str = "<text>", mtime: int = 1) -> Zone:
 class ZoneParser:
     """Turns a located YAML document into a ``Zone``, collecting every error on the way."""
 
-    def __init__(self, doc: yamlfile.LocatedYaml, mtime: int, previous: Zone | None = None):
+    def __init__(
+        self,
+        doc: yamlfile.LocatedYaml,
+        mtime: int,
+        previous: Zone | SerialRecord | None = None,
+    ):
         self.doc = doc
         self.mtime = mtime
         self.previous = previous
@@ -315,10 +357,15 @@ class ZoneParser:
             return TXT([raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""])
         if not isinstance(value, str):
             raise ValueError("expected a string in presentation format")
-        if rtype == "A":
-            return A(str(ipaddress.IPv4Address(value)))
-        if rtype == "AAAA":
-            return AAAA(str(ipaddress.IPv6Address(value)))
+        if rtype in ("A", "AAAA"):
+            family = ipaddress.IPv4Address if rtype == "A" else ipaddress.IPv6Address
+            try:
+                address = str(family(value))
+            except ValueError:
+                # ipaddress repeats the value ("Octet 300 (> 255) not permitted in '...'"); the
+                # caller already shows it.
+                raise ValueError(f"not an IPv{4 if rtype == 'A' else 6} address") from None
+            return A(address) if rtype == "A" else AAAA(address)
         if rtype in ("CNAME", "PTR"):
             target = self.target(value)
             return CNAME(target) if rtype == "CNAME" else PTR(target)

@@ -27,6 +27,9 @@ FARM_KEYS = {
     "key",
     "balance_factor",
     "redirect",
+    "min_ttl",
+    "herd_budget",
+    "ecs",
 }
 
 
@@ -82,6 +85,25 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
         fail((*where, "split"), f"must be an integer from 1 to 16, got {split!r}")
     else:
         kwargs["split"] = split
+    min_ttl = body.get("min_ttl", FarmSpec.min_ttl)
+    farm_ttl = kwargs.get("ttl", 5)
+    if isinstance(min_ttl, bool) or not isinstance(min_ttl, int) or min_ttl < 0:
+        fail((*where, "min_ttl"), f"must be an integer number of seconds, got {min_ttl!r}")
+    elif "min_ttl" in body and min_ttl > farm_ttl:
+        fail((*where, "min_ttl"), f"must not be above the farm's ttl ({farm_ttl}), got {min_ttl}")
+    else:
+        kwargs["min_ttl"] = min(min_ttl, farm_ttl)
+    budget = body.get("herd_budget", FarmSpec.herd_budget)
+    if budget is False or budget == "off":
+        kwargs["herd_budget"] = None
+    elif isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 10:
+        fail(
+            (*where, "herd_budget"), f"must be a number above 0 (at most 10) or off, got {budget!r}"
+        )
+    else:
+        kwargs["herd_budget"] = float(budget)
+    if "ecs" in body:
+        _parse_ecs(body["ecs"], (*where, "ecs"), fail, kwargs)
     mode = body.get("all_unhealthy", "fail-open")
     if mode not in ALL_UNHEALTHY:
         fail((*where, "all_unhealthy"), f"must be one of {', '.join(ALL_UNHEALTHY)}, got {mode!r}")
@@ -113,6 +135,24 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
     kwargs["hosts"] = tuple(parsed)
     parse_affinity(body, kwargs.get("policy", FarmSpec.policy), where, fail, kwargs)
     return FarmSpec(**kwargs)
+
+
+def _parse_ecs(value: Any, where: yamlfile.Where, fail: Fail, kwargs: dict[str, Any]) -> None:
+    """``ecs: off`` (answers for every client: scope 0) or ``ecs: {ipv4: 24, ipv6: 56}``."""
+    if value is False or value == "off":
+        kwargs["ecs_scope_v4"] = kwargs["ecs_scope_v6"] = None
+        return
+    if not isinstance(value, dict) or set(value) - {"ipv4", "ipv6"}:
+        fail(where, "must be off or a mapping with keys ipv4 and/or ipv6 (scope prefix lengths)")
+        return
+    for key, limit, field_name in (("ipv4", 32, "ecs_scope_v4"), ("ipv6", 128, "ecs_scope_v6")):
+        if key not in value:
+            continue
+        scope = value[key]
+        if isinstance(scope, bool) or not isinstance(scope, int) or not 0 <= scope <= limit:
+            fail((*where, key), f"must be a prefix length from 0 to {limit}, got {scope!r}")
+        else:
+            kwargs[field_name] = scope
 
 
 HOST_KEYS = {"a", "aaaa", "capacity", "labels"}
@@ -179,7 +219,8 @@ def _addresses(value: Any, cls, key: str) -> tuple[str, ...]:
             out.append(str(cls(str(item))))
         except ValueError:
             family = "IPv4" if key == "a" else "IPv6"
-            raise ValueError(f"{key}: {item!r} is not an {family} address") from None
+            # The caller names the key in the error's path: the message says only what is wrong.
+            raise ValueError(f"{item!r} is not an {family} address") from None
     return tuple(out)
 
 

@@ -20,22 +20,31 @@ return {version, value}
 
 # KEYS: hash, version, epoch; ARGV: channel, new epoch, then (field, JSON, version) triples.
 # A host's change is written unless Redis holds one of a later version (another server, seeding
-# at the same time, saw a later change); the counter continues above every version seen.
+# at the same time, saw a later change); the counter continues above every version seen. The
+# epoch is set only if absent. Only when this call set it or wrote a change does it publish
+# "0 resync <its epoch>", so that the others re-read; returns {set the epoch (1/0), written}.
 SEED_SCRIPT = """
 local top = tonumber(redis.call('GET', KEYS[2]) or '0')
+local written = 0
 for i = 3, #ARGV, 3 do
   local version = tonumber(ARGV[i + 2])
   local current = redis.call('HGET', KEYS[1], ARGV[i])
   local held = 0
   if current then held = tonumber(cjson.decode(current).v) or 0 end
-  if current == false or held < version then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  if current == false or held < version then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    written = written + 1
+  end
   if version > top then top = version end
 end
-redis.call('SET', KEYS[2], top)
-redis.call('SET', KEYS[3], ARGV[2], 'NX')
-redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[1], '0 resync')
-return 1
+local seeded = 0
+if redis.call('SET', KEYS[3], ARGV[2], 'NX') then seeded = 1 end
+if seeded == 1 or written > 0 then
+  redis.call('SET', KEYS[2], top)
+  redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[1], '0 resync ' .. ARGV[2])
+end
+return {seeded, written}
 """
 
 # KEYS: hash, version, epoch; ARGV: field, report JSON, channel, origin.

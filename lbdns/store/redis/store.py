@@ -129,6 +129,7 @@ class RedisStore(Store):
         self._lost_reason = "not connected yet"
         self._broken = False  # set when a call fails: the follower reconnects and re-reads
         self._need_resync = False
+        self._seed_tokens: list[str] = []  # epochs this server proposed (its own resync messages)
         self._synced = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._queue: list[tuple[str, list[str], list[str], asyncio.Future]] = []
@@ -289,6 +290,11 @@ class RedisStore(Store):
             pubsub = self._listener.pubsub()
             try:
                 await pubsub.subscribe(self.channel_changes, self.channel_answers)
+                if self._ever_connected:
+                    # Back after a loss: the idle pooled connections of the write client may
+                    # be the ones Redis closed, and a later write or check would fail on them
+                    # (one retry is not enough when there are two). Drop them now.
+                    await self._client.connection_pool.disconnect(inuse_connections=False)
                 # Subscribed first, then read: no change can fall between the two.
                 await self._resync()
                 self._set_connected()
@@ -355,11 +361,16 @@ class RedisStore(Store):
             farm.changed()
         self.version = int(version or 0)
         self.epoch = epoch
-        self.counters["resyncs"] += 1
+        # The first read at start is a load, not a resynchronisation.
+        if self._ever_connected:
+            self.counters["resyncs"] += 1
 
     async def _seed(self) -> None:
         """Redis holds no membership: write this server's view of the API changes into it."""
-        args: list[Any] = [self.channel_changes, secrets.token_hex(8)]
+        token = secrets.token_hex(8)
+        self._seed_tokens.append(token)
+        del self._seed_tokens[:-4]  # only recent ones can still be in flight
+        args: list[Any] = [self.channel_changes, token]
         count = 0
         for farm_name, hosts in self.overlay.farms.items():
             for host_name, change in hosts.items():
@@ -368,7 +379,17 @@ class RedisStore(Store):
                 args += [key, json.dumps({**change.to_json(), "v": version}), version]
                 count += 1
         keys = [self.key_hosts, self.key_version, self.key_epoch]
-        await self._client.eval(SEED_SCRIPT, len(keys), *keys, *args)
+        seeded, written = await self._client.eval(SEED_SCRIPT, len(keys), *keys, *args)
+        if not int(seeded):
+            # Another server seeded it between our read and this script: nothing to announce.
+            log.debug("shared state %s was seeded by another server", self.display_url)
+            if int(written):
+                log.info(
+                    "shared state %s: added %d of this server's API host changes to it",
+                    self.display_url,
+                    int(written),
+                )
+            return
         if self._ever_connected:
             self.counters["reseeds"] += 1
             log.warning(
@@ -414,8 +435,11 @@ class RedisStore(Store):
             self._on_answers(data)
             return
         version_text, _, rest = data.partition(" ")
-        if rest == "resync":
-            self._need_resync = True
+        if rest.startswith("resync"):
+            # Another server seeded or merged into the shared state; our own seed was followed
+            # by a full read already.
+            if rest.partition(" ")[2] not in self._seed_tokens:
+                self._need_resync = True
             return
         version = int(version_text)
         if version <= self.version:

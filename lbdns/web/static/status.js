@@ -56,9 +56,16 @@ function age(seconds) {
   return seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.round(seconds / 60)} min`;
 }
 
-// One line chart: a polyline per host over the last POINTS samples (null values break it).
-function chart(title, series, colours, yMax, label, length) {
+function clock(epochSeconds) {
+  return new Date(epochSeconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+// One line chart: a polyline per host over the last POINTS samples (null values break it),
+// with its values on the y axis (0, half, top) and the time of day on the x axis. The labels
+// are HTML around the SVG, which is stretched to its box and would stretch text too.
+function chart(title, series, colours, yMax, yLabel, times) {
   const width = 300, height = 100;
+  const length = times.length;
   // Span the samples there are (at least MIN_SPAN s) so a young server's lines are not squeezed
   // into the right edge.
   const span = Math.min(POINTS, Math.max(MIN_SPAN, length));
@@ -88,8 +95,24 @@ function chart(title, series, colours, yMax, label, length) {
     });
     flush();
   }
+  // The x axis: the time at the left edge (span - 1 samples, one a second, before the last),
+  // in the middle and at the last sample.
+  const last = length ? times[length - 1] : Date.now() / 1000;
+  const xTicks = [last - (span - 1), last - (span - 1) / 2, last].map(clock);
+  const yAxis = el("div", { class: "y-axis" },
+    el("span", {}, yLabel(yMax)), el("span", {}, yLabel(yMax / 2)), el("span", {}, yLabel(0)));
+  const xAxis = el("div", { class: "x-axis" }, ...xTicks.map((t) => el("span", {}, t)));
   return el("div", { class: "chart" },
-    el("div", { class: "title" }, `${title} · last ${span} s · top ${label}`), box);
+    el("div", { class: "title" }, `${title} · last ${span} s`),
+    el("div", { class: "plot" }, yAxis, box), xAxis);
+}
+
+// What a draining host's drain waits for, as `lbdns hosts drain --wait` prints it.
+function drainLine(host) {
+  const drain = host.drain;
+  const running = `${drain.running_for.toFixed(1)} s`;
+  if (drain.done) return `${host.name}: drained after ${running}; it can be removed`;
+  return `${host.name}: draining for ${running} · ${drain.waiting_for.join(" · ")}`;
 }
 
 function farmCard(farm) {
@@ -114,13 +137,21 @@ function farmCard(farm) {
     el("h3", {}, farm.name),
     el("div", { class: "facts" },
       el("span", {}, "policy ", el("b", {}, farm.policy)),
-      el("span", {}, "utilisation (load/capacity) ", el("b", {}, fmt(farm.utilisation))),
+      el("span", { title: "load of the reporting hosts / capacity of the up hosts" },
+         "utilisation ", el("b", { class: "utilisation" }, pct(farm.utilisation))),
+      el("span", { title: "hosts of the mean capacity that bring utilisation to scale_target" },
+         "hosts needed ", el("b", {}, farm.scale ? (farm.scale.hosts_needed ?? "–") : "–")),
       el("span", {}, "balance (peak/mean) ", el("b", {}, fmt(farm.balance))),
       el("span", {}, "up ", el("b", {}, farm.up), " · stale ", el("b", {}, farm.stale),
          " · down ", el("b", {}, farm.down)),
       el("span", {}, "TTL ", el("b", {}, `${farm.ttl} s`)),
       el("span", {}, "all unhealthy: ", el("b", {}, farm.all_unhealthy))),
     table);
+  const drains = farm.hosts.filter((host) => host.drain);
+  if (drains.length) {
+    card.append(el("ul", { class: "drains" },
+      ...drains.map((host) => el("li", { "data-drain": host.name }, drainLine(host)))));
+  }
   if (farm.history) {
     const load = farm.history.load;
     let peak = 0;
@@ -130,7 +161,8 @@ function farmCard(farm) {
     const yMax = peak > 0 ? peak * 1.1 : 1;
     const share = {};
     const names = Object.keys(farm.history.answers);
-    const length = farm.history.times.length;
+    const times = farm.history.times;
+    const length = times.length;
     for (const name of names) share[name] = [];
     // Over a trailing window of SHARE_SMOOTHING seconds: a farm answered a few times a second
     // would otherwise jump between 0 and 100 % from one second to the next.
@@ -145,9 +177,9 @@ function farmCard(farm) {
       for (const name of names) share[name].push(total ? windowed(name, i) / total : null);
     }
     card.append(el("div", { class: "charts" },
-      chart("load score per host", load, colours, yMax, fmt(yMax, 3), length),
-      chart(`answer share per host (${SHARE_SMOOTHING} s average)`, share, colours, 1, "100%",
-            length)));
+      chart("load score per host", load, colours, yMax, (v) => fmt(v, v < 10 ? 2 : 0), times),
+      chart(`answer share per host (${SHARE_SMOOTHING} s average)`, share, colours, 1,
+            (v) => `${Math.round(v * 100)}%`, times)));
   }
   return card;
 }
