@@ -6,6 +6,7 @@ command line overrides the file. Parse -> validate -> normalise into a new ``Con
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,9 @@ from typing import Any
 
 from lbdns import validate, yamlfile
 from lbdns.auth import Token, parse_tokens
+from lbdns.dnsserver.cookie import CookieSettings
+from lbdns.dnsserver.identity import IdentitySettings
+from lbdns.dnsserver.rrl import RrlSettings
 from lbdns.dnsserver.transport import parse_address
 from lbdns.errors import ConfigError, ConfigErrors, LbdnsError
 from lbdns.validate import Fail
@@ -55,6 +59,8 @@ class Config:
     log_level: str = "info"
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    tcp_max_per_address: int = 64  # open TCP connections from one client address at most
+    tcp_max_per_network: int = 256  # ... from one /24 (IPv4) or /56 (IPv6) at most
     udp_batch: bool = True  # recvmmsg/sendmmsg where available (lbdns.dnsserver.udpbatch)
     tokens: tuple[Token, ...] = ()
     redis_prefix: str = "lbdns:"
@@ -70,6 +76,9 @@ class Config:
     http_max_connections: int = 1024  # open HTTP connections; more are closed as accepted
     assign_rate: float = 100.0  # assignment API requests per second per client address (0: off)
     assign_burst: int = 200  # ... in bursts of at most this many
+    rrl: RrlSettings = RrlSettings()  # response rate limiting (lbdns.dnsserver.rrl)
+    cookies: CookieSettings = CookieSettings()  # DNS cookies (lbdns.dnsserver.cookie)
+    identity: IdentitySettings = IdentitySettings()  # CH TXT id.server, version.bind...
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -145,6 +154,84 @@ def _tokens(value: Any, where: yamlfile.Where, fail: Fail):
     return parse_tokens(value, lambda w, reason: fail(w, reason))
 
 
+def _networks(value: Any, where: yamlfile.Where, fail: Fail):
+    if not isinstance(value, list):
+        fail(where, f"must be a list of networks such as 192.0.2.0/24, got {value!r}")
+        return None
+    out = []
+    for i, item in enumerate(value):
+        try:
+            if not isinstance(item, str):
+                raise ValueError
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            fail(
+                (*where, i),
+                f"must be a network such as 192.0.2.0/24 or 2001:db8::/32, got {item!r}",
+            )
+            continue
+        out.append(item)
+    return tuple(out)
+
+
+def _section(cls, fields: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]]):
+    """A mapping of its own keys, parsed into a frozen ``cls``; unknown keys name their path."""
+
+    def parse(value: Any, where: yamlfile.Where, fail: Fail):
+        if not isinstance(value, dict):
+            fail(where, f"must be a mapping of {', '.join(fields)}, got {value!r}")
+            return None
+        values = {}
+        for key, item in value.items():
+            parser = fields.get(key)
+            if parser is None:
+                fail((*where, key), f"unknown key (expected one of {', '.join(sorted(fields))})")
+                continue
+            parsed = parser(item, (*where, key), fail)
+            if parsed is not None:
+                values[key] = parsed
+        return cls(**values)
+
+    return parse
+
+
+def _secret(value: Any, where: yamlfile.Where, fail: Fail):
+    if not isinstance(value, str) or len(value) != 32:
+        fail(where, "must be 32 hexadecimal digits (16 random octets: openssl rand -hex 16)")
+        return None
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        fail(where, "must be 32 hexadecimal digits (16 random octets: openssl rand -hex 16)")
+        return None
+    return value.lower()
+
+
+COOKIE_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
+    "enabled": _bool,
+    "secret": _secret,
+    "previous_secret": _secret,
+}
+
+IDENTITY_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
+    "enabled": _bool,
+    "id": _string,
+    "hide_version": _bool,
+}
+
+RRL_FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
+    "enabled": _bool,
+    "rate": _number(float, 1, 10_000_000),
+    "burst": _number(float, 0, 10_000_000),
+    "slip": _number(int, 0, 100),
+    "ipv4_prefix": _number(int, 8, 32),
+    "ipv6_prefix": _number(int, 16, 128),
+    "big_size": _number(int, 64, 65535),
+    "whitelist": _networks,
+    "max_networks": _number(int, 100, 10_000_000),
+}
+
+
 # key -> parser. A new setting is one line here, one field above and one row in docs/config.md.
 FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "zones": _path,
@@ -156,6 +243,8 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "log_level": _choice(LOG_LEVELS),
     "tcp_idle_timeout": _number(float, 0.1, 3600),
     "tcp_max_connections": _number(int, 1, 1_000_000),
+    "tcp_max_per_address": _number(int, 1, 1_000_000),
+    "tcp_max_per_network": _number(int, 1, 1_000_000),
     "http_header_timeout": _number(float, 0.1, 3600),
     "http_body_timeout": _number(float, 0.1, 3600),
     "http_max_connections": _number(int, 1, 1_000_000),
@@ -171,6 +260,9 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "max_body": _number(int, 1024, 64 * 1024 * 1024),
     "assign_rate": _number(float, 0.0, 10_000_000),
     "assign_burst": _number(int, 1, 10_000_000),
+    "rrl": _section(RrlSettings, RRL_FIELDS),
+    "cookies": _section(CookieSettings, COOKIE_FIELDS),
+    "identity": _section(IdentitySettings, IDENTITY_FIELDS),
 }
 
 

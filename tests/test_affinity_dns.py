@@ -186,3 +186,15 @@ def test_the_bare_name_of_a_label_keyed_farm_is_keyed_by_the_resolver(server):
     assert len(first) == 1
     for _ in range(5):
         assert addresses(server.query(CHAT, "A")) == first
+
+
+def test_a_cookie_rides_along_with_the_echoed_client_subnet(server):
+    # Both options in one OPT: the subnet echoed with its scope, the cookie answered (RFC 7873).
+    options = [dns.edns.ECSOption("198.51.100.77", 32), dns.edns.CookieOption(b"c" * 8, b"")]
+    query = dns.message.make_query(SUBNET, "A", use_edns=0, options=options)
+    response = dns.query.udp(query, server.host, port=server.port, timeout=3)
+    by_type = {o.otype: o for o in response.options}
+    assert (by_type[dns.edns.ECS].srclen, by_type[dns.edns.ECS].scopelen) == (32, 24)
+    assert by_type[dns.edns.COOKIE].client == b"c" * 8
+    assert len(by_type[dns.edns.COOKIE].server) == 16
+    assert addresses(response) == addresses(ecs_query(server, "198.51.100.77", 32))

@@ -29,6 +29,22 @@ BAD = [
         "tokens:\n  - {name: a, secret: longenough, role: register, networks: [nope]}\n",
         "tokens.0.networks.0: 'nope' is not an address range",
     ),
+    ("tcp_max_per_address: 0\n", "tcp_max_per_address: must be between 1"),
+    ("tcp_max_per_network: many\n", "tcp_max_per_network: must be an integer"),
+    ("rrl: true\n", "rrl: must be a mapping of"),
+    ("rrl: {ratee: 5}\n", "rrl.ratee: unknown key (expected one of big_size, burst, enabled"),
+    ("rrl: {rate: 0}\n", "rrl.rate: must be between 1"),
+    ("rrl: {enabled: 1}\n", "rrl.enabled: must be true or false"),
+    ("rrl: {slip: 1.5}\n", "rrl.slip: must be an integer"),
+    ("rrl: {ipv4_prefix: 33}\n", "rrl.ipv4_prefix: must be between 8 and 32"),
+    ("rrl: {whitelist: 10.0.0.0/8}\n", "rrl.whitelist: must be a list of networks"),
+    ("rrl: {whitelist: [10.0.0.0/8, nope]}\n", "rrl.whitelist.1: must be a network"),
+    ("cookies: {secret: abc}\n", "cookies.secret: must be 32 hexadecimal digits"),
+    ("cookies: {previous_secret: " + "zz" * 16 + "}\n", "cookies.previous_secret: must be 32"),
+    ("cookies: {enabled: no, salt: 1}\n", "cookies.salt: unknown key"),
+    ("identity: {enabled: yes please}\n", "identity.enabled: must be true or false"),
+    ("identity: {id: ''}\n", "identity.id: must be a non-empty string"),
+    ("identity: {version: 1}\n", "identity.version: unknown key"),
     ("- just\n- a list\n", "a config file must be a mapping"),
     ("dns: [\n", "invalid YAML"),
 ]
@@ -74,3 +90,12 @@ def test_check_command_reports_config_errors(tmp_path):
     assert result.returncode == 1
     assert "bogus: unknown key" in result.stderr
     assert "log_level: must be one of" in result.stderr
+
+
+def test_rrl_section_parses_into_its_settings(tmp_path):
+    path = tmp_path / "lbdns.yaml"
+    path.write_text("rrl: {enabled: true, rate: 50, slip: 3, whitelist: [192.0.2.0/24]}\n")
+    settings = config.load(path).rrl
+    assert (settings.enabled, settings.rate, settings.slip) == (True, 50.0, 3)
+    assert settings.whitelist == ("192.0.2.0/24",) and settings.ipv4_prefix == 24
+    assert config.load(None).rrl.enabled is False  # off unless asked for

@@ -304,6 +304,28 @@ def test_wildcard_cname(server):
     ]
 
 
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_one_wildcard_answer_serves_names_of_every_length_and_case(server, tcp):
+    # The answer is one template for every name (owners point at the question): names of
+    # many lengths and cases, one after another, each get their own name back.
+    for depth in (1, 2, 5, 20):
+        for qtype, expected in (("A", "192.0.2.80"), ("TXT", '"wildcard"')):
+            name = ".".join(f"L{i}x" * (1 + i % 3) for i in range(depth)) + ".Apps.example.test."
+            response = server.query(name, qtype, tcp=tcp, use_edns=0)
+            assert response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA
+            assert response.answer[0].name.to_text() == name  # the case kept
+            assert response.answer[0][0].to_text() == expected
+            assert response.answer[0].ttl == 300
+        cname = server.query(f"x{depth}.Wild.example.test.", "A", tcp=tcp)
+        assert [r.to_text() for r in cname.answer] == [
+            f"x{depth}.Wild.example.test. 300 IN CNAME mail.example.test.",
+            "mail.example.test. 300 IN A 192.0.2.25",
+        ]
+        nodata = server.query(f"y{depth}.apps.example.test.", "MX", tcp=tcp)
+        assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+        assert nodata.authority[0].name.to_text() == "example.test."
+
+
 def test_wildcard_does_not_cover_existing_names_or_their_children(server):
     # chain3 exists, so nothing below apps' siblings is synthesised; and under an existing
     # name without a wildcard child the answer is NXDOMAIN.

@@ -70,7 +70,7 @@ def test_badvers_for_version_above_zero(server, version):
     assert raw[12 : 12 + len(q)] == q
 
 
-def test_unknown_options_and_flags_not_echoed_but_do_is(server):
+def test_unknown_options_and_flags_not_echoed_but_do_and_the_cookie_are(server):
     options = struct.pack("!HH", 65001, 4) + b"abcd" + struct.pack("!HH", 10, 8) + b"cookie01"
     for flags in (0x8000 | 0x4000 | 0x0001, 0x4000):
         q = question("mail.example.test.")
@@ -79,7 +79,10 @@ def test_unknown_options_and_flags_not_echoed_but_do_is(server):
         message = dns.message.from_wire(raw)
         assert message.rcode() == dns.rcode.NOERROR
         assert message.answer[0][0].address == "192.0.2.25"
-        assert message.options == ()
+        # Only the cookie is answered (RFC 7873): the client's and a server cookie of ours.
+        assert [option.otype for option in message.options] == [dns.edns.COOKIE]
+        assert message.options[0].client == b"cookie01"
+        assert len(message.options[0].server) == 16
         assert message.ednsflags == (flags & 0x8000)  # DO echoed, unknown bits cleared
 
 

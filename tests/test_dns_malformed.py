@@ -7,8 +7,13 @@ import random
 import struct
 
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
 import pytest
 from dnsclient import (
     counts_of,
@@ -27,6 +32,7 @@ FORMERR = dns.rcode.FORMERR
 DROP = None
 
 GOOD_Q = question("mail.example.test.")
+IXFR_Q = question("example.test.", "IXFR")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +97,50 @@ CASES = [
     ),
     ("additional owner with a cut pointer", header(ar=1) + GOOD_Q + b"\xc0", FORMERR),
     ("OPT rdlength past the end", header(ar=1) + GOOD_Q + opt()[:-2] + b"\xff\xff", FORMERR),
+    # Options must fill the OPT RDATA exactly (RFC 6891 6.1.2): BIND and Knot say FORMERR.
+    (
+        "OPT option length past the OPT RDATA",
+        header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00\x20" + b"c" * 8),
+        FORMERR,
+    ),
+    ("OPT option header cut short", header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00"), FORMERR),
+    (
+        "OPT option past the RDATA, then more records",
+        header(ar=2) + GOOD_Q + opt(options=b"\x00\x08\x00\x08\x00\x01") + b"\x00" * 11,
+        FORMERR,
+    ),
+    (
+        "TSIG not the last record",
+        header(ar=2) + GOOD_Q + b"\x03key\x00" + struct.pack("!HHIH", 250, 255, 0, 0) + opt(),
+        FORMERR,
+    ),
+    (
+        "TSIG of class IN",
+        header(ar=1) + GOOD_Q + b"\x03key\x00" + struct.pack("!HHIH", 250, 1, 0, 0),
+        FORMERR,
+    ),
+    (
+        "TSIG RDATA cut short",
+        header(ar=1) + GOOD_Q + b"\x03key\x00" + struct.pack("!HHIH", 250, 255, 0, 4) + b"\x00" * 4,
+        FORMERR,
+    ),
+    ("OPT in the authority of an IXFR", header(ns=1) + IXFR_Q + opt(), FORMERR),
+    # RFC 7873 5.2.2: a COOKIE too short for a client cookie, or of no valid length, is FORMERR.
+    (
+        "COOKIE of 7 octets",
+        header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00\x07" + b"c" * 7),
+        FORMERR,
+    ),
+    (
+        "COOKIE of 12 octets",
+        header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00\x0c" + b"c" * 12),
+        FORMERR,
+    ),
+    (
+        "COOKIE of 41 octets",
+        header(ar=1) + GOOD_Q + opt(options=b"\x00\x0a\x00\x29" + b"c" * 41),
+        FORMERR,
+    ),
     ("a response (QR=1)", header(flags=0x8000) + GOOD_Q, DROP),
     ("a response with an answer", header(flags=0x8400, an=1) + GOOD_Q, DROP),
 ]
@@ -174,4 +224,113 @@ def test_short_message_over_tcp_closes_the_connection(server):
     with tcp_connect(server.host, server.port) as sock:
         sock.sendall(struct.pack("!H", 5) + b"\x00" * 5)
         assert tcp_recv(sock) is None
+    still_answers(server)
+
+
+def test_well_formed_options_are_fine(server):
+    options = b"\x00\x0a\x00\x08" + b"c" * 8 + b"\x00\x0c\x00\x02\x00\x00"  # cookie, padding
+    raw = udp(server.host, server.port, header(ar=1) + GOOD_Q + opt(options=options))
+    assert raw is not None and flags_of(raw) & 0xF == 0 and counts_of(raw)[1] == 1
+
+
+# -- signed requests and incremental transfers -------------------------------------------------
+
+
+def _ixfr_query() -> dns.message.Message:
+    query = dns.message.make_query("example.test.", "IXFR")
+    soa = dns.rrset.from_text(
+        "example.test.",
+        300,
+        "IN",
+        "SOA",
+        "ns1.example.test. hostmaster.example.test. 2026112200 3600 600 1209600 60",
+    )
+    query.authority.append(soa)
+    return query
+
+
+def test_ixfr_with_soa_in_authority_is_refused_over_tcp(server):
+    # NSD answers REFUSED: lbdns has no secondaries, and the query itself is well formed.
+    response = dns.query.tcp(_ixfr_query(), server.host, port=server.port, timeout=3)
+    assert response.rcode() == dns.rcode.REFUSED
+    assert response.question[0].rdtype == dns.rdatatype.IXFR
+    assert not response.answer and not response.authority
+
+
+def test_ixfr_with_soa_in_authority_is_refused_over_udp_with_edns(server):
+    query = _ixfr_query()
+    query.use_edns(0)
+    response = dns.query.udp(query, server.host, port=server.port, timeout=3)
+    assert response.rcode() == dns.rcode.REFUSED and response.edns == 0
+
+
+def test_other_query_with_an_authority_section_is_still_formerr(server):
+    query = dns.message.make_query("example.test.", "SOA")
+    query.authority.append(_ixfr_query().authority[0])
+    response = dns.query.udp(query, server.host, port=server.port, timeout=3)
+    assert response.rcode() == FORMERR
+
+
+KEYRING = dns.tsigkeyring.from_text({"lbdns-test-key.": "c2VjcmV0c2VjcmV0c2VjcmV0"})
+
+
+@pytest.mark.parametrize("send", [dns.query.udp, dns.query.tcp], ids=["udp", "tcp"])
+@pytest.mark.parametrize("edns", [False, True], ids=["plain", "edns"])
+def test_tsig_signed_query_gets_notauth_badkey(server, send, edns):
+    query = dns.message.make_query("mail.example.test.", "A", use_edns=0 if edns else None)
+    query.use_tsig(KEYRING, keyname="lbdns-test-key.")
+    # dnspython reads the unsigned BADKEY reply and raises it as the peer's verdict.
+    with pytest.raises(dns.tsig.PeerBadKey):
+        send(query, server.host, port=server.port, timeout=3)
+    # The same, read raw: NOTAUTH, no answer, the TSIG last with an empty MAC and BADKEY.
+    raw = udp(server.host, server.port, query.to_wire())
+    assert raw is not None and flags_of(raw) & 0xF == dns.rcode.NOTAUTH
+    assert not flags_of(raw) & 0x0400
+    reply = dns.message.from_wire(raw, keyring=False)  # parse without verifying
+    assert not reply.answer and reply.had_tsig
+    assert reply.tsig_error == dns.rcode.BADKEY
+    assert reply.keyname == dns.name.from_text("lbdns-test-key.")
+    assert reply.tsig[0].mac == b"" and reply.tsig[0].original_id == query.id
+    assert (reply.edns == 0) is edns
+
+
+def test_tsig_with_a_compressed_key_name(server):
+    # The key name may point back into the question (RFC 1035 4.1.4).
+    rdata = (
+        b"\x0bhmac-sha256\x00" + b"\x00\x00\x60\x00\x00\x00\x01\x2c"
+        b"\x00\x00" + b"\x12\x34\x00\x00\x00\x00"
+    )
+    packet = header(ar=1) + GOOD_Q + b"\xc0\x0c" + struct.pack("!HHIH", 250, 255, 0, len(rdata))
+    raw = udp(server.host, server.port, packet + rdata)
+    assert raw is not None and flags_of(raw) & 0xF == dns.rcode.NOTAUTH
+    reply = dns.message.from_wire(raw, keyring=False)
+    assert reply.keyname == dns.name.from_text("mail.example.test.")
+    assert reply.tsig_error == dns.rcode.BADKEY
+
+
+def test_fuzzed_options_cookies_and_tsig_never_stop_the_server(server):
+    # Random EDNS options (cookies of every length among them) and TSIG records with random
+    # RDATA: each answered with a well-formed reply of a known rcode, or nothing.
+    rng = random.Random(7873)
+    allowed = {0, FORMERR, dns.rcode.NOTAUTH}
+    for i in range(300):
+        options = b""
+        for _ in range(rng.randrange(0, 4)):
+            code = rng.choice((10, 10, 8, 12, 65001))
+            length = rng.choice((0, 7, 8, 9, 16, 24, 40, 41, rng.randrange(0, 60)))
+            declared = length if rng.random() < 0.8 else rng.randrange(0, 80)
+            options += struct.pack("!HH", code, declared) + rng.randbytes(length)
+        packet = header(qid=i, ar=1) + GOOD_Q + opt(options=options)
+        if rng.random() < 0.3:
+            rdata = rng.randbytes(rng.randrange(0, 40))
+            if rng.random() < 0.5:
+                rdata = b"\x0bhmac-sha256\x00" + rdata
+            tsig = b"\x03key\x00" + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
+            packet = header(qid=i, ar=2) + GOOD_Q + opt(options=options) + tsig
+        raw = udp(server.host, server.port, packet, timeout=0.5)
+        if raw is None:
+            continue
+        assert raw[:2] == packet[:2]
+        reply = dns.message.from_wire(raw, keyring=False)
+        assert reply.rcode() & 0xF in allowed, (i, reply.rcode())
     still_answers(server)

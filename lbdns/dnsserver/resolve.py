@@ -168,15 +168,30 @@ def _host_answer(zone: Zone, farm: Farm, host, owner: str, qtype: int, answer: l
     return Resolution(RCODE.NOERROR, aa=True, answer=(*answer, *records), zone=zone)
 
 
-def _wildcard(zone: Zone, qname: str):
-    # RFC 4592: the closest encloser is the longest existing ancestor; only '*.<encloser>'
-    # can synthesise an answer.
+def closest_encloser(zone: Zone, qname: str) -> str | None:
+    """The longest existing ancestor of ``qname``, a name that does not exist (RFC 4592)."""
     ancestor = dname.parent(qname)
     while ancestor is not None and dname.is_subdomain(ancestor, zone.origin):
         if ancestor in zone.names:
-            return zone.rrsets.get(f"*.{ancestor}")
+            return ancestor
         ancestor = dname.parent(ancestor)
     return None
+
+
+def wildcard_source(zone: Zone, qname: str) -> str | None:
+    """The wildcard (``*.<closest encloser>``) whose records answer ``qname``, a name that does
+    not exist in ``zone``; None when there is none and the answer is NXDOMAIN (RFC 4592)."""
+    # Only '*.<closest encloser>' can synthesise an answer.
+    encloser = closest_encloser(zone, qname)
+    if encloser is None:
+        return None
+    source = f"*.{encloser}"
+    return source if source in zone.rrsets else None
+
+
+def _wildcard(zone: Zone, qname: str):
+    source = wildcard_source(zone, qname)
+    return None if source is None else zone.rrsets[source]
 
 
 def _rename(rr: RR, owner: str) -> RR:

@@ -9,7 +9,8 @@ back to back, they wake a client waiting on the other CPU once per batch instead
 answer, and that wake-up is the dearest part of a send on a busy server (docs/performance.md).
 
 TCP (RFC 7766) accepts pipelined queries, answers each as soon as it is read, and closes idle
-connections; a cap bounds how many are open at once.
+connections; caps bound how many are open at once, per client address, per network and in all
+(``TcpLimits``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ class TransportStats:
     udp_send_errors: int = 0
     tcp_queries: int = 0
     tcp_connections: int = 0
-    tcp_refused: int = 0
+    tcp_refused: int = 0  # refused for the client's address or network (the two below)
+    tcp_refused_address: int = 0
+    tcp_refused_prefix: int = 0
+    tcp_evicted: int = 0  # least recently active connections closed at the global cap
     tcp_timeouts: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # sampled, see latency.py
 
@@ -225,9 +229,50 @@ class UdpListener:
 
 
 class TcpLimits:
-    def __init__(self, idle_timeout: float = 10.0, max_connections: int = 1000):
+    """The bounds of DNS over TCP (docs/dns.md, "Limits").
+
+    ``max_connections`` is the global cap; ``max_per_address`` and ``max_per_prefix`` (a /24 of
+    IPv4, a /56 of IPv6) keep one client, or one network, well below it (RFC 7766 6.2.2). Past
+    ``busy`` of the cap the idle timeout shrinks with the room that is left (RFC 7766 6.2.3),
+    and at the cap the least recently active connection is closed to take the new one, so a
+    client holding idle connections cannot lock out a resolver retrying a TC=1 answer.
+    """
+
+    def __init__(
+        self,
+        idle_timeout: float = 10.0,
+        max_connections: int = 1000,
+        max_per_address: int = 64,
+        max_per_prefix: int = 256,
+        busy: float = 0.5,
+    ):
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.max_per_address = max_per_address
+        self.max_per_prefix = max_per_prefix
+        self.busy = busy
+        self.min_idle_timeout = min(idle_timeout, 0.5)
+
+    def idle_for(self, open_connections: int) -> float:
+        """The idle timeout to arm with ``open_connections`` open."""
+        start = self.busy * self.max_connections
+        if open_connections <= start:
+            return self.idle_timeout
+        room = max(0.0, (self.max_connections - open_connections) / (self.max_connections - start))
+        return max(self.min_idle_timeout, self.idle_timeout * room)
+
+
+def client_prefix(address: str) -> str:
+    """The network a client address counts against: its /24 (IPv4) or /56 (IPv6)."""
+    if ":" not in address:
+        return address.rpartition(".")[0]
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address.partition("%")[0])
+    except OSError:
+        return address
+    if packed[:12] == b"\x00" * 10 + b"\xff\xff":  # IPv4-mapped: the IPv4 /24
+        return socket.inet_ntop(socket.AF_INET, packed[12:]).rpartition(".")[0]
+    return packed[:7].hex()
 
 
 class TcpConnection(asyncio.Protocol):
@@ -238,19 +283,19 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.client = ""
+        self.prefix = ""
+        self.counted = False  # counted in the server's per-address tables
         self.idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # asyncio or uvloop transport
         self.transport = transport
         server = self.server
-        if len(server.connections) >= server.limits.max_connections:
-            server.stats.tcp_refused += 1
-            transport.abort()
-            return
-        server.connections.add(self)
-        server.stats.tcp_connections += 1
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else ""
+        if not server.admit(self):
+            transport.abort()
+            return
+        server.stats.tcp_connections += 1
         transport.set_write_buffer_limits(high=256 * 1024)
         self._arm()
 
@@ -258,7 +303,8 @@ class TcpConnection(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
         loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(self.server.limits.idle_timeout, self._timeout)
+        server = self.server
+        self.idle = loop.call_later(server.limits.idle_for(len(server.connections)), self._timeout)
 
     def _timeout(self) -> None:
         self.server.stats.tcp_timeouts += 1
@@ -292,7 +338,8 @@ class TcpConnection(asyncio.Protocol):
             self.transport.write(len(response).to_bytes(2, "big") + response)
         if not first:
             # Only whole messages count as activity: a client trickling a byte at a time
-            # must not hold a connection open forever.
+            # must not hold a connection open forever, nor stay out of eviction's way.
+            self.server.touch(self)
             self._arm()
 
     def pause_writing(self) -> None:
@@ -305,7 +352,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:
             self.idle.cancel()
-        self.server.connections.discard(self)
+        self.server.release(self)
 
 
 class TcpServer:
@@ -313,8 +360,72 @@ class TcpServer:
         self.respond = respond
         self.limits = limits
         self.stats = stats
-        self.connections: set[TcpConnection] = set()
+        # Open connections, least recently active first (a dict keeps insertion order; a
+        # completed query moves its connection to the end).
+        self.connections: dict[TcpConnection, None] = {}
+        self.per_address: dict[str, int] = {}
+        self.per_prefix: dict[str, int] = {}
         self.servers: list[asyncio.AbstractServer] = []
+        self._refusals = 0
+
+    def admit(self, connection: TcpConnection) -> bool:
+        """Count a new connection in, closing the least recently active one at the global cap;
+        False (and counted) when its address or network already holds its share."""
+        limits = self.limits
+        client = connection.client
+        prefix = client_prefix(client)
+        if self.per_address.get(client, 0) >= limits.max_per_address:
+            self.stats.tcp_refused_address += 1
+            self._refused("address", client)
+            return False
+        if self.per_prefix.get(prefix, 0) >= limits.max_per_prefix:
+            self.stats.tcp_refused_prefix += 1
+            self._refused("network", client)
+            return False
+        while len(self.connections) >= limits.max_connections:
+            oldest = next(iter(self.connections))
+            self.release(oldest)
+            self.stats.tcp_evicted += 1
+            if oldest.transport is not None:
+                oldest.transport.close()
+        connection.prefix = prefix
+        connection.counted = True
+        self.connections[connection] = None
+        self.per_address[client] = self.per_address.get(client, 0) + 1
+        self.per_prefix[prefix] = self.per_prefix.get(prefix, 0) + 1
+        return True
+
+    def touch(self, connection: TcpConnection) -> None:
+        if connection.counted:
+            del self.connections[connection]
+            self.connections[connection] = None
+
+    def release(self, connection: TcpConnection) -> None:
+        if not connection.counted:
+            return
+        connection.counted = False
+        del self.connections[connection]
+        for table, key in (
+            (self.per_address, connection.client),
+            (self.per_prefix, connection.prefix),
+        ):
+            left = table[key] - 1
+            if left:
+                table[key] = left
+            else:
+                del table[key]
+
+    def _refused(self, what: str, client: str) -> None:
+        self.stats.tcp_refused += 1
+        self._refusals += 1
+        if self._refusals & (self._refusals - 1) == 0:  # the 1st, 2nd, 4th... only
+            log.warning(
+                "TCP connection from %s refused: its %s holds its share of connections "
+                "(%d refused so far)",
+                client,
+                what,
+                self._refusals,
+            )
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()

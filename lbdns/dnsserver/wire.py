@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnslib import AAAA as AAAA_RDATA
-from dnslib import CLASS, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import CLASS, QTYPE, RCODE, RR, DNSBuffer, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import A as A_RDATA
 
 from lbdns import name as dname
@@ -37,8 +37,11 @@ from lbdns.balance.farm import NODATA, SERVFAIL, Farm
 from lbdns.balance.policy.consistent_hash import client_subnet, ecs_subnet
 from lbdns.dnsserver import ecs as rfc7871
 from lbdns.dnsserver import explain
-from lbdns.dnsserver.resolve import REFUSED, Resolution, resolve
+from lbdns.dnsserver.cookie import Cookies, MalformedCookie
+from lbdns.dnsserver.resolve import REFUSED, Resolution, closest_encloser, resolve
+from lbdns.dnsserver.rrl import RateLimiter, bucket_of, truncated
 from lbdns.registry import Registry
+from lbdns.zone.model import Zone
 
 log = logging.getLogger("lbdns.dns")
 
@@ -47,6 +50,7 @@ MAX_TCP_SIZE = 65535
 CACHE_LIMIT = 50_000  # distinct questions remembered before the cache starts over
 SYNTHESISED_LIMIT = 20_000  # negative and wildcard answers remembered before starting over
 CHOICES_LIMIT = 4096  # distinct host choices remembered per farm name
+WILDCARDS_LIMIT = 4096  # (wildcard, type) answers remembered
 
 QR = 0x8000
 AA = 0x0400
@@ -59,10 +63,15 @@ _unpack_rr = struct.Struct("!HHIH").unpack_from
 _pack_u16 = struct.Struct("!H").pack
 
 _OPT_TYPE = 41
+_TSIG_TYPE = 250
+_IXFR = 251
 _TRANSFER_TYPES = (251, 252)  # IXFR, AXFR: refused, lbdns has no secondaries
 _UNSUPPORTED_TYPES = (41, 253, 254)  # OPT as a question, MAILB, MAILA
 _PLAIN_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 _EDNS_COUNTS_TC = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_TSIG_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+_TSIG_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x02"
+_BADKEY = 17
 _NEGATIVE_COUNTS = b"\x00\x01\x00\x00\x00\x01\x00\x00"
 _NEGATIVE_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x01\x00\x01"
 _ECS_OPTION = 8  # EDNS Client Subnet (RFC 7871)
@@ -104,6 +113,82 @@ def _opt(do: bool, ext_rcode: int = 0) -> bytes:
 
 _OPT_PLAIN = _opt(False)
 _OPT_DO = _opt(True)
+
+
+def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The name at ``pos`` in uncompressed wire form, and the offset just past it there.
+    Raises ``FormErr`` for a name that runs off the end, loops or is too long."""
+    size = len(data)
+    out = bytearray()
+    end = -1
+    jumps = 0
+    while True:
+        if pos >= size:
+            raise FormErr
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= size or jumps > 64:
+                raise FormErr
+            target = (length & 0x3F) << 8 | data[pos + 1]
+            if target >= pos:
+                raise FormErr  # pointers point back (RFC 1035 4.1.4)
+            if end < 0:
+                end = pos + 2
+            pos = target
+            jumps += 1
+            continue
+        if length > 63:
+            raise FormErr
+        out += data[pos : pos + length + 1]
+        if len(out) > 255 or pos + length + 1 > size:
+            raise FormErr
+        pos += length + 1
+        if length == 0:
+            return bytes(out), (pos if end < 0 else end)
+
+
+def _append_option(response: bytes, option: bytes) -> bytes:
+    """``response`` with ``option`` added to its OPT record, which every response to an EDNS
+    query ends with (the TSIG BADKEY reply aside, which is returned as it is)."""
+    if response[-11:-8] == b"\x00\x00\x29" and response[-2:] == b"\x00\x00":
+        return response[:-2] + _pack_u16(len(option)) + option  # no options yet: the usual
+    # An OPT that already carries an option (an echoed client subnet): the root owner and
+    # type 41 whose RDATA runs exactly to the end.
+    size = len(response)
+    at = response.rfind(b"\x00\x00\x29", 12, size - 10)
+    for _ in range(4):
+        if at < 12:
+            break
+        rdlength = (response[at + 9] << 8) | response[at + 10]
+        if at + 11 + rdlength == size:
+            head = response[: at + 9] + _pack_u16(rdlength + len(option))
+            return head + response[at + 11 :] + option
+        at = response.rfind(b"\x00\x00\x29", 12, at)
+    return response
+
+
+class _Uncompressed(DNSBuffer):
+    """A buffer that never compresses: packed RDATA that can be copied to any offset."""
+
+    def encode_name(self, name) -> None:
+        self.encode_name_nocompress(name)
+
+
+def _pack_records(records: tuple[RR, ...], placeholder: tuple[bytes, ...]) -> bytes:
+    """``records`` in wire form; an owner equal to ``placeholder`` becomes a pointer to the
+    question name (offset 12), every other name is written out in full."""
+    placeholder = tuple(label.lower() for label in placeholder)
+    out = bytearray()
+    for rr in records:
+        labels = tuple(rr.rname.label)
+        if tuple(label.lower() for label in labels) == placeholder:
+            out += b"\xc0\x0c"
+        else:
+            out += b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+        buffer = _Uncompressed()
+        rr.rdata.pack(buffer)
+        out += struct.pack("!HHIH", rr.rtype, rr.rclass, rr.ttl, len(buffer.data)) + buffer.data
+    return bytes(out)
 
 
 def _opt_with(do: bool, option: bytes) -> bytes:
@@ -148,6 +233,8 @@ class Answerer:
         # Answers for names that need not exist (negative and wildcard answers) apart, so that
         # a flood of random names cannot evict the answers of the real names.
         self.synthesised: dict[bytes, Template | FarmEntry] = {}
+        # (wildcard owner, type) -> the answer shared by every name it covers (None: per name).
+        self.wildcards: dict[tuple[str, int], Template | None] = {}
         self.cache_version = -1
         # Query bytes past the ID, seen before over UDP -> what answering them again needs:
         # (reply without ID, qtype, rcode) for a fixed answer, the parse for a farm question.
@@ -163,6 +250,20 @@ class Answerer:
         # attribute check per query when it is off.
         self.query_log: Callable[[bytes, str, bool, bytes | None], None] | None = None
         self.explain_queries = False  # answer CH TXT _lbdns.<farm> (config explain_queries)
+        # Response rate limiting of UDP answers (config rrl); None when off.
+        self.rrl: RateLimiter | None = None
+        self.big = 1024  # the rate limiter's big_size (the server sets it with rrl)
+        # DNS cookies (config cookies); None when off. While a query with a COOKIE option is
+        # answered: the option for its response, whether its server cookie was good, and the
+        # octets that option adds to the response (counted against the UDP size).
+        self.cookies: Cookies | None = None
+        self.cookie_reply: bytes | None = None
+        self.cookie_valid = False
+        self.opt_extra = 0
+        # CH TXT id.server, version.bind... -> TXT RDATA (config identity; empty when off).
+        self.identity: dict[bytes, bytes] = {}
+        # The TCP idle timeout now, in seconds (set by the server; RFC 7828 keepalive).
+        self.tcp_keepalive: Callable[[], float] | None = None
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -175,6 +276,7 @@ class Answerer:
                 if hit[0].__class__ is bytes:
                     self.rcodes[hit[2]] += 1
                     response = data[:2] + hit[0]
+                    bucket = hit[3]  # its rate-limit class, kept with it
                 else:
                     # A farm question: the choice is made per query, the reply for each choice
                     # is assembled once.
@@ -196,12 +298,27 @@ class Answerer:
                     else:
                         self.rcodes[reply[1]] += 1
                     response = data[:2] + reply[0]
+                    bucket = reply[2]
             else:
                 response = self._respond(data, client, tcp)
+                if self.cookie_reply is not None:
+                    response = self._with_cookie(response, client, tcp)  # and its RRL
+                    if self.query_log is not None:
+                        self.query_log(data, client, tcp, response)
+                    return response
+                bucket = -1
+            if self.rrl is not None and not tcp and response is not None:
+                if bucket < 0:
+                    bucket = bucket_of(response, self.big)
+                verdict = self.rrl.charge(bucket, client)
+                if verdict is not True:
+                    response = None if verdict is None else truncated(response)
             if self.query_log is not None:
                 self.query_log(data, client, tcp, response)
             return response
         except Exception:  # a bug must cost one query, not the server
+            self.cookie_reply = None
+            self.opt_extra = 0
             self.errors += 1
             if self.errors & (self.errors - 1) == 0:  # log the 1st, 2nd, 4th, 8th... only
                 log.exception("internal error answering a query from %s", client)
@@ -236,29 +353,62 @@ class Answerer:
         if qend > size or qend - 12 > 259:
             return self._header_only(data, RCODE.FORMERR)
         question = data[12:qend]
+        qtype = (data[qend - 4] << 8) | data[qend - 3]
         edns = -1  # no OPT
         do = False
         subnet: rfc7871.ClientSubnet | None = None  # the query's client subnet option
         if arcount or ancount or nscount:
-            if ancount or nscount:
+            # An IXFR query carries the client's SOA in the authority section (RFC 1995 3):
+            # refused, as every transfer is, rather than malformed.
+            ixfr = qtype == _IXFR and not ancount and not opcode
+            if ancount or (nscount and not ixfr):
                 rcode = RCODE.NOTIMP if opcode else RCODE.FORMERR
                 return self._error(data, qflags, question, rcode, -1, False)
             try:
-                edns, do, version, _ = self._find_opt(data, qend, arcount)
+                edns, do, version, tsig, ecs, cookie, keepalive = self._find_opt(
+                    data, qend, nscount, arcount
+                )
             except FormErr:
                 return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
-            if edns >= 0:
+            if edns >= 0 and not nscount:  # nscount: an IXFR, refused below
                 try:  # every RFC 7871 rule: a malformed client subnet option is FORMERR
                     subnet = rfc7871.client_subnet(data, qend, arcount)
                 except rfc7871.EcsError:
                     return self._error(data, qflags, question, RCODE.FORMERR, edns, do)
+            if cookie is not None and self.cookies is not None:
+                try:
+                    self.cookie_valid, self.cookie_reply = self.cookies.check(
+                        data, cookie[0], cookie[1], client
+                    )
+                except MalformedCookie:
+                    return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
+                self.opt_extra = len(self.cookie_reply)
+            if keepalive and tcp and self.tcp_keepalive is not None:
+                # RFC 7828: over TCP, tell a client that asked how long it may stay idle (in
+                # units of 100 ms), shorter when the server is busy.
+                timeout = min(0xFFFF, int(self.tcp_keepalive() * 10))
+                option = b"\x00\x0b\x00\x02" + _pack_u16(timeout)
+                self.cookie_reply = (self.cookie_reply or b"") + option
+                self.opt_extra += 6
+            if tsig:
+                # We hold no keys: every signed request is answered NOTAUTH/BADKEY, unsigned
+                # (RFC 8945 5.2, 5.3.2), before anything else is looked at.
+                try:
+                    return self._badkey(data, qflags, question, edns, do, tsig)
+                except FormErr:
+                    return self._error(data, qflags, question, RCODE.FORMERR, -1, False)
             if version:
                 # BADVERS = 16: upper bits 1 in the OPT record, lower bits 0 in the header.
                 return self._error(data, qflags, question, 0, edns, do, ext_rcode=1)
+            if ixfr:
+                return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         if opcode:
             return self._error(data, qflags, question, RCODE.NOTIMP, edns, do)
-        qtype = (data[qend - 4] << 8) | data[qend - 3]
         if data[qend - 2] != 0 or data[qend - 1] != CLASS.IN:
+            if self.identity and data[qend - 2 : qend] == b"\x00\x03" and qtype in (16, 255):
+                rdata = self.identity.get(data[12 : qend - 4].lower())
+                if rdata is not None:
+                    return self._identity(data, qflags, question, rdata, edns, do)
             if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
                 return explain.respond(self.registry, data, tcp)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
@@ -267,6 +417,7 @@ class Answerer:
         if self.cache_version != self.registry.version:
             self.cache.clear()
             self.synthesised.clear()
+            self.wildcards.clear()
             self.seen.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
@@ -282,7 +433,7 @@ class Answerer:
             # Not client-dependent: an ECS option is echoed with scope 0 (RFC 7871 7.2.1).
             opt = _opt_with(do, subnet.option(0)) if subnet is not None else None
             response = self._assemble(data, entry, qflags, question, qend, edns, do, tcp, opt)
-            seen: tuple = (response[2:], qtype, response[3] & 0xF)
+            seen: tuple = (response[2:], qtype, response[3] & 0xF, bucket_of(response, self.big))
         else:
             key, opt = "", None
             if entry.key == "" and subnet is not None:
@@ -307,7 +458,7 @@ class Answerer:
             template = self._choice_template(entry, choice)
             response = self._assemble(data, template, qflags, question, qend, edns, do, tcp, opt)
             seen = (entry, qtype, (qflags, question, qend, edns, do), {}, key, opt)
-        if not tcp:
+        if not tcp and self.cookie_reply is None:  # a cookie's reply is made per query
             if len(self.seen) >= CACHE_LIMIT:
                 self.seen.clear()
             self.seen[data[2:]] = seen
@@ -330,10 +481,11 @@ class Answerer:
         limit = MAX_TCP_SIZE if tcp else (512 if edns < 0 else min(edns, EDNS_UDP_SIZE))
         if opt is None:
             opt = _OPT_DO if do else _OPT_PLAIN
-        length = qend + len(template.tail) + (0 if edns < 0 else len(opt))
+        extra = 0 if edns < 0 else len(opt) + self.opt_extra
+        length = qend + len(template.tail) + extra
         if length > limit and template.lean is not None:
             template = template.lean
-            length = qend + len(template.tail) + (0 if edns < 0 else len(opt))
+            length = qend + len(template.tail) + extra
         flags = template.flags | (qflags & RD_CD)
         self.rcodes[flags & 0xF] += 1
         if length > limit:
@@ -357,7 +509,7 @@ class Answerer:
         response = self._assemble(data, self._choice_template(entry, choice), *parsed, False, opt)
         if len(replies) >= CHOICES_LIMIT:
             replies.clear()
-        reply = replies[choice] = (response[2:], response[3] & 0xF)
+        reply = replies[choice] = (response[2:], response[3] & 0xF, bucket_of(response, self.big))
         return reply
 
     @staticmethod
@@ -383,13 +535,27 @@ class Answerer:
 
     @staticmethod
     def _find_opt(
-        data: bytes, pos: int, count: int
-    ) -> tuple[int, bool, int, tuple[int, int, bytes] | None]:
-        """Walk the additional section; return (udp size, DO, version, client subnet) of its
-        OPT (size -1 without one), the subnet as (family, source prefix, address) or None."""
+        data: bytes, pos: int, authority: int, additional: int
+    ) -> tuple[
+        int,
+        bool,
+        int,
+        tuple[int, int, int] | None,
+        tuple[int, int, bytes] | None,
+        tuple[int, int] | None,
+        bool,
+    ]:
+        """Walk the authority and additional sections; return (udp size, DO, version) of the
+        OPT (-1 when there is none), for a TSIG record (owner, rdata start, rdata end), the
+        OPT's client subnet as (family, source prefix, address) or None, for the first COOKIE
+        option (its data's offset, its length), and whether an edns-tcp-keepalive option
+        came."""
         size = len(data)
-        found: tuple[int, bool, int, tuple[int, int, bytes] | None] = (-1, False, 0, None)
-        for _ in range(count):
+        found_opt = keepalive = False
+        udp, do, version = -1, False, 0
+        tsig = ecs = cookie = None
+        count = authority + additional
+        for index in range(count):
             owner = pos
             while True:  # skip the owner name, which may be compressed
                 if pos >= size:
@@ -411,16 +577,34 @@ class Answerer:
             if pos + 10 > size:
                 raise FormErr
             rtype, rclass, ttl, rdlength = _unpack_rr(data, pos)
-            pos += 10 + rdlength
+            rdata = pos + 10
+            pos = rdata + rdlength
             if pos > size:
                 raise FormErr
             if rtype == _OPT_TYPE:
-                if found[0] >= 0 or data[owner] != 0:
+                if found_opt or data[owner] != 0 or index < authority:
                     raise FormErr  # RFC 6891 6.1.1: one OPT, owned by the root
+                found_opt = True
                 # Payload sizes below 512 mean 512 (RFC 6891 6.2.5).
+                udp, do, version = max(rclass, 512), bool(ttl & DO), (ttl >> 16) & 0xFF
                 ecs = _find_ecs(data, pos - rdlength, pos) if rdlength else None
-                found = (max(rclass, 512), bool(ttl & DO), (ttl >> 16) & 0xFF, ecs)
-        return found
+                while rdata < pos:  # the options must fill the RDATA exactly
+                    if rdata + 4 > pos:
+                        raise FormErr
+                    length = (data[rdata + 2] << 8) | data[rdata + 3]
+                    if data[rdata] == 0 and data[rdata + 1] == 10 and cookie is None:
+                        cookie = (rdata + 4, length)  # RFC 7873 5.2: the first one counts
+                    elif data[rdata] == 0 and data[rdata + 1] == 11:
+                        keepalive = True
+                    rdata += 4 + length
+                    if rdata > pos:
+                        raise FormErr
+            elif rtype == _TSIG_TYPE:
+                # RFC 8945 5.1: a TSIG must be the last record, of class ANY.
+                if index != count - 1 or index < authority or rclass != 255:
+                    raise FormErr
+                tsig = (owner, rdata, pos)
+        return udp, do, version, tsig, ecs, cookie, keepalive
 
     # -- building templates (the slow path, once per question and zone version) -------------
 
@@ -434,6 +618,24 @@ class Answerer:
             notimp = self._pack(name_wire, qtype, Resolution(RCODE.NOTIMP, False))
             return self._synthesised(key, notimp)  # any name: not among the real answers
         qname = dname.from_wire(name_wire)
+        zone = self.registry.zone_of(qname)
+        if zone is None:
+            return None  # REFUSED: not ours
+        encloser = None if qname in zone.names else closest_encloser(zone, qname)
+        if encloser is not None and encloser not in zone.farms:
+            # A name that does not exist, and not below a farm (whose host and key names
+            # resolve): NXDOMAIN, or a wildcard's answer. Floods of random names land here, so
+            # neither resolves nor packs per name (docs/dns.md).
+            source = f"*.{encloser}"
+            if source not in zone.rrsets:
+                return self._synthesised(key, self._negative(name_wire, zone, RCODE.NXDOMAIN))
+            template = self.wildcards.get((source, qtype))
+            if template is None:
+                template = self._wildcard_template(source, qtype)
+            if template.__class__ is Template:
+                return self._synthesised(key, template)
+            # A wildcard NODATA (the SOA's owner points into the question) or one that leads
+            # to a farm: per name, as any other name.
         resolution = resolve(self.registry, qname, qtype)
         if resolution is REFUSED:
             return None
@@ -442,7 +644,8 @@ class Answerer:
             and resolution.authority
             and resolution.authority[0] is resolution.zone.negative_soa
         ):
-            return self._synthesised(key, self._negative(name_wire, resolution))
+            negative = self._negative(name_wire, resolution.zone, resolution.rcode)
+            return self._synthesised(key, negative)
         if resolution.farm is not None:
             farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
             entry: Template | FarmEntry = FarmEntry(
@@ -450,8 +653,7 @@ class Answerer:
             )
         else:
             entry = self._pack(name_wire, qtype, resolution)
-        zone = self.registry.zone_of(qname)
-        if zone is not None and qname not in zone.names:  # made from a wildcard
+        if qname not in zone.names:  # made from a wildcard
             return self._synthesised(key, entry)
         if len(self.cache) >= CACHE_LIMIT:
             self.cache.clear()  # a flood of random names must not grow memory without bound
@@ -483,14 +685,37 @@ class Answerer:
         self.synthesised[key] = entry
         return entry
 
+    def _wildcard_template(self, source: str, qtype: int) -> Template | None:
+        """The answer for every name that the wildcard ``source`` covers, or None when it is
+        made per name. Remembered per (wildcard, type)."""
+        res = resolve(self.registry, source, qtype)
+        template = None
+        negative = not res.answer and res.authority and res.authority[0] is res.zone.negative_soa
+        if res.farm is None and not res.additional and not negative:
+            # Records owned by the wildcard are owned by the asked name: a pointer to the
+            # question at offset 12. Nothing else is compressed, so the bytes after the
+            # question are the same whatever its length.
+            owner = dname.text_labels(source)
+            tail = _pack_records(res.answer, owner) + _pack_records(res.authority, owner)
+            template = Template(
+                flags=QR | (AA if res.aa else 0) | res.rcode,
+                counts=struct.pack("!HHHH", 1, len(res.answer), len(res.authority), 0),
+                counts_edns=struct.pack("!HHHH", 1, len(res.answer), len(res.authority), 1),
+                tail=tail,
+                lean=None,
+            )
+        if len(self.wildcards) >= WILDCARDS_LIMIT:
+            self.wildcards.clear()
+        self.wildcards[(source, qtype)] = template
+        return template
+
     @staticmethod
-    def _negative(name_wire: bytes, res: Resolution) -> Template:
+    def _negative(name_wire: bytes, zone: Zone, rcode: int) -> Template:
         """NXDOMAIN or NODATA with the zone's SOA, built by hand: floods of random names make
         many of these, and dnslib would take ten times as long."""
-        zone = res.zone
         owner = 12 + len(name_wire) - len(zone.origin_wire)  # the zone's name in the question
         return Template(
-            flags=QR | AA | res.rcode,
+            flags=QR | AA | rcode,
             counts=_NEGATIVE_COUNTS,
             counts_edns=_NEGATIVE_COUNTS_EDNS,
             tail=_pack_u16(0xC000 | owner) + zone.negative_soa_wire,
@@ -532,7 +757,86 @@ class Answerer:
             lean=lean,
         )
 
+    # -- cookies ----------------------------------------------------------------------------
+
+    def _with_cookie(self, response: bytes | None, client: str, tcp: bool) -> bytes | None:
+        """``response`` with the COOKIE (and over TCP the keepalive) option in its OPT, after
+        rate limiting: a good server cookie bypasses it; where it would slip, BADCOOKIE with a
+        fresh cookie instead."""
+        option, valid = self.cookie_reply, self.cookie_valid
+        self.cookie_reply = None
+        self.opt_extra = 0
+        if response is None:
+            return None
+        if self.rrl is not None and not tcp and not valid:
+            verdict = self.rrl.allow(response, client)
+            if verdict is None:
+                return None
+            if verdict is False:
+                self.cookies.results["badcookie"] += 1
+                cut = truncated(response)
+                if cut[-11:-8] != b"\x00\x00\x29":
+                    return cut
+                # BADCOOKIE = 23: 1 in the OPT's extended rcode, 7 in the header; no TC.
+                head = cut[:2] + bytes((cut[2] & 0xF9, (cut[3] & 0xF0) | 7))
+                response = head + cut[4:-6] + b"\x01" + cut[-5:]
+        return _append_option(response, option)
+
+    def _identity(
+        self, data: bytes, qflags: int, question: bytes, rdata: bytes, edns: int, do: bool
+    ) -> bytes:
+        """The CH TXT answer naming this server or its version (config identity)."""
+        self.rcodes[RCODE.NOERROR] += 1
+        flags = QR | AA | (qflags & RD_CD)
+        record = b"\xc0\x0c" + struct.pack("!HHIH", QTYPE.TXT, CLASS.CH, 0, len(rdata)) + rdata
+        if edns < 0:
+            return (
+                data[:2]
+                + _pack_u16(flags)
+                + b"\x00\x01\x00\x01\x00\x00\x00\x00"
+                + question
+                + record
+            )
+        counts = b"\x00\x01\x00\x01\x00\x00\x00\x01"
+        return (
+            data[:2]
+            + _pack_u16(flags)
+            + counts
+            + question
+            + record
+            + (_OPT_DO if do else _OPT_PLAIN)
+        )
+
     # -- error responses --------------------------------------------------------------------
+
+    def _badkey(
+        self,
+        data: bytes,
+        qflags: int,
+        question: bytes,
+        edns: int,
+        do: bool,
+        tsig: tuple[int, int, int],
+    ) -> bytes:
+        """NOTAUTH with an unsigned TSIG whose error is BADKEY (RFC 8945 5.2, 5.3.2)."""
+        owner, rdata, end = tsig
+        key, _ = _read_name(data, owner)
+        algorithm, pos = _read_name(data, rdata)
+        # Time signed (6), fudge (2), MAC size (2), MAC, original ID (2), error (2), other (2+).
+        if pos + 10 > end:
+            raise FormErr
+        mac_size = (data[pos + 8] << 8) | data[pos + 9]
+        rest = pos + 10 + mac_size
+        if rest + 6 > end or rest + 6 + ((data[rest + 4] << 8) | data[rest + 5]) != end:
+            raise FormErr
+        rdata_out = algorithm + data[pos : pos + 8] + b"\x00\x00" + data[rest : rest + 2]
+        rdata_out += _pack_u16(_BADKEY) + b"\x00\x00"
+        record = key + struct.pack("!HHIH", _TSIG_TYPE, 255, 0, len(rdata_out)) + rdata_out
+        self.rcodes[RCODE.NOTAUTH] += 1
+        flags = QR | (qflags & (0x7800 | RD_CD)) | RCODE.NOTAUTH
+        if edns < 0:
+            return data[:2] + _pack_u16(flags) + _TSIG_COUNTS + question + record
+        return data[:2] + _pack_u16(flags) + _TSIG_COUNTS_EDNS + question + _opt(do) + record
 
     def _header_only(self, data: bytes, rcode: int) -> bytes:
         self.rcodes[rcode] += 1

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from lbdns import __version__
 from lbdns.balance.capacity import balance, farm_load
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
+from lbdns.dnsserver.rrl import CLASSES, RateLimiter
 from lbdns.dnsserver.wire import TCP_QTYPES, rcode_name
 from lbdns.server import Server
 from lbdns.web import ingest
@@ -66,6 +67,31 @@ def _stat(obj: object, *names: str) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
     return None
+
+
+def _rrl(rrl: RateLimiter | None) -> Iterator[Metric]:
+    """Response rate limiting (docs/dns.md): limited responses by class and action."""
+    limited = CounterMetricFamily(
+        "lbdns_dns_rrl_limited",
+        "UDP responses over the rate limit, by response class and action (dropped, or "
+        "slipped: sent as TC=1).",
+        labels=["class", "action"],
+    )
+    networks = GaugeMetricFamily(
+        "lbdns_dns_rrl_networks", "Client networks with a rate-limit bucket now."
+    )
+    resets = CounterMetricFamily(
+        "lbdns_dns_rrl_resets", "Times the rate-limit tables were full and started over."
+    )
+    if rrl is not None:
+        for index, name in enumerate(CLASSES):
+            limited.add_metric([name, "dropped"], rrl.dropped[index])
+            limited.add_metric([name, "slipped"], rrl.slipped[index])
+        networks.add_metric([], len(rrl.networks))
+        resets.add_metric([], rrl.resets)
+    yield limited
+    yield networks
+    yield resets
 
 
 class ServerCollector(Collector):
@@ -135,11 +161,16 @@ class ServerCollector(Collector):
         )
         tcp = CounterMetricFamily(
             "lbdns_dns_tcp_connections",
-            "TCP connections by outcome: accepted, refused (over the cap), idle_timeout.",
+            "TCP connections by outcome: accepted, refused (the client's address or network "
+            "held its share; also counted as refused_address or refused_network), evicted "
+            "(closed at the global cap to take a new one), idle_timeout.",
             labels=["outcome"],
         )
         tcp.add_metric(["accepted"], stats.tcp_connections)
         tcp.add_metric(["refused"], stats.tcp_refused)
+        tcp.add_metric(["refused_address"], stats.tcp_refused_address)
+        tcp.add_metric(["refused_network"], stats.tcp_refused_prefix)
+        tcp.add_metric(["evicted"], stats.tcp_evicted)
         tcp.add_metric(["idle_timeout"], stats.tcp_timeouts)
         yield tcp
         yield GaugeMetricFamily(
@@ -153,6 +184,16 @@ class ServerCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
+        yield from _rrl(answerer.rrl)
+        cookies = CounterMetricFamily(
+            "lbdns_dns_cookies",
+            "Queries with a DNS COOKIE option, by what their server cookie was (client_only, "
+            "valid, invalid, malformed), and BADCOOKIE replies sent.",
+            labels=["result"],
+        )
+        for result, count in (answerer.cookies.results if answerer.cookies else {}).items():
+            cookies.add_metric([result], count)
+        yield cookies
         query_log = answerer.query_log
         lines = CounterMetricFamily(
             "lbdns_query_log_lines",
