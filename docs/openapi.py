@@ -245,6 +245,47 @@ SCHEMAS: dict[str, Any] = {
             "drain": {"oneOf": [{"type": "null"}, ref("Drain")]},
         }
     ),
+    "HostDetail": {
+        "allOf": [
+            ref("Host"),
+            obj(
+                {
+                    "reason": {
+                        "type": ["string", "null"],
+                        "enum": ["admin", "agent", "check", None],
+                        "description": "Why the host is in its state (null: up on its agent)",
+                    },
+                    "check": {"oneOf": [{"type": "null"}, ref("HostCheck")]},
+                }
+            ),
+        ]
+    },
+    "HostCheck": obj(
+        {
+            "type": {"type": "string", "enum": ["tcp", "http", "https", "tls"]},
+            "verdict": {
+                "type": "string",
+                "enum": ["up", "down", "unknown"],
+                "description": "All probing servers together (quorum)",
+            },
+            "verdict_here": {"type": "string", "enum": ["up", "down", "unknown"]},
+            "servers": {**INT, "description": "Servers with a verdict (this one included)"},
+            "down": {**INT, "description": "Of those, how many see the host down"},
+            "quorum": {"oneOf": [INT, {"type": "string", "enum": ["majority"]}]},
+            "require": {"type": "string", "enum": ["both", "agent", "check"]},
+            "settings": {"type": "object", "description": "The check as the zone file sets it"},
+            "here": {
+                "type": "object",
+                "description": "This server's probes: state, and per address last_ok, latency, "
+                "error, successes, failures, at, changed_at, probes",
+            },
+            "peers": {
+                "type": "object",
+                "additionalProperties": {"type": "object"},
+                "description": "The other servers' probes by server id, as 'here'",
+            },
+        }
+    ),
     "Scale": obj(
         {
             "hosts": INT,
@@ -299,7 +340,7 @@ def action_paths() -> dict[str, Any]:
             "tags": ["admin"],
             "summary": summary,
             "parameters": params,
-            "responses": {"200": ok(ref("Host")), **errors(400, 401, 403, 404, 503)},
+            "responses": {"200": ok(ref("HostDetail")), **errors(400, 401, 403, 404, 503)},
         }
         if action == "drain":
             op["requestBody"] = {"required": False, **json_body(ref("DrainBody"))}
@@ -526,9 +567,9 @@ def document() -> dict[str, Any]:
         "/v1/farms/{farm}/hosts/{host}": {
             "get": {
                 "tags": ["admin"],
-                "summary": "One host, with its drain progress",
+                "summary": "One host, with its drain progress and health checks",
                 "parameters": [FARM, HOST],
-                "responses": {"200": ok(ref("Host")), **errors(401, 403, 404)},
+                "responses": {"200": ok(ref("HostDetail")), **errors(401, 403, 404)},
             },
             "put": {
                 "tags": ["admin"],

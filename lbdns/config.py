@@ -79,6 +79,9 @@ class Config:
     rrl: RrlSettings = RrlSettings()  # response rate limiting (lbdns.dnsserver.rrl)
     cookies: CookieSettings = CookieSettings()  # DNS cookies (lbdns.dnsserver.cookie)
     identity: IdentitySettings = IdentitySettings()  # CH TXT id.server, version.bind...
+    checks: bool = True  # run the zone files' health checks from this server
+    check_source: str | None = None  # local address the probes leave from (None: the kernel's)
+    check_concurrency: int = 256  # probes in flight at once
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -148,6 +151,16 @@ def _state(value: Any, where: yamlfile.Where, fail: Fail):
         fail(where, "must be memory://, redis://, rediss:// or redis+sentinel://")
         return None
     return text
+
+
+def _ip_address(value: Any, where: yamlfile.Where, fail: Fail):
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        fail(where, f"must be an IPv4 or IPv6 address, got {value!r}")
+        return None
 
 
 def _tokens(value: Any, where: yamlfile.Where, fail: Fail):
@@ -263,6 +276,9 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "rrl": _section(RrlSettings, RRL_FIELDS),
     "cookies": _section(CookieSettings, COOKIE_FIELDS),
     "identity": _section(IdentitySettings, IDENTITY_FIELDS),
+    "checks": _bool,
+    "check_source": _ip_address,
+    "check_concurrency": _number(int, 1, 10_000),
 }
 
 

@@ -115,6 +115,7 @@ class Server:
         self._background: set[asyncio.Task] = set()
         self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, when it runs us as Type=notify
         self.serials = SerialBook(config.data_dir or default_data_dir())
+        self.prober: Any = None  # lbdns.probe.prober.Prober, when checks are on
 
     # -- zones ------------------------------------------------------------------------------
 
@@ -143,6 +144,17 @@ class Server:
         self.registry.load_zones(zones)
         _log_zones(zones, "start", self.config.zones)
         await self.store.start()
+        if self.config.checks:
+            from lbdns.probe.prober import Prober
+
+            self.prober = Prober(
+                self.registry,
+                self.store,
+                source=self.config.check_source,
+                concurrency=self.config.check_concurrency,
+            )
+            self.prober.sync()
+            self.spawn(self.prober.run())
         for host, port in self.config.dns_addresses():
             for attempt in range(20):
                 try:

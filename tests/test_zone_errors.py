@@ -183,6 +183,97 @@ CASES = [
         HEAD + "farms:\n  f:\n    hosts:\n      'bad name': {a: 192.0.2.1}\n",
         "host names are 1-63",
     ),
+    # Health checks: farm ``check`` and ``require``, and a host's own ``check``.
+    ("check not a mapping", HEAD + "farms:\n  f: {check: 80}\n", "farms.f.check: check must be"),
+    (
+        "check unknown key",
+        HEAD + "farms:\n  f:\n    check: {port: 80, every: 2}\n",
+        "line 8: farms.f.check.every: unknown check setting",
+    ),
+    (
+        "check type",
+        HEAD + "farms:\n  f:\n    check: {type: icmp, port: 80}\n",
+        "farms.f.check.type: must be one of tcp, http, https, tls, none, got 'icmp'",
+    ),
+    ("check tcp needs a port", HEAD + "farms:\n  f: {check: {type: tcp}}\n", "needs a port"),
+    (
+        "check port",
+        HEAD + "farms:\n  f: {check: {port: 70000}}\n",
+        "farms.f.check.port: must be an integer from 1 to 65535",
+    ),
+    (
+        "check path on tcp",
+        HEAD + "farms:\n  f: {check: {port: 80, path: /health}}\n",
+        "farms.f.check.path: applies to http and https checks only",
+    ),
+    (
+        "check path relative",
+        HEAD + "farms:\n  f: {check: {type: http, path: health}}\n",
+        "farms.f.check.path: must be a path starting with '/'",
+    ),
+    (
+        "check path with a space",
+        HEAD + "farms:\n  f: {check: {type: http, path: '/a b'}}\n",
+        "without spaces",
+    ),
+    (
+        "check expect_status",
+        HEAD + "farms:\n  f: {check: {type: http, expect_status: 700}}\n",
+        "farms.f.check.expect_status: must be an HTTP status",
+    ),
+    (
+        "check expect_body",
+        HEAD + "farms:\n  f: {check: {type: https, expect_body: ''}}\n",
+        "farms.f.check.expect_body: must be text",
+    ),
+    (
+        "check host_header injection",
+        HEAD + 'farms:\n  f: {check: {type: http, host_header: "a\\r\\nX: y"}}\n',
+        "farms.f.check.host_header: must be a host name",
+    ),
+    (
+        "check interval",
+        HEAD + "farms:\n  f: {check: {port: 80, interval: 0}}\n",
+        "farms.f.check.interval: must be seconds from 0.05 to 3600",
+    ),
+    (
+        "check timeout over the interval",
+        HEAD + "farms:\n  f: {check: {port: 80, interval: 1, timeout: 2}}\n",
+        "farms.f.check.timeout: must not exceed the interval",
+    ),
+    ("check rise", HEAD + "farms:\n  f: {check: {port: 80, rise: 0}}\n", "farms.f.check.rise"),
+    (
+        "check fall",
+        HEAD + "farms:\n  f: {check: {port: 80, fall: 2.5}}\n",
+        "farms.f.check.fall: must be an integer from 1 to 100",
+    ),
+    (
+        "check quorum",
+        HEAD + "farms:\n  f: {check: {port: 80, quorum: most}}\n",
+        "farms.f.check.quorum: must be majority or a number of servers",
+    ),
+    (
+        "require unknown",
+        HEAD + "farms:\n  f: {require: either}\n",
+        "farms.f.require: must be one of both, agent, check",
+    ),
+    (
+        "require check without a check",
+        HEAD + "farms:\n  f: {require: check}\n",
+        "farms.f.require: require: check needs a check",
+    ),
+    (
+        "host check over the farm's",
+        HEAD
+        + "farms:\n  f:\n    check: {type: http}\n    hosts:\n"
+        + "      h1: {a: 192.0.2.1, check: {port: 0}}\n",
+        "line 10: farms.f.hosts.h1.check.port: must be an integer from 1 to 65535",
+    ),
+    (
+        "host check unknown key",
+        HEAD + "farms:\n  f:\n    hosts:\n      h1: {a: 192.0.2.1, check: {prot: 1}}\n",
+        "farms.f.hosts.h1.check.prot: unknown check setting",
+    ),
 ]
 
 
@@ -322,3 +413,51 @@ def test_serial_from_mtime_never_goes_back(tmp_path):
     # An explicit serial wins.
     path.write_text(HEAD.replace("hostmaster}", "hostmaster, serial: 7}"))
     assert load_file(path, previous=first).serial == 7
+
+
+def test_check_defaults_and_host_overrides(tmp_path):
+    body = HEAD + textwrap.dedent(
+        """\
+        farms:
+          f:
+            check: {type: http, path: /health, expect_status: [200, 204], interval: 0.5}
+            require: check
+            hosts:
+              h1: {a: 192.0.2.1}
+              h2: {a: 192.0.2.2, check: {port: 8080, fall: 5}}
+              h3: {a: 192.0.2.3, check: false}
+              h4: {a: 192.0.2.4, check: {type: tcp, port: 22}}
+          g:
+            check: {type: tls, port: 443}
+            hosts:
+              h1: {a: 192.0.2.1}
+        """
+    )
+    (tmp_path / "bad.test.yaml").write_text(body)
+    farms = load_folder(tmp_path)["bad.test."].farms
+    farm = farms["f.bad.test."]
+    hosts = {h.name: h for h in farm.hosts}
+    h1 = farm.check_of(hosts["h1"])
+    assert (h1.type, h1.target_port, h1.path, h1.expect_status) == (
+        "http",
+        80,
+        "/health",
+        (200, 204),
+    )
+    # HAProxy-like defaults; the timeout is at most the interval.
+    assert (h1.interval, h1.timeout, h1.rise, h1.fall, h1.quorum) == (0.5, 0.5, 2, 3, 0)
+    h2 = farm.check_of(hosts["h2"])
+    assert (h2.type, h2.port, h2.path, h2.fall, h2.interval) == ("http", 8080, "/health", 5, 0.5)
+    assert farm.check_of(hosts["h3"]) is None
+    assert farm.check_of(hosts["h4"]).type == "tcp"
+    assert farm.require == "check"
+    tls = farms["g.bad.test."].check
+    assert (tls.type, tls.port, tls.interval, tls.timeout, tls.rise, tls.fall) == (
+        "tls",
+        443,
+        2.0,
+        1.0,
+        2,
+        3,
+    )
+    assert farms["g.bad.test."].require == "both"

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from dnslib import QTYPE
 
 from lbdns.balance.accounting import Accounting, Ledger
+from lbdns.balance.check import combine
 from lbdns.balance.drain import drain_status
 from lbdns.balance.host import (
     DISABLED,
@@ -84,6 +85,7 @@ class FarmView:
     valid_until: float  # the view must be rebuilt at this time (a report goes stale)
     built: float = 0.0
     warming: bool = False  # never-reported hosts are answered until the first reports are in
+    reasons: Mapping[str, str | None] = field(default_factory=dict)  # "agent", "check", ...
 
 
 class LastAnswer(NamedTuple):
@@ -179,20 +181,31 @@ class Farm:
         self._view = None
 
     def host_state(self, host: Host, now: float) -> str:
+        return self.state_and_reason(host, now)[0]
+
+    def state_and_reason(self, host: Host, now: float) -> tuple[str, str | None]:
+        """A host's state and why: "admin", "agent" (its reports), "check" (the servers'
+        probes), or None when it is up on its agent's word."""
         if host.admin == "disabled":
-            return DISABLED
+            return DISABLED, "admin"
         if host.admin == "draining":
             # drained once the drain is complete (either way the host gets no answers)
             status = drain_status(self, host, now)
-            return DRAINED if status is not None and status.done else DRAINING
+            return (DRAINED if status is not None and status.done else DRAINING), "admin"
         report = host.report
         if report is None:
-            return NEW
-        if now - report.received > self.spec.stale_after * report.interval:
-            return STALE
-        if not report.healthy:
-            return DOWN
-        return UP
+            agent = NEW
+        elif now - report.received > self.spec.stale_after * report.interval:
+            agent = STALE
+        elif not report.healthy:
+            agent = DOWN
+        else:
+            agent = UP
+        check = self.spec.check_of(host.spec)
+        if check is None or host.probe is None:
+            return agent, None if agent == UP else "agent"
+        state, reason = combine(self.spec.require, agent, host.probe.verdict(check.quorum, now))
+        return state, reason
 
     # -- the query path ---------------------------------------------------------------------
 
@@ -480,6 +493,7 @@ class Farm:
                 self.ring = Ring.build(ring_hosts)
                 self._ring_hosts = ring_hosts
         states: dict[str, str] = {}
+        reasons: dict[str, str | None] = {}
         scores: dict[str, float] = {}
         candidates: dict[int, list[Candidate]] = {q: [] for q in _QTYPES}
         tiers: dict[int, dict[str, list[Candidate]]] = {
@@ -501,22 +515,24 @@ class Farm:
         up_scores = []
         up_capacity = up_load = 0.0
         for host in self.hosts.values():
-            state = self.host_state(host, now)
+            state, reasons[host.name] = self.state_and_reason(host, now)
             states[host.name] = state
             value = score(host.report, spec.score, host.spec.capacity)
             scores[host.name] = value
             report = host.report
+            reported_fresh = False
             if report is not None:
                 deadline = report.received + spec.stale_after * report.interval
                 if deadline > now:
                     valid_until = min(valid_until, deadline)
-            if state == UP:
+                    reported_fresh = True
+            if state == UP and report is not None:
                 up_scores.append(value)
                 up_capacity += host.spec.capacity
                 up_load += value * host.spec.capacity
             if accounting is not None:
                 ledger = accounting.ledger(host.name)
-                if state in (UP, DOWN):
+                if state in (UP, DOWN) and reported_fresh:
                     fresh.append(ledger)
         if accounting is not None:
             self._take_reports(accounting, fresh, now)
@@ -530,6 +546,10 @@ class Farm:
             value = scores[host.name]
             if state == NEW and warming:
                 value, state = new_load, UP
+            elif state == UP and host.report is None:
+                # Up on its probes alone (no agent): at the mean load of the hosts that report,
+                # or 0 when none does (then the accounting spreads answers by capacity).
+                value = new_load
             if accounting is not None:
                 ledger = accounting.ledgers[host.name]
                 value += ledger.pending * ledger.unit / host.spec.capacity
@@ -579,6 +599,7 @@ class Farm:
             valid_until=valid_until,
             built=now,
             warming=warming,
+            reasons=reasons,
         )
 
     def _herd_budget(self, up_load: float, up_capacity: float) -> float:
@@ -666,7 +687,11 @@ class Farm:
                 "load": round(loads[host.name], 6) if host.name in loads else None,
                 "answers": host.answers,
                 "share_total": round(host.answers / total_answers, 4) if total_answers else 0.0,
+                "reason": view.reasons.get(host.name),
             }
+            brief = self.check_brief(host, now)
+            if brief is not None:
+                item["check"] = brief
             if ledger is not None:
                 item["answers_recent"] = ledger.window_answers
                 item["share_recent"] = (
@@ -708,6 +733,52 @@ class Farm:
     def host_owner(self, host_name: str) -> str:
         """The per-host name of a host: ``<host>.<farm>``, answered with its addresses."""
         return f"{host_name.lower()}.{self.name}"
+    def check_brief(self, host: Host, now: float) -> dict[str, Any] | None:
+        """The servers' check verdict on a host in short (None when it is not checked)."""
+        check = self.spec.check_of(host.spec)
+        if check is None:
+            return None
+        probe = host.probe
+        votes = []
+        here = None
+        if probe is not None:
+            here = probe.local_verdict() if probe.trackers else None
+            if probe.trackers:
+                votes.append(here)
+            votes.extend(p.verdict for p in probe.peers.values() if p.expires > now)
+        known = [v for v in votes if v is not None]
+        verdict = probe.verdict(check.quorum, now) if probe is not None else None
+        return {
+            "type": check.type,
+            "verdict": verdict or "unknown",
+            "here": here or "unknown",
+            "servers": len(known),
+            "down": sum(1 for v in known if v == "down"),
+            "quorum": check.quorum or "majority",
+            "require": self.spec.require,
+        }
+
+    def check_json(self, host: Host, now: float) -> dict[str, Any] | None:
+        """Everything about a host's checks: the settings, the verdict, this server's last
+        result, latency, error and streaks per address, and every other server's."""
+        brief = self.check_brief(host, now)
+        if brief is None:
+            return None
+        check = self.spec.check_of(host.spec)
+        assert check is not None
+        probe = host.probe
+        servers = {}
+        if probe is not None:
+            for server, peer in sorted(probe.peers.items()):
+                if peer.expires > now:
+                    servers[server] = dict(peer.detail)
+        return {
+            **brief,
+            "settings": check.to_json(),
+            "here": probe.summary() if probe is not None else None,
+            "verdict_here": brief["here"],
+            "peers": servers,
+        }
 
     def _why(self, now: float) -> dict[str, Any] | None:
         last = self.last

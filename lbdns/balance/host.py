@@ -7,7 +7,7 @@ Host states, in the order of precedence used to describe a host (docs/balancing.
 | up       | a fresh report says healthy                                 | yes               |
 | new      | never reported since this server started or since added     | only in warm-up   |
 | stale    | no report for ``stale_after`` x the host's report interval  | fail-open only    |
-| down     | the last report says unhealthy                              | fail-open only    |
+| down     | the last report says unhealthy, or the servers' probes fail | fail-open only    |
 | draining | drained through the admin API; turns drained when empty     | never             |
 | drained  | draining, and its drain is complete (``balance.drain``)      | never             |
 | disabled | disabled through the admin API                              | never             |
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from lbdns.balance.check import HostProbe
 from lbdns.zone.model import HostSpec
 
 DEFAULT_GRACE = 5.0
@@ -110,6 +111,7 @@ class Host:
     report: Report | None = None
     last_answered: float = 0.0
     answers: int = 0
+    probe: HostProbe | None = None  # the servers' health checks (lbdns.balance.check)
 
     @property
     def name(self) -> str:
@@ -123,6 +125,7 @@ class Host:
         self.drain = previous.drain
         self.last_answered = previous.last_answered
         self.answers = previous.answers
+        self.probe = previous.probe
 
 
 def raw_score(report: Report | None, weights: Mapping[str, float]) -> float:

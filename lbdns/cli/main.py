@@ -47,7 +47,17 @@ def _server_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("zones", "dns", "http", "state", "data_dir", "log_format", "log_level", "query_log")
+    keys = (
+        "zones",
+        "dns",
+        "http",
+        "state",
+        "data_dir",
+        "log_format",
+        "log_level",
+        "query_log",
+        "check_source",
+    )
     return {key: getattr(args, key, None) for key in keys}
 
 
@@ -81,6 +91,12 @@ def _serve_command(commands) -> None:
         type=float,
         metavar="FRACTION",
         help="log this fraction of DNS queries (0 to 1; default 0, off)",
+    )
+    p.add_argument(
+        "--check-source",
+        dest="check_source",
+        metavar="ADDRESS",
+        help="local address the health-check probes leave from (default: the kernel's choice)",
     )
     p.set_defaults(run=_serve)
 

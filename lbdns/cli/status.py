@@ -26,7 +26,17 @@ COLOURS = {
     "drained": "34",
     "disabled": "35",
 }
-COLUMNS = ("host", "state", "score", "conns", "capacity", "report age", "share", "answers")
+COLUMNS = (
+    "host",
+    "state",
+    "score",
+    "conns",
+    "capacity",
+    "report age",
+    "share",
+    "answers",
+    "check",
+)
 
 
 def register(commands) -> None:
@@ -56,7 +66,22 @@ def _age(value: Any) -> str:
     return "never" if value is None else f"{value:.1f}s"
 
 
-RIGHT_ALIGNED = frozenset(range(2, len(COLUMNS)))
+RIGHT_ALIGNED = frozenset(range(2, len(COLUMNS) - 1))
+
+
+def _check(host: dict[str, Any]) -> str:
+    """``up``, ``down 2/3`` (servers seeing it down / servers probing), with the reason of a
+    host that is not up, or ``-`` for a host without checks."""
+    check = host.get("check")
+    text = "-"
+    if check:
+        text = check["verdict"]
+        if check["servers"] > 1 or check["down"]:
+            text += f" {check['down']}/{check['servers']}"
+    reason = host.get("reason")
+    if reason and host.get("state") != "up" and reason != "admin":
+        text += f" ({reason})"
+    return text
 
 
 def _row(cells: tuple[str, ...], widths: list[int], state: str | None, colour: bool) -> str:
@@ -100,6 +125,7 @@ def render(data: dict[str, Any], colour: bool) -> str:
                     _age(h["report_age"]),
                     _percent(h["share"]),
                     str(h["answers"]),
+                    _check(h),
                 )
                 for h in farm["hosts"]
             ]

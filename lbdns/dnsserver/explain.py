@@ -34,7 +34,7 @@ def explain_lines(registry: Registry, farm_name: str) -> list[str] | None:
             f" load={'-' if load is None else f'{load:.3g}'}"
             f" score={host['score']:.3g} inflight={host['in_flight']:.3g}"
             f" age={'-' if age is None else f'{age:.1f}'}"
-            f" share={host.get('share_recent', host['share_total']):.2f}"
+            f" share={host.get('share_recent', host['share_total']):.2f}" + _check_words(host)
         )
     last = info["last_answer"]
     if last is not None:
@@ -43,6 +43,16 @@ def explain_lines(registry: Registry, farm_name: str) -> list[str] | None:
             f" from {last['client']} age={last['age']:.1f} ttl={last['ttl']}"
         )
     return lines
+
+
+def _check_words(host: dict) -> str:
+    check = host.get("check")
+    words = ""
+    if host.get("reason") and host["state"] != "up":
+        words += f" reason={host['reason']}"
+    if check is not None:
+        words += f" check={check['verdict']} down={check['down']}/{check['servers']}"
+    return words
 
 
 def respond(registry: Registry, data: bytes, tcp: bool) -> bytes | None:

@@ -31,15 +31,16 @@ BOUNDS = (
 class LatencyHistogram:
     """Counts per bucket (the last one is +Inf), a total count and a sum of seconds."""
 
-    __slots__ = ("buckets", "count", "total")
+    __slots__ = ("bounds", "buckets", "count", "total")
 
-    def __init__(self) -> None:
-        self.buckets = [0] * (len(BOUNDS) + 1)
+    def __init__(self, bounds: tuple[float, ...] = BOUNDS) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
         self.count = 0
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.buckets[bisect_left(BOUNDS, seconds)] += 1
+        self.buckets[bisect_left(self.bounds, seconds)] += 1
         self.count += 1
         self.total += seconds
 
@@ -47,7 +48,7 @@ class LatencyHistogram:
         """(upper bound, cumulative count) pairs as Prometheus wants them, ending with +Inf."""
         out = []
         running = 0
-        for bound, count in zip((*map(str, BOUNDS), "+Inf"), self.buckets, strict=True):
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.buckets, strict=True):
             running += count
             out.append((bound, running))
         return out

@@ -41,6 +41,10 @@ class Store(abc.ABC):
     def zones_loaded(self) -> None:
         """The registry loaded new zones: re-apply persisted host changes on top of them."""
 
+    def check_changed(self, farm_name: str, host_name: str) -> None:
+        """This server's probes changed their verdict on a host. The memory store keeps it
+        local; the Redis store tells the other servers (``lbdns.balance.check`` quorum)."""
+
     # -- changes ----------------------------------------------------------------------------
 
     @abc.abstractmethod

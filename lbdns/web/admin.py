@@ -147,6 +147,9 @@ def farm_json(request: web.Request, farm: Farm, hosts: bool) -> dict[str, Any]:
     if farm.spec.redirect is not None:
         body["redirect"] = {"url": farm.spec.redirect, "public": farm.spec.redirect_public}
     host_list = [host_json(request.app[REGISTRY], farm, h, now) for h in farm.hosts.values()]
+    for item, host in zip(host_list, farm.hosts.values(), strict=True):
+        item["reason"] = farm.state_and_reason(host, now)[1]
+        item["check"] = farm.check_brief(host, now)
     states: dict[str, int] = {}
     for item in host_list:
         states[item["state"]] = states.get(item["state"], 0) + 1
@@ -308,7 +311,16 @@ async def show_host(request: web.Request) -> web.Response:
     token = authenticate(request, *READ_ROLES)
     farm = _farm(request, token)
     host = _host(farm, request.match_info["host"])
-    return json_response(host_json(request.app[REGISTRY], farm, host, _now(request)))
+    now = _now(request)
+    body = host_json(request.app[REGISTRY], farm, host, now)
+    body.update(check_fields(farm, host, now))
+    return json_response(body)
+
+
+def check_fields(farm: Farm, host: Host, now: float) -> dict[str, Any]:
+    """The health-check part of a host's JSON: why it is in its state, and its checks."""
+    _, reason = farm.state_and_reason(host, now)
+    return {"reason": reason, "check": farm.check_json(host, now)}
 
 
 # -- changes of one host ---------------------------------------------------------------------
@@ -407,7 +419,10 @@ async def host_action(request: web.Request) -> web.Response:
         host=host.name,
         action=action,
     )
-    return json_response(host_json(request.app[REGISTRY], farm, host, _now(request)))
+    now = _now(request)
+    body = host_json(request.app[REGISTRY], farm, host, now)
+    body.update(check_fields(farm, host, now))
+    return json_response(body)
 
 
 # -- changes by label selector ---------------------------------------------------------------

@@ -112,6 +112,7 @@ class ServerCollector(Collector):
         yield from self._dns()
         yield from self._farms()
         yield from self._state()
+        yield from self._checks()
 
     def _dns(self) -> Iterator[Metric]:
         server = self.server
@@ -365,6 +366,66 @@ class ServerCollector(Collector):
         info = GaugeMetricFamily("lbdns_store_info", "The state store in use.", labels=["kind"])
         info.add_metric([kind], 1.0)
         yield info
+
+    def _checks(self) -> Iterator[Metric]:
+        prober = self.server.prober
+        if prober is None:
+            return
+        stats = prober.stats
+        results = CounterMetricFamily(
+            "lbdns_probes",
+            "Health-check probes sent by this server, by farm, host and result (ok, fail).",
+            labels=["farm", "host", "result"],
+        )
+        for (farm, host, result), count in sorted(stats.results.items()):
+            results.add_metric([farm, host, result], count)
+        yield results
+        latency = HistogramMetricFamily(
+            "lbdns_probe_latency_seconds",
+            "Time of each probe, from connect to verdict (failures included), by check type.",
+            labels=["type"],
+        )
+        for kind, histogram in sorted(stats.latency.items()):
+            latency.add_metric([kind], histogram.cumulative(), sum_value=histogram.total)
+        yield latency
+        transitions = CounterMetricFamily(
+            "lbdns_check_transitions",
+            "Times this server's probes turned a host up or down, by farm, host and new state.",
+            labels=["farm", "host", "to"],
+        )
+        for (farm, host, to), count in sorted(stats.transitions.items()):
+            transitions.add_metric([farm, host, to], count)
+        yield transitions
+        verdict = GaugeMetricFamily(
+            "lbdns_host_check_up",
+            "1 when the checks find the host up, 0 when down (no sample while unknown); "
+            "scope=here: this server's probes, scope=servers: the quorum of all servers'.",
+            labels=["farm", "host", "scope"],
+        )
+        registry = self.server.registry
+        now = registry.clock()
+        for farm_name, farm in sorted(registry.farms.items()):
+            for host_name, host in farm.hosts.items():
+                brief = farm.check_brief(host, now)
+                if brief is None:
+                    continue
+                for scope, value in (("here", brief["here"]), ("servers", brief["verdict"])):
+                    if value in ("up", "down"):
+                        verdict.add_metric(
+                            [farm_name, host_name, scope], 1.0 if value == "up" else 0.0
+                        )
+        yield verdict
+        yield GaugeMetricFamily(
+            "lbdns_probe_targets", "Addresses this server probes.", value=len(prober.targets)
+        )
+        yield GaugeMetricFamily(
+            "lbdns_probes_in_flight", "Probes in flight now.", value=prober.in_flight
+        )
+        yield CounterMetricFamily(
+            "lbdns_probes_late",
+            "Probes started over a second late (check_concurrency was full).",
+            value=stats.late,
+        )
 
 
 METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)

@@ -157,6 +157,8 @@ def farm_status(
             "recent_answers": recent.get(name, 0),
             "share": _round(recent.get(name, 0) / recent_total) if recent_total else None,
             "addresses": [*host.spec.a, *host.spec.aaaa],
+            "reason": view.reasons.get(name),
+            "check": farm.check_brief(host, now),
         }
         drain = drain_status(farm, host, now)
         if drain is not None:

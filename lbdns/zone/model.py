@@ -35,6 +35,50 @@ from lbdns import name as dname
 STATIC_TYPES = ("A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS", "PTR")
 ALL_UNHEALTHY = ("fail-open", "nodata", "servfail", "sorry")
 MAX_TTL = 2**31 - 1
+CHECK_TYPES = ("tcp", "http", "https", "tls", "none")
+REQUIRES = ("both", "agent", "check")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """How the servers probe a host (docs/zones.md, "check"). Type ``none``: not probed."""
+
+    type: str = "tcp"
+    port: int = 0  # 0 with http/https: 80/443
+    path: str = "/"
+    expect_status: tuple[int, ...] = ()  # empty: any 2xx or 3xx
+    expect_body: str | None = None
+    host_header: str | None = None
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    quorum: int = 0  # servers that must see a failure; 0: a majority of those that probe
+
+    @property
+    def probed(self) -> bool:
+        return self.type != "none"
+
+    @property
+    def target_port(self) -> int:
+        if self.port:
+            return self.port
+        return 443 if self.type in ("https", "tls") else 80
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "port": self.target_port if self.probed else None,
+            "path": self.path if self.type in ("http", "https") else None,
+            "expect_status": list(self.expect_status) or None,
+            "expect_body": self.expect_body,
+            "host_header": self.host_header,
+            "interval": self.interval,
+            "timeout": self.timeout,
+            "rise": self.rise,
+            "fall": self.fall,
+            "quorum": self.quorum or "majority",
+        }
 
 
 @dataclass(frozen=True)
@@ -47,18 +91,23 @@ class HostSpec:
     capacity: float = 1.0
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "zone"  # "zone", "api" or "registered"
+    check: CheckSpec | None = None  # the zone file's per-host check (None: the farm's)
 
     def addresses(self, qtype: int) -> tuple[str, ...]:
         return self.a if qtype == QTYPE.A else self.aaaa if qtype == QTYPE.AAAA else ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "a": list(self.a),
             "aaaa": list(self.aaaa),
             "capacity": self.capacity,
             "labels": dict(self.labels),
             "source": self.source,
         }
+        if self.check is not None:
+            # Only when set, so that the digests of entries without a check stay as they were.
+            out["check"] = self.check.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -95,6 +144,13 @@ class FarmSpec:
     @property
     def keyed(self) -> bool:
         return self.policy == "consistent-hash"
+    check: CheckSpec | None = None  # probes from the servers (None: agent reports only)
+    require: str = "both"  # how a probe verdict combines with the agent's report
+
+    def check_of(self, host: HostSpec) -> CheckSpec | None:
+        """The check that applies to ``host``: its own, else the farm's; None if not probed."""
+        check = host.check if host.check is not None else self.check
+        return check if check is not None and check.probed else None
 
 
 @dataclass(frozen=True)

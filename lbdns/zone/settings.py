@@ -9,7 +9,7 @@ from typing import Any
 
 from lbdns import validate, yamlfile
 from lbdns.validate import MAX_CAPACITY, Fail
-from lbdns.zone.model import ALL_UNHEALTHY, FarmSpec, HostSpec
+from lbdns.zone.model import ALL_UNHEALTHY, CHECK_TYPES, REQUIRES, CheckSpec, FarmSpec, HostSpec
 
 FARM_KEYS = {
     "ttl",
@@ -30,6 +30,8 @@ FARM_KEYS = {
     "min_ttl",
     "herd_budget",
     "ecs",
+    "check",
+    "require",
 }
 
 
@@ -121,6 +123,7 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
                 kwargs["sorry_aaaa"] = _addresses(sorry.get("aaaa"), ipaddress.IPv6Address, "aaaa")
             except ValueError as exc:
                 fail((*where, "sorry"), str(exc))
+    check_base = _parse_farm_check(body, where, fail, kwargs)
     hosts = body.get("hosts", {})
     if hosts is None:
         hosts = {}
@@ -129,11 +132,22 @@ def parse_farm(farm_name: str, body: Any, where: yamlfile.Where, fail: Fail) -> 
         hosts = {}
     parsed = []
     for host_name, host_body in hosts.items():
-        host = parse_host(str(host_name), host_body, (*where, "hosts", host_name), fail, "zone")
+        host = parse_host(
+            str(host_name),
+            host_body,
+            (*where, "hosts", host_name),
+            fail,
+            "zone",
+            check_base=check_base,
+        )
         if host is not None:
             parsed.append(host)
     kwargs["hosts"] = tuple(parsed)
     parse_affinity(body, kwargs.get("policy", FarmSpec.policy), where, fail, kwargs)
+    require = kwargs.get("require", "both")
+    checks = (kwargs.get("check"), *(h.check for h in parsed))
+    if require != "both" and not any(c is not None and c.probed for c in checks):
+        fail((*where, "require"), f"require: {require} needs a check (farm or host 'check')")
     return FarmSpec(**kwargs)
 
 
@@ -155,11 +169,176 @@ def _parse_ecs(value: Any, where: yamlfile.Where, fail: Fail, kwargs: dict[str, 
             kwargs[field_name] = scope
 
 
-HOST_KEYS = {"a", "aaaa", "capacity", "labels"}
+def _parse_farm_check(
+    body: dict[str, Any], where: yamlfile.Where, fail: Fail, kwargs: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The farm's ``check`` and ``require`` into ``kwargs``; returns the raw check mapping the
+    hosts' own ``check`` keys override (None when the farm has no valid check)."""
+    require = body.get("require", "both")
+    if require not in REQUIRES:
+        fail((*where, "require"), f"must be one of {', '.join(REQUIRES)}, got {require!r}")
+    else:
+        kwargs["require"] = require
+    if body.get("check") is None:
+        return None
+    check = parse_check(body["check"], (*where, "check"), fail)
+    if check is None:
+        return None
+    kwargs["check"] = check
+    raw = body["check"]
+    return dict(raw) if isinstance(raw, dict) else None
+
+
+CHECK_KEYS = (
+    "type",
+    "port",
+    "path",
+    "expect_status",
+    "expect_body",
+    "host_header",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "quorum",
+)
+HTTP_ONLY = ("path", "expect_status", "expect_body")
+NO_CHECK = CheckSpec(type="none")
+
+
+def parse_check(
+    value: Any, where: yamlfile.Where, fail: Fail, base: dict[str, Any] | None = None
+) -> CheckSpec | None:
+    """Validate a ``check`` mapping (over the farm's ``base`` keys, for a host's own check);
+    ``false`` or ``{type: none}`` turns probing off. None when invalid (reported via ``fail``)."""
+    if value is False or value == "none":
+        return NO_CHECK
+    if not isinstance(value, dict):
+        fail(where, "check must be a mapping (type, port, ...) or false")
+        return None
+    ok = True
+    for key in value:
+        if key not in CHECK_KEYS:
+            fail((*where, key), f"unknown check setting (expected one of {', '.join(CHECK_KEYS)})")
+            ok = False
+    merged = {**(base or {}), **value}
+    kind = merged.get("type", "tcp")
+    if kind not in CHECK_TYPES:
+        fail((*where, "type"), f"must be one of {', '.join(CHECK_TYPES)}, got {kind!r}")
+        return None
+    if kind == "none":
+        return NO_CHECK if ok else None
+    kwargs: dict[str, Any] = {"type": kind}
+    port = merged.get("port")
+    if port is None:
+        if kind in ("tcp", "tls"):
+            fail(where, f"a {kind} check needs a port")
+            ok = False
+    elif isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        fail((*where, "port"), f"must be an integer from 1 to 65535, got {port!r}")
+        ok = False
+    else:
+        kwargs["port"] = port
+    if kind not in ("http", "https"):
+        for key in HTTP_ONLY:
+            if key in value:
+                fail((*where, key), f"applies to http and https checks only, not {kind}")
+                ok = False
+    else:
+        path = merged.get("path", "/")
+        if not isinstance(path, str) or not path.startswith("/") or _unsafe(path):
+            fail((*where, "path"), f"must be a path starting with '/' without spaces, got {path!r}")
+            ok = False
+        else:
+            kwargs["path"] = path
+        status = merged.get("expect_status")
+        if status is not None:
+            items = status if isinstance(status, list) else [status]
+            if not items or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in items
+            ):
+                fail(
+                    (*where, "expect_status"),
+                    f"must be an HTTP status (100-599) or a list of them, got {status!r}",
+                )
+                ok = False
+            else:
+                kwargs["expect_status"] = tuple(items)
+        body = merged.get("expect_body")
+        if body is not None:
+            if not isinstance(body, str) or not 0 < len(body) <= 1024:
+                fail((*where, "expect_body"), f"must be text of 1 to 1024 characters, got {body!r}")
+                ok = False
+            else:
+                kwargs["expect_body"] = body
+    host_header = merged.get("host_header")
+    if host_header is not None:
+        if kind == "tcp":
+            fail((*where, "host_header"), "applies to http, https and tls checks only, not tcp")
+            ok = False
+        elif (
+            not isinstance(host_header, str)
+            or not 0 < len(host_header) <= 255
+            or _unsafe(host_header)
+        ):
+            fail((*where, "host_header"), f"must be a host name, got {host_header!r}")
+            ok = False
+        else:
+            kwargs["host_header"] = host_header
+    interval = merged.get("interval", CheckSpec.interval)
+    if _not_number(interval) or not 0.05 <= interval <= 3600:
+        fail((*where, "interval"), f"must be seconds from 0.05 to 3600, got {interval!r}")
+        ok = False
+        interval = CheckSpec.interval
+    else:
+        kwargs["interval"] = float(interval)
+    timeout = merged.get("timeout", min(CheckSpec.timeout, float(interval)))
+    if _not_number(timeout) or not 0 < timeout <= 60:
+        fail((*where, "timeout"), f"must be seconds from 0 to 60, got {timeout!r}")
+        ok = False
+    elif timeout > interval:
+        # One probe per address at a time: a timeout past the interval would stretch it.
+        fail((*where, "timeout"), f"must not exceed the interval ({interval:g} s), got {timeout!r}")
+        ok = False
+    else:
+        kwargs["timeout"] = float(timeout)
+    for key in ("rise", "fall"):
+        count = merged.get(key, getattr(CheckSpec, key))
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
+            fail((*where, key), f"must be an integer from 1 to 100, got {count!r}")
+            ok = False
+        else:
+            kwargs[key] = count
+    quorum = merged.get("quorum", "majority")
+    if quorum != "majority":
+        if isinstance(quorum, bool) or not isinstance(quorum, int) or not 1 <= quorum <= 64:
+            fail((*where, "quorum"), f"must be majority or a number of servers, got {quorum!r}")
+            ok = False
+        else:
+            kwargs["quorum"] = quorum
+    return CheckSpec(**kwargs) if ok else None
+
+
+def _not_number(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, (int, float))
+
+
+def _unsafe(text: str) -> bool:
+    # Header and request-line injection: no whitespace or control characters.
+    return any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+HOST_KEYS = {"a", "aaaa", "capacity", "labels", "check"}
 
 
 def parse_host(
-    host_name: str, body: Any, where: yamlfile.Where, fail: Fail, source: str
+    host_name: str,
+    body: Any,
+    where: yamlfile.Where,
+    fail: Fail,
+    source: str,
+    *,
+    check_base: dict[str, Any] | None = None,
 ) -> HostSpec | None:
     """Validate one host's settings (zone file or API body); report problems through ``fail``."""
     ok = True
@@ -192,6 +371,14 @@ def parse_host(
     labels = validate.labels(body.get("labels"), (*where, "labels"), fail)
     if capacity is None or labels is None:
         ok = False
+    check = None
+    if body.get("check") is not None:
+        if source != "zone":
+            fail((*where, "check"), "checks are set in the zone file (API hosts use the farm's)")
+            ok = False
+        else:
+            check = parse_check(body["check"], (*where, "check"), fail, base=check_base)
+            ok = ok and check is not None
     if not ok:
         return None
     return HostSpec(
@@ -201,6 +388,7 @@ def parse_host(
         capacity=float(capacity),
         labels=MappingProxyType(labels),
         source=source,
+        check=check,
     )
 
 

@@ -11,7 +11,11 @@ What lives in Redis (``P`` is ``redis_prefix``, default ``lbdns:``):
 * ``P changes`` pub/sub channel: ``"<version> <server id> <json>"`` for every change, in
   version order;
 * ``P answers`` pub/sub channel: each server's answers per host since its last message, and
-  its load-aware accounting (herds charged per host, answers, resolvers' query times).
+  its load-aware accounting (herds charged per host, answers, resolvers' query times);
+* ``P checks`` pub/sub channel: each server's health-check verdicts, per host and address
+  (the hosts whose verdict changed within ``EXCHANGE_INTERVAL``, and all of them every
+  ``CHECK_HEARTBEAT``). A server's verdicts count for ``CHECK_PEER_TTL`` after its last message,
+  so a server that stops (or loses Redis) stops voting on the others' hosts.
 
 Every write is one Lua script (change the hash, increment the version, publish), so all servers
 see the changes in one order. The server that accepted a change applies it locally once Redis
@@ -38,6 +42,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from lbdns.balance.check import PeerVerdict
 from lbdns.balance.drain import DrainOptions
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host, Report
@@ -65,6 +70,8 @@ CONNECT_TIMEOUT = 0.5
 RECONNECT_MAX = 1.0
 WRITE_BATCH = 256
 WAIT_MS = 250  # with Sentinel: how long a write waits for a replica to have it
+CHECK_HEARTBEAT = 1.0  # every server publishes all its check verdicts this often
+CHECK_PEER_TTL = 3.5  # another server's verdicts count this long after its last message
 
 
 class RedisErrors:
@@ -111,6 +118,7 @@ class RedisStore(Store):
         self.key_epoch = prefix + "epoch"
         self.channel_changes = prefix + "changes"
         self.channel_answers = prefix + "answers"
+        self.channel_checks = prefix + "checks"
         self.stale_budget = config.stale_budget
         self.sentinel = url.startswith("redis+sentinel://")
         self.server_id = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
@@ -144,6 +152,8 @@ class RedisStore(Store):
         self._behind_at: int | None = None
         self._unreplicated = False  # the last write was not confirmed by a replica (Sentinel)
         self._closing = False
+        self._checks_changed: set[tuple[str, str]] = set()
+        self._checks_sent = 0.0  # monotonic time of the last full publication
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -289,7 +299,9 @@ class RedisStore(Store):
         while not self._closing:
             pubsub = self._listener.pubsub()
             try:
-                await pubsub.subscribe(self.channel_changes, self.channel_answers)
+                await pubsub.subscribe(
+                    self.channel_changes, self.channel_answers, self.channel_checks
+                )
                 if self._ever_connected:
                     # Back after a loss: the idle pooled connections of the write client may
                     # be the ones Redis closed, and a later write or check would fail on them
@@ -433,6 +445,9 @@ class RedisStore(Store):
     def _on_message(self, channel: str, data: str) -> None:
         if channel == self.channel_answers:
             self._on_answers(data)
+            return
+        if channel == self.channel_checks:
+            self._on_checks(data)
             return
         version_text, _, rest = data.partition(" ")
         if rest.startswith("resync"):
@@ -667,10 +682,15 @@ class RedisStore(Store):
 
     async def _tick(self) -> None:
         assert self._errors is not None
-        last_ping = 0.0
+        last_ping = last_expiry = 0.0
         while not self._closing:
             await asyncio.sleep(EXCHANGE_INTERVAL)
             now = self.registry.clock()
+            if now - last_expiry >= PING_INTERVAL:
+                # Also while Redis is away: the others' verdicts lapse and this server's own
+                # probes decide alone.
+                last_expiry = now
+                self._expire_peer_checks(now)
             if not self.healthy():
                 self._hold_ages(now)
                 # Nothing can be sent now: drop the accounting rather than send a late backlog
@@ -693,6 +713,7 @@ class RedisStore(Store):
                         "accounting": accounting,
                     }
                     await self._client.publish(self.channel_answers, json.dumps(message))
+                await self._publish_checks(now)
                 if time.monotonic() - last_ping >= PING_INTERVAL:
                     last_ping = time.monotonic()
                     await self._check_in_step()
@@ -746,6 +767,57 @@ class RedisStore(Store):
             farm = self.registry.farms.get(farm_name)
             if farm is not None:
                 farm.add_peer_accounting(data)
+
+    # -- health checks: each server's verdicts for the others' quorum -----------------------
+
+    def check_changed(self, farm_name: str, host_name: str) -> None:
+        self._checks_changed.add((farm_name, host_name))
+
+    async def _publish_checks(self, now: float) -> None:
+        full = time.monotonic() - self._checks_sent >= CHECK_HEARTBEAT
+        if not full and not self._checks_changed:
+            return
+        hosts: dict[str, dict[str, Any]] = {}
+        for farm in self.registry.farms.values():
+            for host in farm.hosts.values():
+                probe = host.probe
+                if probe is None or not probe.trackers:
+                    continue
+                if full or (farm.name, host.name) in self._checks_changed:
+                    hosts.setdefault(farm.name, {})[host.name] = probe.summary()
+        self._checks_changed.clear()
+        if full:
+            self._checks_sent = time.monotonic()
+        if hosts:
+            message = {"origin": self.server_id, "at": now, "hosts": hosts}
+            await self._client.publish(self.channel_checks, json.dumps(message))
+
+    def _on_checks(self, data: str) -> None:
+        message = json.loads(data)
+        origin = message.get("origin")
+        if origin == self.server_id:
+            return
+        expires = self.registry.clock() + CHECK_PEER_TTL
+        for farm_name, hosts in message.get("hosts", {}).items():
+            farm = self.registry.farms.get(farm_name)
+            if farm is None:
+                continue
+            for host_name, summary in hosts.items():
+                host = farm.hosts.get(host_name)
+                if host is None or host.probe is None:
+                    continue  # not checked here: this server's zone files say otherwise
+                state = summary.get("state")
+                verdict = state if state in ("up", "down") else None
+                previous = host.probe.peers.get(origin)
+                host.probe.peers[origin] = PeerVerdict(verdict, expires, summary)
+                if previous is None or previous.verdict != verdict:
+                    farm.changed()
+
+    def _expire_peer_checks(self, now: float) -> None:
+        for farm in self.registry.farms.values():
+            for host in farm.hosts.values():
+                if host.probe is not None and host.probe.peers and host.probe.expire(now):
+                    farm.changed()
 
     def _hold_ages(self, now: float) -> None:
         """While Redis is away, report ages stand still for ``stale_budget`` seconds.

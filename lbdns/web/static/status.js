@@ -115,6 +115,19 @@ function drainLine(host) {
   return `${host.name}: draining for ${running} · ${drain.waiting_for.join(" · ")}`;
 }
 
+// The servers' health checks of a host: "up", "down 2/3" (servers seeing it down / probing),
+// and why a host that is not up is out ("agent" or "check").
+function checkText(host) {
+  const check = host.check;
+  let text = "–";
+  if (check) {
+    text = check.verdict;
+    if (check.servers > 1 || check.down) text += ` ${check.down}/${check.servers}`;
+  }
+  if (host.reason && host.state !== "up" && host.reason !== "admin") text += ` (${host.reason})`;
+  return text;
+}
+
 function farmCard(farm) {
   const colours = {};
   farm.hosts.forEach((host, i) => { colours[host.name] = PALETTE[i % PALETTE.length]; });
@@ -128,10 +141,11 @@ function farmCard(farm) {
     el("td", { class: "num" }, pct(host.share),
        el("span", { class: "bar", style: `width:${Math.round((host.share || 0) * 60)}px` })),
     el("td", { class: "num" }, host.answers),
+    el("td", { class: "check" }, checkText(host)),
     el("td", {}, host.addresses.join(" "))));
   const table = el("table", {},
     el("thead", {}, el("tr", {}, ...["host", "state", "score", "connections", "capacity",
-      "report age", "answer share (1 min)", "answers", "addresses"].map((h) => el("th", {}, h)))),
+      "report age", "answer share (1 min)", "answers", "check", "addresses"].map((h) => el("th", {}, h)))),
     el("tbody", {}, ...rows));
   const card = el("section", { class: "farm", "data-farm": farm.name },
     el("h3", {}, farm.name),
