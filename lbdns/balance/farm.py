@@ -733,6 +733,7 @@ class Farm:
     def host_owner(self, host_name: str) -> str:
         """The per-host name of a host: ``<host>.<farm>``, answered with its addresses."""
         return f"{host_name.lower()}.{self.name}"
+
     def check_brief(self, host: Host, now: float) -> dict[str, Any] | None:
         """The servers' check verdict on a host in short (None when it is not checked)."""
         check = self.spec.check_of(host.spec)

@@ -140,12 +140,12 @@ class FarmSpec:
     # {host}, {farm} and {path}; public: no token needed (browsers follow it).
     redirect: str | None = None
     redirect_public: bool = False
+    check: CheckSpec | None = None  # probes from the servers (None: agent reports only)
+    require: str = "both"  # how a probe verdict combines with the agent's report
 
     @property
     def keyed(self) -> bool:
         return self.policy == "consistent-hash"
-    check: CheckSpec | None = None  # probes from the servers (None: agent reports only)
-    require: str = "both"  # how a probe verdict combines with the agent's report
 
     def check_of(self, host: HostSpec) -> CheckSpec | None:
         """The check that applies to ``host``: its own, else the farm's; None if not probed."""
