@@ -258,3 +258,25 @@ def test_probes_are_visible_in_explain_status_cli_and_metrics(tmp_path, backends
         assert value(samples, "lbdns_probe_latency_seconds_count", type="http") >= FALL + 2
         logged = [json.loads(line) for line in server.log().splitlines() if '"check"' in line]
         assert any(e.get("host") == "h1" and e.get("result") == "down" for e in logged), logged
+
+
+def test_a_reload_that_changes_the_check_probes_the_new_port(tmp_path, backends):
+    b1, b2 = backends
+    moved = Backend("127.0.0.11").start()
+    try:
+        with start(tmp_path, two_hosts("http", b1, b2)) as server:
+            wait_state(server, "h1", "up")
+            b1.mode = "hang"  # probes of the old port are nearly always in flight
+            wait_state(server, "h1", "down")
+            zone_folder(tmp_path, two_hosts("http", moved, b2))  # h1's check on another port
+            status, reply = http_json(f"{server.http_url}/v1/reload", method="POST")
+            assert status == 200, reply
+            # The new check takes over even though a probe under the old one was out.
+            wait_state(server, "h1", "up")
+            assert host(server, "h1")["check"]["settings"]["port"] == moved.port
+            seen = b1.accepted
+            witness = moved.accepted
+            wait_for(lambda: moved.accepted >= witness + 5, 5, 0.02, "five more on the new port")
+            assert b1.accepted <= seen + 1
+    finally:
+        moved.stop()

@@ -153,7 +153,8 @@ class Prober:
                 # The first probe anywhere in the first interval: spread, not all at once.
                 target = Target(check, now + self.rng.uniform(0.0, check.interval))
             elif target.check != check:
-                target = Target(check, min(target.due, now + check.interval), target.running)
+                # A new target: a probe still out under the old check is not counted (_record).
+                target = Target(check, min(target.due, now + check.interval))
             targets[key] = target
             heap.append((target.due, key))
         heapq.heapify(heap)
