@@ -280,3 +280,28 @@ def test_a_reload_that_changes_the_check_probes_the_new_port(tmp_path, backends)
             assert b1.accepted <= seen + 1
     finally:
         moved.stop()
+
+
+def test_every_address_is_probed_and_any_down_takes_the_host_out(tmp_path):
+    v4 = Backend("127.0.0.11").start()
+    v6 = Backend("::1", port=v4.port).start()  # the same port on the host's AAAA address
+    other = Backend("127.0.0.12").start()
+    try:
+        body = f"""\
+check: {{type: tcp, port: {v4.port}, {CHECK}}}
+hosts:
+  h1: {{a: 127.0.0.11, aaaa: "::1"}}
+  h2: {{a: 127.0.0.12, check: {{port: {other.port}}}}}
+"""
+        with start(tmp_path, body) as server:
+            wait_state(server, "h1", "up")
+            addresses = host(server, "h1")["check"]["here"]["addresses"]
+            assert set(addresses) == {"127.0.0.11", "::1"}
+            assert v6.accepted > 0 and v4.accepted > 0
+            v6.stop()
+            assert wait_state(server, "h1", "down") < DOWN_WITHIN
+            addresses = host(server, "h1")["check"]["here"]["addresses"]
+            assert addresses["::1"]["state"] == "down" and addresses["127.0.0.11"]["state"] == "up"
+    finally:
+        for backend in (v4, v6, other):
+            backend.stop()
