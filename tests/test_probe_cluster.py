@@ -66,7 +66,9 @@ def test_a_host_only_one_server_cannot_reach_stays_up(tmp_path):
         assert peer["state"] == "up" and peer["addresses"]["127.0.0.11"]["last_ok"] is True
         mine = host(b, "h1")["check"]["here"]["addresses"]["127.0.0.11"]
         assert mine["last_ok"] is False and mine["failures"] >= 2
-        assert mine["error"] in ("connection reset", "connection closed before a response")
+        # Reset by h1's side: seen on connect, on sending or on reading, depending on timing.
+        resets = ("connection reset", "connection closed before a response", "broken pipe")
+        assert mine["error"] in resets, mine
 
         # The application fails for everyone: both servers see it, both take it out.
         h1.mode = "error"

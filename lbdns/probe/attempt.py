@@ -79,7 +79,9 @@ async def probe(
                 sock=sock,
                 ssl=context or client_context(),
                 server_hostname=check.host_header or "",
-                ssl_handshake_timeout=check.timeout,
+                # The caller's timeout ends a hung handshake ("timeout after ..."); asyncio's own
+                # must not race it with another message.
+                ssl_handshake_timeout=check.timeout + 1.0,
             )
         except (OSError, ssl.SSLError) as exc:
             return False, f"TLS handshake: {_error(exc)}"
