@@ -15,10 +15,11 @@ def lbdns(tmp_path):
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
-    """One ``lbdns serve`` of the wire tests' zone (tests/zones/auth) on 127.0.0.1 and ::1, no
-    HTTP, shared by the tests that only read answers (auth, dig, EDNS)."""
+    """An ``lbdns serve`` of the wire tests' zone (tests/zones/auth) on 127.0.0.1 and ::1, no
+    HTTP, one per test module: the load-aware farm learns from every query, so modules that
+    count records per answer must not inherit another module's resolver history."""
     tmp = tmp_path_factory.mktemp("auth")
     with LbdnsProcess(tmp, zones=AUTH_ZONES, dns=("127.0.0.1:0", "[::1]:0"), http=None) as proc:
         yield proc
