@@ -75,8 +75,9 @@ def test_assign_by_key_agrees_with_dns_and_charges_one_connection(server):
         assert body["a"] == [f"192.0.2.{host[3:]}"] and body["aaaa"] == [f"2001:db8::{host[3:]}"]
         assert body["state"] == "up" and "holds its place on the ring" in body["reason"]
         after = in_flight(server, CHAT)
-        assert after[host] == pytest.approx(before[host] + 1.0)  # one connection, exactly
-        assert all(after[h] == before[h] for h in HOSTS if h != host)
+        # One connection (an in-flight charge also fades as time passes: a small tolerance).
+        assert after[host] == pytest.approx(before[host] + 1.0, abs=0.05)
+        assert all(after[h] == pytest.approx(before[h], abs=0.05) for h in HOSTS if h != host)
         assert host_of(server, key) == host
 
 

@@ -64,10 +64,11 @@ def test_an_assignment_on_one_server_is_charged_on_both(pair):
 
     def charged():
         flight = {h["host"]: h["in_flight"] for h in explain(b)["hosts"]}
-        return flight[host] >= 1.0 and flight
+        return flight[host] >= 0.9 and flight
 
     flight = wait_for(charged, timeout=5, what="the peer's charge")
-    assert flight[host] == pytest.approx(1.0)  # the one connection, once
+    # The one connection, once (not twice), less what time has already settled of it.
+    assert flight[host] == pytest.approx(1.0, abs=0.1)
 
 
 def test_a_host_added_takes_only_its_share_on_both(pair):
