@@ -23,6 +23,7 @@ assignment API's choice: one host, charged exactly one connection.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,20 @@ KEY_LIMIT = 50_000  # ring positions of keys remembered before starting over
 _QTYPES = (QTYPE.A, QTYPE.AAAA)
 # Candidate((name, capacity, load)) without the Python-level __new__ of a named tuple.
 _new_candidate = partial(tuple.__new__, Candidate)
+
+
+def _by_projected_load(chosen: Sequence[Candidate], herd: float) -> list[Candidate]:
+    """``chosen`` ordered by load + herd / capacity, equal ones in their order: what
+    ``sorted(chosen, key=...)`` gives, by insertion into a list of a few (no key tuples, no
+    sort on the query path)."""
+    keys: list[float] = []
+    ordered: list[Candidate] = []
+    for c in chosen:
+        key = c[2] + herd / c[1]
+        i = bisect_right(keys, key)
+        keys.insert(i, key)
+        ordered.insert(i, c)
+    return ordered
 
 
 def _names(chosen: Sequence[Candidate]) -> tuple[str, ...]:
@@ -293,8 +308,7 @@ class Farm:
         if len(chosen) > 1:
             # First-record order: many clients (and resolvers that keep the order) use the
             # first record only, so it is the host that takes this whole herd best.
-            scaled = herd * self._herd_unit
-            chosen = sorted(chosen, key=lambda c: c.load + scaled / c.capacity)
+            chosen = _by_projected_load(chosen, herd * self._herd_unit)
         last = (now, client, qtype, herd, tuple(candidates))  # loads before this answer's charge
         names = _names(chosen)
         self._charge(accounting, chosen, herd, now, 0.0 if asker == "direct" else cache_time)

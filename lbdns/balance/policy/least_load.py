@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lbdns.balance.policy import Ask, Candidate
+from lbdns.balance.policy.rank import lowest
 
 MIN_PER_RECORD = 1.0  # a record must be worth at least one expected connection
 SPLIT_GAIN = 0.001  # split only when the highest projected load drops by more than 0.1 %
@@ -45,16 +46,36 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     if ask.want == 1 and (n == 1 or ask.split < 2 or herd < 2 * MIN_PER_RECORD):
         return _lowest(candidates, herd, ask)[1]  # one record, and no split is possible
     want = min(ask.want, n)
+    rng = ask.rng
     if want == 1:
         best_cost, chosen = _lowest(candidates, herd, ask)
     else:
-        best_cost, chosen = _lowest_k(candidates, herd, want, ask)
+        keys, ranked = lowest(candidates, herd / want, want, rng)
+        best_cost, chosen = keys[-1], ranked
     most = min(max(ask.split, want), n, int(herd // MIN_PER_RECORD))
+    if most <= want:
+        return tuple(chosen)
+    capacity = candidates[0][1]
+    for c in candidates:
+        if c[1] != capacity:
+            break
+    else:
+        # Equal capacities: every k ranks the hosts in the same order (by load), so one ranking
+        # of the ``most`` lowest serves every k; k records cost the k-th lowest load plus the
+        # k-th share of the herd (the same float as the largest projected load among them).
+        loads, ranked = lowest(candidates, 0.0, most, rng)
+        best_k = 0
+        for k in range(want + 1, most + 1):
+            cost = loads[k - 1] + herd / k / capacity
+            if cost < best_cost * (1.0 - SPLIT_GAIN):
+                best_cost, best_k = cost, k
+        return tuple(ranked[:best_k]) if best_k else tuple(chosen)
+    # Capacities differ: the order depends on the share, so one ranking per k.
     for k in range(want + 1, most + 1):
-        cost, picked = _lowest_k(candidates, herd, k, ask)
-        if cost < best_cost * (1.0 - SPLIT_GAIN):
-            best_cost, chosen = cost, picked
-    return chosen
+        keys, ranked = lowest(candidates, herd / k, k, rng)
+        if keys[-1] < best_cost * (1.0 - SPLIT_GAIN):
+            best_cost, chosen = keys[-1], ranked
+    return tuple(chosen)
 
 
 def _lowest(candidates: Sequence[Candidate], herd: float, ask: Ask) -> tuple[float, tuple]:
@@ -71,12 +92,3 @@ def _lowest(candidates: Sequence[Candidate], herd: float, ask: Ask) -> tuple[flo
             if ask.rng.random() * ties < 1.0:  # each of the tied kept with chance 1/ties
                 best = c
     return best_key, (best,)
-
-
-def _lowest_k(
-    candidates: Sequence[Candidate], herd: float, k: int, ask: Ask
-) -> tuple[float, tuple]:
-    share = herd / k
-    rng = ask.rng
-    ranked = sorted(candidates, key=lambda c: (c.load + share / c.capacity, rng.random()))[:k]
-    return max(c.load + share / c.capacity for c in ranked), tuple(ranked)

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lbdns.balance.policy import Ask, Candidate
+from lbdns.balance.policy.rank import lowest
 
 
 def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     if not candidates:
         return ()
-    ranked = sorted(candidates, key=lambda c: (c.load, ask.rng.random()))
-    return tuple(ranked[: ask.want])
+    return tuple(lowest(candidates, 0.0, ask.want, ask.rng)[1])
