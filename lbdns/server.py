@@ -10,6 +10,7 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import resource
 import signal
 import socket
@@ -70,10 +71,16 @@ def _bind_hint(exc: OSError, port: int) -> str:
 
 
 class Server:
-    """One lbdns server. ``start`` binds everything; ``serve_forever`` runs until stopped."""
+    """One lbdns server. ``start`` binds everything; ``serve_forever`` runs until stopped.
 
-    def __init__(self, config: Config, registry: Registry | None = None):
+    With ``workers: N`` (N > 1) this process is worker 0 and the hub of workers 1..N-1
+    (``lbdns.workers``); a worker process makes its own ``Server`` with ``worker`` set, which
+    serves DNS only.
+    """
+
+    def __init__(self, config: Config, registry: Registry | None = None, worker: int = 0):
         self.config = config
+        self.worker = worker
         self.registry = registry or Registry()
         self.answerer = Answerer(self.registry)
         self.answerer.explain_queries = config.explain_queries
@@ -83,6 +90,8 @@ class Server:
         self.answerer.identity = identity.answers(config.identity)
         if config.cookies.enabled:
             self.answerer.cookies = Cookies(config.cookies)
+        if config.workers > 1:
+            self.answerer.worker = f"worker {worker} of {config.workers} pid {os.getpid()}"
         if config.query_log > 0:
             from lbdns.dnsserver.querylog import QueryLog
 
@@ -90,6 +99,12 @@ class Server:
                 self.answerer, config.query_log, config.query_log_rate
             )
         self.store = open_store(config, self.registry)
+        self.hub: Any = None
+        if config.workers > 1 and worker == 0:
+            from lbdns.workers.hub import Hub, HubStore
+
+            self.hub = Hub(self)
+            self.store = HubStore(self.store, self.hub)
         self.stats = TransportStats()
         self.udp: list[UdpListener] = []
         self.tcp = TcpServer(
@@ -129,6 +144,8 @@ class Server:
         self.serials.save(zones)
         self.registry.load_zones(zones)
         self.store.zones_loaded()
+        if self.hub is not None:
+            self.hub.reloaded()
         self.reloads["ok"] += 1
         _log_zones(zones, "reload", self.config.zones)
         return {
@@ -155,10 +172,11 @@ class Server:
             )
             self.prober.sync()
             self.spawn(self.prober.run())
+        reuse_port = self.config.workers > 1
         for host, port in self.config.dns_addresses():
             for attempt in range(20):
                 try:
-                    udp_sock = bind_udp(host, port)
+                    udp_sock = bind_udp(host, port, reuse_port)
                 except OSError as exc:
                     if ":" in host and host == "::" and not self.config.dns:
                         log.warning("IPv6 is not available (%s); serving IPv4 only", exc.strerror)
@@ -169,7 +187,7 @@ class Server:
                     ) from None
                 bound = udp_sock.getsockname()[1]  # port 0 picks a free port; TCP takes it too
                 try:
-                    tcp_sock = bind_tcp(host, bound)
+                    tcp_sock = bind_tcp(host, bound, reuse_port)
                     break
                 except OSError as exc:
                     udp_sock.close()
@@ -193,13 +211,19 @@ class Server:
             self.dns_addresses.append((host, port))
             how = "batched" if listener.batch is not None else "one datagram per system call"
             log.info("DNS on %s port %d (UDP %s, and TCP)", host, port, how)
+        dns = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.dns_addresses)
+        if self.worker:
+            gc.freeze()  # as below: what start-up made lives as long as the process
+            log.info("worker %d serving dns=%s", self.worker, dns)
+            return
+        if self.hub is not None:
+            await self.hub.start()
         if self.config.http is not None:
             await self._start_http()
         # What start-up made (modules, the first zones, the web app) lives as long as the
         # process: out of the cyclic collector's way, a full collection under a flood of new
         # names scans only what the caches hold (a 30-70 ms pause otherwise, docs/dns.md).
         gc.freeze()
-        dns = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.dns_addresses)
         http = "{}:{}".format(*self.http_address) if self.http_address else "off"
         log.info(
             "ready dns=%s http=%s state=%s",
@@ -316,7 +340,28 @@ class Server:
     async def serve_forever(self) -> None:
         await self._stopping.wait()
 
+    def dns_counters(self) -> dict[str, Any]:
+        """The DNS counters of every worker together (this process alone without workers)."""
+        from lbdns.workers import counters
+
+        total = counters.snapshot(self.stats, self.answerer)
+        if self.hub is not None:
+            counters.add(total, self.hub.counters())
+        return total
+
+    def worker_queries(self) -> dict[int, int]:
+        """DNS queries received per worker (worker 0 is this process)."""
+        from lbdns.workers import counters
+
+        out = {0: self.stats.udp_queries + self.stats.tcp_queries}
+        if self.hub is not None:
+            for worker in self.hub.workers.values():
+                out[worker.id] = counters.queries(worker.counters)
+        return out
+
     async def close(self) -> None:
+        if self.hub is not None:
+            await self.hub.stop()
         for task in list(self._background):
             task.cancel()
         for listener in self.udp:

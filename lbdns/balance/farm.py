@@ -23,8 +23,8 @@ assignment API's choice: one host, charged exactly one connection.
 from __future__ import annotations
 
 import random
-from bisect import bisect_right
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial

@@ -6,6 +6,7 @@ other class). One record per host, then one for the last answer::
     dig @ns1 -c CH -t TXT _lbdns.chat.example.test.
     "web1 up load=0.91 score=0.87 inflight=4 age=0.4 share=0.25"
     "last A web2 herd=1 from 192.0.2.7 age=0.0 ttl=5"
+    "worker 1 of 2 pid 4242"        (only with several workers: which process answered)
 
 This is the slow path: the query is parsed and the reply packed with dnslib, once per query.
 """
@@ -55,8 +56,9 @@ def _check_words(host: dict) -> str:
     return words
 
 
-def respond(registry: Registry, data: bytes, tcp: bool) -> bytes | None:
-    """The CH TXT reply to ``data`` (asked for ``_lbdns.<farm>``), REFUSED for other names."""
+def respond(registry: Registry, data: bytes, tcp: bool, worker: str | None = None) -> bytes | None:
+    """The CH TXT reply to ``data`` (asked for ``_lbdns.<farm>``), REFUSED for other names.
+    ``worker`` (with several workers) names the process that answered, in a last record."""
     try:
         query = DNSRecord.parse(data)
     except (DNSError, ValueError, IndexError):
@@ -67,6 +69,8 @@ def respond(registry: Registry, data: bytes, tcp: bool) -> bytes | None:
     lines = None
     if qname.startswith(PREFIX):
         lines = explain_lines(registry, qname[len(PREFIX) :])
+        if lines is not None and worker is not None:
+            lines.append(worker)
     if lines is None:
         reply.header.aa = 0
         reply.header.rcode = RCODE.REFUSED

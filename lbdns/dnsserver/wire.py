@@ -264,6 +264,7 @@ class Answerer:
         self.identity: dict[bytes, bytes] = {}
         # The TCP idle timeout now, in seconds (set by the server; RFC 7828 keepalive).
         self.tcp_keepalive: Callable[[], float] | None = None
+        self.worker: str | None = None  # "worker I of N pid P" when several processes serve
 
     # -- the per-query path -----------------------------------------------------------------
 
@@ -410,7 +411,7 @@ class Answerer:
                 if rdata is not None:
                     return self._identity(data, qflags, question, rdata, edns, do)
             if self.explain_queries and data[qend - 2 : qend] == b"\x00\x03" and qtype == 16:
-                return explain.respond(self.registry, data, tcp)  # off by default
+                return explain.respond(self.registry, data, tcp, self.worker)  # off by default
             return self._error(data, qflags, question, RCODE.REFUSED, edns, do)
         self.qtypes[TCP_QTYPES + qtype if tcp else qtype] += 1
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterator
-from itertools import compress, islice
 
 from aiohttp import web
 from dnslib import QTYPE
@@ -118,47 +117,62 @@ class ServerCollector(Collector):
         server = self.server
         stats = server.stats
         answerer = server.answerer
+        counts = server.dns_counters()  # every worker's counters added up
         queries = CounterMetricFamily(
             "lbdns_dns_queries",
             "DNS messages received, by transport and query type (qtype none: no question of "
             "class IN, such as a malformed message or another class).",
             labels=["transport", "qtype"],
         )
-        qtypes = answerer.qtypes  # UDP at [qtype], TCP at [TCP_QTYPES + qtype]
+        # qtype slots: UDP at [qtype], TCP at [TCP_QTYPES + qtype] (only the non-zero ones)
+        by_slot = {int(slot): count for slot, count in counts["qtypes"].items()}
         for transport, received, first in (
-            ("udp", stats.udp_queries, 0),
-            ("tcp", stats.tcp_queries, TCP_QTYPES),
+            ("udp", counts["udp_queries"], 0),
+            ("tcp", counts["tcp_queries"], TCP_QTYPES),
         ):
             questions = 0
-            # compress() finds the few non-zero slots of 65,536 at C speed (a Python loop over
-            # them costs tens of milliseconds per scrape).
-            counted = compress(range(TCP_QTYPES), islice(qtypes, first, first + TCP_QTYPES))
-            for qtype in counted:
-                count = qtypes[first + qtype]
-                questions += count
-                queries.add_metric([transport, QTYPE.get(qtype, f"TYPE{qtype}")], count)
+            for slot in sorted(by_slot):
+                qtype = slot - first
+                if 0 <= qtype < TCP_QTYPES:
+                    count = by_slot[slot]
+                    questions += count
+                    queries.add_metric([transport, QTYPE.get(qtype, f"TYPE{qtype}")], count)
             queries.add_metric([transport, "none"], max(0, received - questions))
         yield queries
+        by_worker = CounterMetricFamily(
+            "lbdns_dns_worker_queries",
+            "DNS messages received by each worker process (0 is the main process).",
+            labels=["worker"],
+        )
+        for worker, count in sorted(server.worker_queries().items()):
+            by_worker.add_metric([str(worker)], count)
+        yield by_worker
+        restarts = server.hub.restarts if server.hub is not None else 0
+        yield CounterMetricFamily(
+            "lbdns_worker_restarts",
+            "Worker processes started again after they exited.",
+            value=restarts,
+        )
         responses = CounterMetricFamily(
             "lbdns_dns_responses", "DNS responses sent, by response code.", labels=["rcode"]
         )
-        for rcode, count in sorted(answerer.rcodes.items()):
-            responses.add_metric([rcode_name(rcode)], count)
+        for rcode, count in sorted(counts["rcodes"].items(), key=lambda item: int(item[0])):
+            responses.add_metric([rcode_name(int(rcode))], count)
         yield responses
         yield CounterMetricFamily(
             "lbdns_dns_dropped",
             "DNS messages dropped unanswered (shorter than a header, or a response).",
-            value=answerer.dropped,
+            value=counts["dropped"],
         )
         yield CounterMetricFamily(
             "lbdns_dns_internal_errors",
             "Queries answered SERVFAIL because of an internal error.",
-            value=answerer.errors,
+            value=counts["errors"],
         )
         yield CounterMetricFamily(
             "lbdns_dns_udp_send_errors",
             "UDP responses the kernel refused to send.",
-            value=stats.udp_send_errors,
+            value=counts["udp_send_errors"],
         )
         tcp = CounterMetricFamily(
             "lbdns_dns_tcp_connections",
@@ -167,12 +181,12 @@ class ServerCollector(Collector):
             "(closed at the global cap to take a new one), idle_timeout.",
             labels=["outcome"],
         )
-        tcp.add_metric(["accepted"], stats.tcp_connections)
-        tcp.add_metric(["refused"], stats.tcp_refused)
-        tcp.add_metric(["refused_address"], stats.tcp_refused_address)
-        tcp.add_metric(["refused_network"], stats.tcp_refused_prefix)
-        tcp.add_metric(["evicted"], stats.tcp_evicted)
-        tcp.add_metric(["idle_timeout"], stats.tcp_timeouts)
+        tcp.add_metric(["accepted"], counts["tcp_connections"])
+        tcp.add_metric(["refused"], counts["tcp_refused"])
+        tcp.add_metric(["refused_address"], counts["tcp_refused_address"])
+        tcp.add_metric(["refused_network"], counts["tcp_refused_prefix"])
+        tcp.add_metric(["evicted"], counts["tcp_evicted"])
+        tcp.add_metric(["idle_timeout"], counts["tcp_timeouts"])
         yield tcp
         yield GaugeMetricFamily(
             "lbdns_dns_tcp_open", "TCP connections open now.", value=len(server.tcp.connections)

@@ -206,16 +206,20 @@ def status(server: Server, history: History | None, points: int = 120) -> dict[s
             if name in registry.farms
         ]
         zones.append({"origin": origin, "serial": zone.serial, "farms": farms})
-    stats = server.stats
+    counts = server.dns_counters()  # every worker's, added up
     return {
         "time": now,
         "uptime": round(time.time() - server.started, 1),
         "store": server.store.status(),
         "dns": {
-            "udp_queries": stats.udp_queries,
-            "tcp_queries": stats.tcp_queries,
-            "rcodes": {rcode_name(k): v for k, v in sorted(server.answerer.rcodes.items())},
+            "udp_queries": counts["udp_queries"],
+            "tcp_queries": counts["tcp_queries"],
+            "rcodes": {
+                rcode_name(int(k)): v
+                for k, v in sorted(counts["rcodes"].items(), key=lambda item: int(item[0]))
+            },
         },
+        "workers": server.hub.status() if server.hub is not None else [],
         "reloads": dict(server.reloads),
         "zones": zones,
     }
