@@ -82,7 +82,7 @@ class Config:
     checks: bool = True  # run the zone files' health checks from this server
     check_source: str | None = None  # local address the probes leave from (None: the kernel's)
     check_concurrency: int = 256  # probes in flight at once
-    workers: int = 1  # DNS processes (lbdns.workers); more than 1 needs the embedded store
+    workers: int = 1  # DNS processes (lbdns.workers)
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -162,6 +162,13 @@ def _ip_address(value: Any, where: yamlfile.Where, fail: Fail):
     except ValueError:
         fail(where, f"must be an IPv4 or IPv6 address, got {value!r}")
         return None
+def _workers(value: Any, where: yamlfile.Where, fail: Fail):
+    if value == "auto":  # one DNS process per CPU this process may run on
+        return max(1, len(os.sched_getaffinity(0)))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        fail(where, f"must be auto or an integer from 1 to 256, got {value!r}")
+        return None
+    return value
 
 
 def _tokens(value: Any, where: yamlfile.Where, fail: Fail):
@@ -280,7 +287,7 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "checks": _bool,
     "check_source": _ip_address,
     "check_concurrency": _number(int, 1, 10_000),
-    "workers": _number(int, 1, 256),
+    "workers": _workers,
 }
 
 
@@ -329,18 +336,6 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
         parsed = FIELDS[key](value, (key,), fail_cli)
         if parsed is not None or key == "http":
             values[key] = parsed
-    state = values.get("state", Config.state)
-    if values.get("workers", 1) > 1 and not state.startswith("memory://"):
-        # A Redis-backed server shares its state with the other servers through Redis already:
-        # one server per core does what workers would.
-        errors.append(
-            ConfigError(
-                f"workers > 1 needs the embedded store (state: memory://), not {state}; "
-                "run one server per core instead",
-                source=source or "command line",
-                path="workers",
-            )
-        )
     if errors:
         raise ConfigErrors(errors)
     return replace(Config(), source=source, **values)

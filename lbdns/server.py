@@ -101,10 +101,11 @@ class Server:
         self.store = open_store(config, self.registry)
         self.hub: Any = None
         if config.workers > 1 and worker == 0:
-            from lbdns.workers.hub import Hub, HubStore
+            from lbdns.workers.hub import Hub, HubStore, shares_state
 
             self.hub = Hub(self)
-            self.store = HubStore(self.store, self.hub)
+            if not shares_state(config):  # a shared store tells every worker itself
+                self.store = HubStore(self.store, self.hub)
         self.stats = TransportStats()
         self.udp: list[UdpListener] = []
         self.tcp = TcpServer(

@@ -17,6 +17,7 @@ import signal
 import dns.message
 import dns.query
 import pytest
+from redis_support import RedisProcess, redis_available
 from support import EXAMPLE_ZONES, LbdnsProcess, http_json, http_request, wait_for
 
 from lbdns import config as config_module
@@ -183,9 +184,9 @@ def test_a_worker_that_dies_is_started_again(workers):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("workers: 0\n", "workers: must be between 1 and 256"),
-        ("workers: two\n", "workers: must be a number"),
-        ("workers: 2\nstate: redis://127.0.0.1:6379/0\n", "workers > 1 needs the embedded store"),
+        ("workers: 0\n", "workers: must be auto or an integer from 1 to 256, got 0"),
+        ("workers: two\n", "workers: must be auto or an integer from 1 to 256, got 'two'"),
+        ("workers: 2.5\n", "workers: must be auto or an integer"),
     ],
 )
 def test_bad_workers_settings_are_refused(tmp_path, text, expected):
@@ -196,5 +197,39 @@ def test_bad_workers_settings_are_refused(tmp_path, text, expected):
     assert expected in str(caught.value)
 
 
-def test_one_worker_is_the_default():
+def test_one_worker_is_the_default_and_auto_is_one_per_cpu(tmp_path):
     assert config_module.load(None).workers == 1
+    path = tmp_path / "lbdns.yaml"
+    path.write_text("workers: auto\n")
+    assert config_module.load(path).workers == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(not redis_available(), reason="needs redis-server")
+def test_with_redis_every_worker_is_a_server_of_the_cluster(tmp_path):
+    with RedisProcess(tmp_path / "redis") as redis_server:
+        config = tmp_path / "lbdns.yaml"
+        config.write_text(f"workers: {WORKERS}\nexplain_queries: true\nstate: {redis_server.url}\n")
+        with LbdnsProcess(tmp_path, config=config) as process:
+            assert sorted(views(process)) == list(range(WORKERS))
+            http_json(
+                f"{process.http_url}/v1/report",
+                {
+                    "farm": FARM,
+                    "host": "web3",
+                    "seq": 1,
+                    "interval": 5,
+                    "metrics": {"connections": 5},
+                },
+            )
+            every_worker(
+                process,
+                lambda lines: host_line(lines, "web3").startswith("web3 up load=2.5 "),
+                "the report in every worker, through Redis",
+            )
+            before = inflight(views(process)[0])
+            answered = sum(1 for _ in range(30) if process.query(FARM, "A").answer)
+            every_worker(
+                process,
+                lambda lines: abs(inflight(lines) - before - answered) < 0.5,
+                "every worker's charges in every worker, through Redis",
+            )

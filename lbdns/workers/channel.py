@@ -11,6 +11,10 @@ from typing import Any
 MAX_MESSAGE = 64 * 1024 * 1024  # a hello carries every host's report and the host changes
 
 
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
 class Channel:
     """Messages (JSON objects) over a connected stream socket. ``send`` never awaits: a
     message is queued in the transport's buffer, so the sender's query path is never held."""
@@ -26,9 +30,13 @@ class Channel:
 
     def send(self, message: dict[str, Any]) -> bool:
         """Queue one message; False when the other end has gone."""
+        return self.send_encoded(encode(message))
+
+    def send_encoded(self, line: bytes) -> bool:
+        """Queue one message already encoded with ``encode`` (one encoding for many ends)."""
         if self._writer.is_closing():
             return False
-        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self._writer.write(line)
         return True
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:

@@ -22,7 +22,7 @@ from lbdns.balance.host import Host, Report
 from lbdns.errors import LbdnsError
 from lbdns.store.base import Store
 from lbdns.workers import EXCHANGE_INTERVAL, counters
-from lbdns.workers.channel import Channel
+from lbdns.workers.channel import Channel, encode
 from lbdns.zone.model import HostSpec
 
 if TYPE_CHECKING:
@@ -62,11 +62,22 @@ def config_json(server: Server) -> dict[str, Any]:
         "explain_queries": config.explain_queries,
         "query_log": config.query_log,
         "query_log_rate": config.query_log_rate,
+        "state": config.state,
+        "redis_prefix": config.redis_prefix,
+        "stale_budget": config.stale_budget,
     }
 
 
-def state_json(server: Server) -> dict[str, Any]:
-    """What a worker must apply on top of the zone files: the host changes and every report."""
+def shares_state(config: Any) -> bool:
+    """Whether the store is shared (Redis): then each worker is a server of the cluster."""
+    return not config.state.startswith("memory://")
+
+
+def state_json(server: Server) -> dict[str, Any] | None:
+    """What a worker must apply on top of the zone files: the host changes and every report
+    (None with a shared store: each worker reads it from there)."""
+    if shares_state(server.config):
+        return None
     registry = server.registry
     overlay = getattr(server.store, "overlay", None)
     return {
@@ -228,7 +239,10 @@ class Hub:
             self.broadcast({"op": "accounting", "accounting": accounting}, but=worker.id)
 
     async def _exchange(self) -> None:
-        """This process's own charges to every worker, every ``EXCHANGE_INTERVAL``."""
+        """This process's own charges to every worker, every ``EXCHANGE_INTERVAL`` (with a
+        shared store, the store's own exchange does it)."""
+        if shares_state(self.server.config):
+            return
         while True:
             await asyncio.sleep(EXCHANGE_INTERVAL)
             accounting = {}
@@ -242,9 +256,11 @@ class Hub:
     # -- to the workers ---------------------------------------------------------------------
 
     def broadcast(self, message: dict[str, Any], but: int | None = None) -> None:
+        line = None
         for worker in self.workers.values():
             if worker.id != but and worker.channel is not None:
-                worker.channel.send(message)
+                line = line or encode(message)
+                worker.channel.send_encoded(line)
 
     def reloaded(self) -> None:
         """The zones were reloaded here: every worker reads them again."""

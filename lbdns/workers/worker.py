@@ -29,6 +29,7 @@ from lbdns.store.base import Store, apply_report
 from lbdns.store.overlay import HostChange, Overlay
 from lbdns.workers import EXCHANGE_INTERVAL, counters
 from lbdns.workers.channel import Channel
+from lbdns.workers.hub import shares_state
 from lbdns.zone.model import HostSpec
 from lbdns.zone.parse import load_folder
 
@@ -69,6 +70,9 @@ def config_from_json(data: dict[str, Any]) -> Config:
         explain_queries=bool(data["explain_queries"]),
         query_log=float(data["query_log"]),
         query_log_rate=float(data["query_log_rate"]),
+        state=data["state"],
+        redis_prefix=data["redis_prefix"],
+        stale_budget=float(data["stale_budget"]),
     )
 
 
@@ -82,8 +86,11 @@ def report_from_json(data: dict[str, Any]) -> Report:
     )
 
 
-def apply_state(registry: Registry, state: dict[str, Any]) -> None:
-    """The hub's host changes and reports on top of the zone files just loaded."""
+def apply_state(registry: Registry, state: dict[str, Any] | None) -> None:
+    """The hub's host changes and reports on top of the zone files just loaded (None: the
+    shared store brings them)."""
+    if state is None:
+        return
     if state.get("overlay") is not None:
         Overlay.from_json(state["overlay"]).apply(registry)
     apply_reports(registry, state.get("reports", ()))
@@ -148,6 +155,7 @@ class Worker:
         self.channel = channel
         self.server: Any = None
         self._sent: dict[tuple[str, str], int] = {}
+        self.shared = False
 
     async def run(self) -> None:
         from lbdns.server import Server
@@ -162,7 +170,9 @@ class Worker:
         config = config_from_json(hello["config"])
         logs.setup(config.log_format, config.log_level)
         server = self.server = Server(config, worker=worker_id)
-        server.store = WorkerStore(server.registry)
+        self.shared = shares_state(config)
+        if not self.shared:  # with Redis the worker is one more server of the cluster
+            server.store = WorkerStore(server.registry)
         try:
             await server.start()
             apply_state(server.registry, hello["state"])
@@ -195,6 +205,8 @@ class Worker:
             except ZoneErrors as exc:
                 log.error("worker reload failed, the old zones keep serving:\n%s", exc)
                 return
+            if self.shared:
+                self.server.store.zones_loaded()
             apply_state(registry, message["state"])
 
     async def _exchange(self) -> None:
@@ -204,11 +216,13 @@ class Worker:
             await asyncio.sleep(EXCHANGE_INTERVAL)
             registry = server.registry
             accounting = {}
-            for farm in registry.farms.values():
-                taken = farm.take_accounting()
-                if taken is not None:
-                    accounting[farm.name] = taken
-            counts = answer_deltas(registry, self._sent)
+            counts: dict = {}
+            if not self.shared:  # a shared store exchanges the accounting itself
+                for farm in registry.farms.values():
+                    taken = farm.take_accounting()
+                    if taken is not None:
+                        accounting[farm.name] = taken
+                counts = answer_deltas(registry, self._sent)
             if accounting or counts:
                 self.channel.send(
                     {"op": "exchange", "at": time.time(), "farms": counts, "accounting": accounting}
