@@ -21,7 +21,7 @@ from redis_support import RedisProcess, redis_available
 from support import EXAMPLE_ZONES, LbdnsProcess, http_json, http_request, wait_for
 
 from lbdns import config as config_module
-from lbdns.errors import ZoneErrors
+from lbdns.errors import ConfigErrors
 
 FARM = "chat.example.test."
 WORKERS = 3
@@ -192,7 +192,7 @@ def test_a_worker_that_dies_is_started_again(workers):
 def test_bad_workers_settings_are_refused(tmp_path, text, expected):
     path = tmp_path / "lbdns.yaml"
     path.write_text(text)
-    with pytest.raises(ZoneErrors) as caught:
+    with pytest.raises(ConfigErrors) as caught:
         config_module.load(path)
     assert expected in str(caught.value)
 

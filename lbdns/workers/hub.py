@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lbdns.balance.farm import Farm
-from lbdns.balance.host import Host, Report
+from lbdns.balance.host import DrainOptions, Host, Report
 from lbdns.errors import LbdnsError
 from lbdns.store.base import Store
 from lbdns.workers import EXCHANGE_INTERVAL, counters
@@ -350,9 +350,10 @@ class HubStore(Store):
         await self.inner.remove_host(farm, host_name)
         self.hub.broadcast({"op": "remove", "farm": farm.name, "host": host_name})
 
-    async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
-        await self.inner.set_admin(farm, host, admin, when)
-        drain = self.registry.drain_options.get((farm.name, host.name))
+    async def set_admin(
+        self, farm: Farm, host: Host, admin: str, when: float, drain: DrainOptions | None = None
+    ) -> None:
+        await self.inner.set_admin(farm, host, admin, when, drain)
         self.hub.broadcast(
             {
                 "op": "admin",
@@ -360,6 +361,6 @@ class HubStore(Store):
                 "host": host.name,
                 "admin": admin,
                 "when": when,
-                "drain": drain.to_json() if drain is not None else None,
+                "drain": host.drain.to_json() if host.drain is not None else None,
             }
         )

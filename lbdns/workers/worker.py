@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lbdns import logs
-from lbdns.balance.drain import DrainOptions
 from lbdns.balance.farm import Farm
-from lbdns.balance.host import Host, Report
+from lbdns.balance.host import DrainOptions, Host, Report
 from lbdns.config import Config
 from lbdns.errors import LbdnsError, ZoneErrors
 from lbdns.registry import Registry
@@ -52,7 +51,9 @@ class WorkerStore(Store):
     async def remove_host(self, farm: Farm, host_name: str) -> None:
         raise LbdnsError("a worker process takes no changes; send them to the main process")
 
-    async def set_admin(self, farm: Farm, host: Host, admin: str, when: float) -> None:
+    async def set_admin(
+        self, farm: Farm, host: Host, admin: str, when: float, drain: DrainOptions | None = None
+    ) -> None:
         raise LbdnsError("a worker process takes no changes; send them to the main process")
 
 
@@ -119,18 +120,12 @@ def apply_change(registry: Registry, message: dict[str, Any]) -> None:
         host = farm.hosts.get(message["host"])
         if host is None:
             return
-        key = (farm.name, host.name)
         admin, drain = message["admin"], message.get("drain")
         host.admin = admin
         host.drain_started = float(message["when"]) if admin == "draining" else None
-        if admin == "draining":
-            registry.drain_options[key] = (
-                DrainOptions(float(drain["threshold"]), float(drain["grace"]))
-                if drain
-                else DrainOptions()
-            )
-        else:
-            registry.drain_options.pop(key, None)
+        host.drain = (
+            DrainOptions(float(drain["threshold"]), float(drain["grace"])) if drain else None
+        )
         farm.changed()
 
 
