@@ -374,11 +374,13 @@ def last_herd(dns_port: int, http_port: int, farm: str) -> float | None:
     The last answer of a run may have been "sticky" (an A after its AAAA or the reverse, same
     host, no herd), so first an AAAA query for the farm, then an A, from the same address as
     dnsperf's, until one is charged and ``last_answer.herd`` of the explain endpoint shows the
-    estimate. (Within the cache time, these queries do not change it.)
+    estimate. (Within the cache time, these queries do not change it.) With several workers the
+    endpoint shows the main process's last answer, and a query from a new socket reaches it only
+    sometimes: a few more tries.
     """
     url = f"http://127.0.0.1:{http_port}/v1/farms/{farm}/explain"
     herd = None
-    for qtype in (28, 1):
+    for qtype in (28, 1) * 16:
         ask(dns_port, farm, qtype)
         with urllib.request.urlopen(url, timeout=5) as reply:
             last = json.load(reply).get("last_answer")
@@ -386,6 +388,25 @@ def last_herd(dns_port: int, http_port: int, farm: str) -> float | None:
         if herd:
             break
     return herd
+
+
+def worker_queries(http_port: int) -> dict[str, float]:
+    """Queries received per lbdns worker so far (``lbdns_dns_worker_queries_total``)."""
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    return {
+        worker: float(count)
+        for worker, count in re.findall(
+            r'^lbdns_dns_worker_queries_total\{worker="(\d+)"\} (\S+)$', text, re.M
+        )
+    }
+
+
+def shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    counts = {w: after[w] - before.get(w, 0.0) for w in after}
+    total = sum(counts.values())
+    return {w: c / total for w, c in sorted(counts.items())} if total else {}
 
 
 # -- reporting ----------------------------------------------------------------------------------
@@ -462,6 +483,12 @@ def report(args: argparse.Namespace, lbdns: DnsServer, nsd: DnsServer) -> dict:
             half = r["half"]
             line += f"{half['qps']:>10,.0f}{half['p99_latency_us']:>8.0f}{half['lost']:>6}"
             print(line)
+    if args.workers > 1:
+        print()
+        print("lbdns queries per worker (share of the round's queries):")
+        for index, r in enumerate(lbdns.rounds):
+            spread = ", ".join(f"worker {w} {v:.0%}" for w, v in r["worker_share"].items())
+            print(f"  round {index + 1}: {spread}")
     print()
     print("lbdns/NSD per round:")
     per_round = []
@@ -516,6 +543,14 @@ def report(args: argparse.Namespace, lbdns: DnsServer, nsd: DnsServer) -> dict:
         "no lost queries at half NSD max (all rounds)": half_lost == 0,
         f"a busy-client round (herd > {BUSY_HERD:g}) was measured": bool(busy_rounds),
     }
+    if args.workers > 1:
+        least = 0.7 / args.workers  # 35 % each of two workers
+        verdicts[f"each of {args.workers} workers >= {least:.0%} of the queries (every round)"] = (
+            all(
+                len(r["worker_share"]) == args.workers and min(r["worker_share"].values()) >= least
+                for r in lbdns.rounds
+            )
+        )
     print("targets:")
     for text, ok in verdicts.items():
         print(f"  {'met ' if ok else 'MISSED'}  {text}")
@@ -758,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(pause)  # longer than the TTL: the client comes back after its cache expired
             order = (lbdns, nsd) if index % 2 == 0 else (nsd, lbdns)
             results = {server.name: {} for server in order}
+            counted = worker_queries(http_port)
             for server in order:
                 results[server.name]["max"] = run(args, server, queries, args.duration)
             for rate in args.rates:
@@ -770,6 +806,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[server.name]["half"] = run(
                     args, server, queries, args.duration, half, latencies=True
                 )
+            if args.workers > 1:
+                time.sleep(1.2)  # the workers send their counters every second
+            results[lbdns.name]["worker_share"] = shares(counted, worker_queries(http_port))
             for server in order:
                 server.rounds.append(results[server.name])
             herd = results[lbdns.name]["max"].get("herd")
