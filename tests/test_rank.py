@@ -16,7 +16,7 @@ import pytest
 from dnslib import QTYPE
 from test_farm import Clock, make_farm, report_all
 
-from lbdns.balance.policy import Ask, Candidate, least_load, lowest_score, rank
+from lbdns.balance.policy import POLICIES, Ask, Candidate, least_load, lowest_score, rank
 
 
 def _sorted_lowest(candidates, share, limit):
@@ -147,3 +147,18 @@ def test_the_split_search_of_a_busy_resolver_does_not_sort(no_sort, capacities):
     assert farm.last.herd > 2
     assert calls["lowest"] > before  # the split search ran, through the selection
     assert len(chosen) >= 2  # and split the herd
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@pytest.mark.parametrize("want", [1, 2])
+def test_no_policy_sorts(monkeypatch, name, want):
+    def refuse(*args, **kwargs):
+        raise AssertionError("sorted() called on the query path")
+
+    candidates = [
+        Candidate(h, c, load) for h, c, load in (("a", 1, 3.0), ("b", 2, 1.0), ("c", 1, 2.0))
+    ]
+    policy = POLICIES[name]
+    expected = policy(candidates, Ask(want, 5, random.Random(1), 6.0, 3))
+    monkeypatch.setattr(builtins, "sorted", refuse)
+    assert policy(candidates, Ask(want, 5, random.Random(1), 6.0, 3)) == expected

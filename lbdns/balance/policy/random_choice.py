@@ -17,4 +17,5 @@ from lbdns.balance.policy import Ask, Candidate
 def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     if not candidates:
         return ()
-    return tuple(ask.rng.sample(list(candidates), min(ask.want, len(candidates))))
+    # sample() takes the sequence as it is (no copy here; the draws are the same).
+    return tuple(ask.rng.sample(candidates, min(ask.want, len(candidates))))

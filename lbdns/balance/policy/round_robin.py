@@ -20,4 +20,6 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     if not n:
         return ()
     start = ask.seq % n
+    if ask.want == 1:
+        return (candidates[start],)
     return tuple(candidates[(start + i) % n] for i in range(min(ask.want, n)))

@@ -27,6 +27,8 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
         return ()
     order = _schedule(tuple(c.capacity for c in candidates))
     start = ask.seq % len(order)
+    if ask.want == 1:
+        return (candidates[order[start]],)
     chosen: list[Candidate] = []
     for i in range(len(order)):
         candidate = candidates[order[(start + i) % len(order)]]
