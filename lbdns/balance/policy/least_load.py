@@ -55,6 +55,8 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     most = min(max(ask.split, want), n, int(herd // MIN_PER_RECORD))
     if most <= want:
         return tuple(chosen)
+    if want == 1 and _split_cannot_win(candidates, herd / most, best_cost * (1.0 - SPLIT_GAIN)):
+        return chosen
     capacity = candidates[0][1]
     for c in candidates:
         if c[1] != capacity:
@@ -76,6 +78,25 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
         if keys[-1] < best_cost * (1.0 - SPLIT_GAIN):
             best_cost, chosen = keys[-1], ranked
     return tuple(chosen)
+
+
+def _split_cannot_win(candidates: Sequence[Candidate], share: float, threshold: float) -> bool:
+    """True when no split over 2..most records can cost less than ``threshold``.
+
+    k >= 2 records cost the largest of their projected loads, which is at least the second
+    lowest over all candidates, and each projected load with the k-th share of the herd is at
+    least the one with the smallest share (``share`` = herd / most). One pass, and the common
+    case of a busy resolver whose split would not pay skips the ranking altogether.
+    """
+    first = second = float("inf")
+    for c in candidates:
+        key = c[2] + share / c[1]
+        if key < second:
+            if key < first:
+                first, second = key, first
+            else:
+                second = key
+    return second >= threshold
 
 
 def _lowest(candidates: Sequence[Candidate], herd: float, ask: Ask) -> tuple[float, tuple]:
