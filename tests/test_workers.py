@@ -146,6 +146,17 @@ def test_an_admin_change_reaches_every_worker(workers):
     every_worker(
         workers, lambda lines: " disabled " not in host_line(lines, "web2"), "web2 enabled again"
     )
+    status, _ = http_json(f"{workers.http_url}/v1/farms/{FARM}/hosts/web2/drain", {"grace": 60})
+    assert status == 200
+    every_worker(
+        workers, lambda lines: " draining " in host_line(lines, "web2"), "web2 draining everywhere"
+    )
+    http_json(f"{workers.http_url}/v1/farms/{FARM}/hosts/web2/enable", {})
+    every_worker(
+        workers,
+        lambda lines: " up " in host_line(lines, "web2") or " new " in host_line(lines, "web2"),
+        "web2 back",
+    )
 
 
 def test_a_reload_reaches_every_worker(workers):
