@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 MAX_MESSAGE = 64 * 1024 * 1024  # a hello carries every host's report and the host changes
+MAX_BUFFERED = 256 * 1024 * 1024  # bytes queued for an end that does not read: it has hung
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -33,10 +34,15 @@ class Channel:
         return self.send_encoded(encode(message))
 
     def send_encoded(self, line: bytes) -> bool:
-        """Queue one message already encoded with ``encode`` (one encoding for many ends)."""
-        if self._writer.is_closing():
+        """Queue one message already encoded with ``encode`` (one encoding for many ends);
+        False when the other end has gone or has stopped reading (the channel is then closed)."""
+        writer = self._writer
+        if writer.is_closing():
             return False
-        self._writer.write(line)
+        if writer.transport.get_write_buffer_size() > MAX_BUFFERED:
+            writer.close()
+            return False
+        writer.write(line)
         return True
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:

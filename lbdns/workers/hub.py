@@ -198,7 +198,10 @@ class Hub:
             }
         )
         async for message in channel.messages():
-            self._on_message(worker, message)
+            try:
+                self._on_message(worker, message)
+            except Exception:  # a bad message must not stop the relay for the others
+                log.exception("worker %d sent a message that could not be applied", worker.id)
         worker.channel = None
         channel.close()
         code = await proc.wait()
@@ -260,7 +263,20 @@ class Hub:
         for worker in self.workers.values():
             if worker.id != but and worker.channel is not None:
                 line = line or encode(message)
-                worker.channel.send_encoded(line)
+                if not worker.channel.send_encoded(line):
+                    self._lost(worker)
+
+    def _lost(self, worker: WorkerProcess) -> None:
+        """A worker that stopped reading its messages would answer from an old picture: it is
+        stopped, and started again with the current one."""
+        proc = self._procs.get(worker.id)
+        if proc is not None and proc.returncode is None:
+            log.error(
+                "worker %d (pid %d) stopped reading its messages; restarting it",
+                worker.id,
+                proc.pid,
+            )
+            proc.kill()
 
     def reloaded(self) -> None:
         """The zones were reloaded here: every worker reads them again."""

@@ -176,7 +176,10 @@ class Worker:
             async for message in messages:
                 if message.get("op") == "stop":
                     break
-                self._on_message(message)
+                try:
+                    self._on_message(message)
+                except Exception:  # one bad change must not take the worker's DNS down
+                    log.exception("worker %d could not apply a %s", worker_id, message.get("op"))
             exchange.cancel()
         finally:
             await server.close()
