@@ -1,7 +1,7 @@
 """DNS speed: lbdns against NSD serving the same zone, measured with dnsperf in one run.
 
     .venv/bin/python benchmarks/dns_speed.py [--rounds N] [--duration S] [--workers 1|2]
-                                             [--quick] [--json FILE]
+                                             [--quick] [--keyed] [--json FILE]
 
 The figure to lead with is the **server CPU time per query at the same offered rate**
 (``dnsperf -Q``, 60k and 100k queries a second by default): a maximum-QPS ratio near 1 may only
@@ -27,6 +27,10 @@ Then every round, the median of the rounds, the ratios lbdns/NSD and the targets
 zone as an RFC 1035 zone file written from the same YAML; a farm name becomes a static RRset of
 as many records as lbdns puts in an answer (the first hosts), so both servers send answers of the
 same size. NSD's response rate limiting is turned off.
+
+``--keyed`` adds a farm ``rooms`` with ``policy: consistent-hash`` (the hosts of the first farm)
+and ``KEYED_NAMES`` key labels under it (``room<i>.rooms``, A and AAAA) to the mix, a quarter of
+the queries; NSD answers those names from a static wildcard ``*.rooms`` of the same size.
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ QUERY_MIX = (
     ("mail", "A"),
 )
 
+KEYED_FARM = "rooms"
+KEYED_NAMES = 32
+
 
 # -- setup --------------------------------------------------------------------------------------
 
@@ -105,10 +112,29 @@ def absolute(owner: str, origin: str) -> str:
     return origin if owner == "@" else f"{owner}.{origin}"
 
 
-def query_file(zone: Zone, path: Path) -> int:
-    lines = [f"{absolute(owner, zone.origin)} {qtype}" for owner, qtype in QUERY_MIX]
+def query_file(zone: Zone, path: Path, keyed: bool = False) -> int:
+    mix = list(QUERY_MIX)
+    if keyed:
+        # The standard mix four times, with a key label (A, then AAAA) after every third query.
+        mix = []
+        for i in range(KEYED_NAMES):
+            mix.extend(QUERY_MIX[(3 * i) % len(QUERY_MIX) : (3 * i) % len(QUERY_MIX) + 3])
+            mix.append((f"room{i}.{KEYED_FARM}", "A" if i % 2 == 0 else "AAAA"))
+    lines = [f"{absolute(owner, zone.origin)} {qtype}" for owner, qtype in mix]
     path.write_text("\n".join(lines) + "\n")
     return len(lines)
+
+
+def keyed_zone(source: Path, target: Path) -> None:
+    """``source`` with a keyed farm ``rooms`` of the first farm's hosts, written to ``target``."""
+    data = yaml.safe_load(source.read_text())
+    first = next(iter(data["farms"].values()))
+    data["farms"][KEYED_FARM] = {
+        "ttl": first.get("ttl", 5),
+        "policy": "consistent-hash",
+        "hosts": first["hosts"],
+    }
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def nsd_zone_text(zone: Zone) -> str:
@@ -123,6 +149,8 @@ def nsd_zone_text(zone: Zone) -> str:
         for attribute, rtype in (("a", "A"), ("aaaa", "AAAA")):
             addresses = [a for host in farm.hosts for a in getattr(host, attribute)]
             lines += [f"{name} {farm.ttl} IN {rtype} {a}" for a in addresses[: farm.answers]]
+            if farm.keyed:  # every key label: one host, from a static wildcard
+                lines += [f"*.{name} {farm.ttl} IN {rtype} {a}" for a in addresses[:1]]
     return "\n".join(lines) + "\n"
 
 
@@ -679,6 +707,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, zone files)")
+    p.add_argument(
+        "--keyed", action="store_true", help="a consistent-hash farm's key labels in the mix"
+    )
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 8.0)
@@ -724,17 +755,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     server_pin, args.client_pin, pinned = pinning(args)
 
-    zone = load_file(args.zone)
+    work = args.work = Path(tempfile.mkdtemp(prefix="lbdns-speed-"))
+    zones_dir = work / "zones"
+    zones_dir.mkdir()
+    if args.keyed:
+        keyed_zone(args.zone, zones_dir / args.zone.name)
+    else:
+        shutil.copy(args.zone, zones_dir / args.zone.name)
+    zone = load_file(zones_dir / args.zone.name)
     farm = busiest_farm(zone)
     ttl = max((f.ttl for f in zone.farms.values()), default=0)
     pause = args.pause if args.pause is not None else ttl + 1.0
     info = machine()
-    work = args.work = Path(tempfile.mkdtemp(prefix="lbdns-speed-"))
     queries = work / "queries.txt"
-    names = query_file(zone, queries)
-    zones_dir = work / "zones"
-    zones_dir.mkdir()
-    shutil.copy(args.zone, zones_dir / args.zone.name)
+    names = query_file(zone, queries, args.keyed)
     zonefile = work / "zone.db"
     zonefile.write_text(nsd_zone_text(zone))
     conf = work / "nsd.conf"
