@@ -582,6 +582,12 @@ def report(args: argparse.Namespace, lbdns: DnsServer, nsd: DnsServer) -> dict:
     print("targets:")
     for text, ok in verdicts.items():
         print(f"  {'met ' if ok else 'MISSED'}  {text}")
+    if not busy_rounds:
+        print(
+            "  (no busy-client round: dnsperf re-asks the same names from one address at once, "
+            "and a client that re-asks within the TTL is a direct asker with a herd of 1, not a "
+            "caching resolver; benchmarks/split_path.py measures the split path in process)"
+        )
     bound = [
         f"{server.name} round {i + 1}"
         for server in (lbdns, nsd)
