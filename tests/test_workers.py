@@ -253,3 +253,21 @@ def test_with_redis_every_worker_is_a_server_of_the_cluster(tmp_path):
                 lambda lines: abs(inflight(lines) - before - answered) < 0.5,
                 "every worker's charges in every worker, through Redis",
             )
+
+
+def test_every_worker_makes_the_same_server_cookie(workers):
+    # The cookie secret is the main process's (random unless configured), so a cookie one worker
+    # made is good at every other: the same client cookie and address, the same second, the
+    # same server cookie, whichever worker answers.
+    import dns.edns
+
+    client = bytes(range(8))
+    by_second: dict[bytes, set[bytes]] = {}
+    for _ in range(60):  # each from a new socket: all three workers answer
+        query = dns.message.make_query(FARM, "A", use_edns=0)
+        query.use_edns(0, options=[dns.edns.GenericOption(10, client)])
+        response = dns.query.udp(query, workers.host, port=workers.port, timeout=3)
+        cookie = next(o for o in response.options if o.otype == 10).to_wire()
+        assert cookie[:8] == client
+        by_second.setdefault(cookie[12:16], set()).add(cookie[8:])
+    assert all(len(cookies) == 1 for cookies in by_second.values()), by_second

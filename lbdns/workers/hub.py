@@ -8,8 +8,11 @@ processes, restarts those that exit, and keeps their DNS counters for ``/metrics
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
 import os
+import pickle
 import socket
 import sys
 import time
@@ -48,24 +51,16 @@ class WorkerProcess:
 
 
 def config_json(server: Server) -> dict[str, Any]:
-    """What a worker needs of the config (the DNS side), with the addresses actually bound."""
+    """The server's config for a worker: the same object (pickled: it travels over our own
+    socket pair to our own child), without HTTP, on the addresses actually bound, and with the
+    cookie secret this process uses, so that a cookie one worker made is good at every other."""
     config = server.config
-    return {
-        "zones": str(config.zones),
-        "dns": [list(address) for address in server.dns_addresses],
-        "workers": config.workers,
-        "log_format": config.log_format,
-        "log_level": config.log_level,
-        "tcp_idle_timeout": config.tcp_idle_timeout,
-        "tcp_max_connections": config.tcp_max_connections,
-        "udp_batch": config.udp_batch,
-        "explain_queries": config.explain_queries,
-        "query_log": config.query_log,
-        "query_log_rate": config.query_log_rate,
-        "state": config.state,
-        "redis_prefix": config.redis_prefix,
-        "stale_budget": config.stale_budget,
-    }
+    changes: dict[str, Any] = {"http": None, "dns": tuple(server.dns_addresses)}
+    cookies = getattr(server.answerer, "cookies", None)
+    if cookies is not None:
+        changes["cookies"] = dataclasses.replace(config.cookies, secret=cookies.secret.hex())
+    worker_config = dataclasses.replace(config, **changes)
+    return {"pickle": base64.b64encode(pickle.dumps(worker_config)).decode()}
 
 
 def shares_state(config: Any) -> bool:

@@ -9,13 +9,14 @@ listener and no store of its own. When the channel closes (the main process is g
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from lbdns import logs
@@ -58,23 +59,11 @@ class WorkerStore(Store):
 
 
 def config_from_json(data: dict[str, Any]) -> Config:
-    return Config(
-        zones=Path(data["zones"]),
-        dns=tuple((host, int(port)) for host, port in data["dns"]),
-        http=None,
-        workers=int(data["workers"]),
-        log_format=data["log_format"],
-        log_level=data["log_level"],
-        tcp_idle_timeout=float(data["tcp_idle_timeout"]),
-        tcp_max_connections=int(data["tcp_max_connections"]),
-        udp_batch=bool(data["udp_batch"]),
-        explain_queries=bool(data["explain_queries"]),
-        query_log=float(data["query_log"]),
-        query_log_rate=float(data["query_log_rate"]),
-        state=data["state"],
-        redis_prefix=data["redis_prefix"],
-        stale_budget=float(data["stale_budget"]),
-    )
+    """The config the hub sent (``hub.config_json``): the main process's own, pickled."""
+    config = pickle.loads(base64.b64decode(data["pickle"]))
+    if not isinstance(config, Config):
+        raise LbdnsError("the main process sent no config")
+    return config
 
 
 def report_from_json(data: dict[str, Any]) -> Report:
