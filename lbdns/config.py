@@ -162,6 +162,8 @@ def _ip_address(value: Any, where: yamlfile.Where, fail: Fail):
     except ValueError:
         fail(where, f"must be an IPv4 or IPv6 address, got {value!r}")
         return None
+
+
 def _workers(value: Any, where: yamlfile.Where, fail: Fail):
     if value == "auto":  # one DNS process per CPU this process may run on
         return max(1, len(os.sched_getaffinity(0)))
