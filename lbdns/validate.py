@@ -12,6 +12,7 @@ out of range, so nothing lbdns stores or serves back can be a non-JSON ``Infinit
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import os
@@ -151,6 +152,7 @@ def secret(body: dict, prefix: str, where: Where, fail: Fail, what: str = "token
     return value
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every API request without tokens
 def is_loopback(address: str | None) -> bool:
     """Whether ``address`` (an IP address, or ``localhost``) is a loopback address."""
     if not address:
