@@ -12,7 +12,7 @@ kind: the offered and answered rate, the lbdns process's CPU per answered query 
 from /proc, so the figure includes the kernel's socket work) and the probe's p50/p99/lost.
 
 Targets (issue 20): a wildcard name costs at most 1.2 x an NXDOMAIN name; probe p99 <= 5 ms.
-Run it under ``flock /tmp/lbdns-bench.lock`` on a shared machine.
+Run it with nothing else busy on the machine.
 """
 
 from __future__ import annotations

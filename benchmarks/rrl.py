@@ -13,7 +13,7 @@ a TC=1 reply counts as unanswered.
 
 Amplification = octets the server sent to the flooding network / octets it received from it,
 as the sender counts them. Targets (issue 20): <= 1.0 with RRL on, and the
-probe answered 100 % with p99 <= 5 ms. Run it under ``flock /tmp/lbdns-bench.lock``.
+probe answered 100 % with p99 <= 5 ms. Run it with nothing else busy on the machine.
 """
 
 from __future__ import annotations

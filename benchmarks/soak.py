@@ -16,7 +16,7 @@ replaced as it goes (new clients, new networks), in this mix:
 Meanwhile the main process posts host reports over HTTP (10 a second) and opens a TCP query
 now and then. Every ``--every`` seconds it prints lbdns's RSS (VmRSS from /proc), and at the end
 the first, peak and last figures and the growth over the second half of the run, which is what
-a bounded process keeps near zero. Run it under ``flock /tmp/lbdns-bench.lock``.
+a bounded process keeps near zero. Run it with nothing else busy on the machine.
 """
 
 from __future__ import annotations
