@@ -26,7 +26,8 @@ from pathlib import Path
 
 from balance import parse_answer  # the benchmarks folder is on the path (run as a script)
 
-from lbdns.testing.process import LbdnsProcess, free_port, http_json, stop_process, wait_for
+from lbdns.testing.process import LbdnsProcess, http_json, stop_process, wait_for
+from lbdns.testing.unbound import UNBOUND, UnboundProcess
 
 FARM = "web.direct.test."
 TTL = 5
@@ -46,32 +47,7 @@ farms:
       web2: {{a: 192.0.2.2}}
       web3: {{a: 192.0.2.3}}
 """
-UNBOUND_CONFIG = """\
-server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "{tmp}"
-    pidfile: ""
-    use-syslog: no
-    logfile: "{tmp}/unbound.log"
-    num-threads: 1
-    module-config: "iterator"
-    do-not-query-localhost: no
-    access-control: 127.0.0.0/8 allow
-    local-zone: "test." nodefault
-    domain-insecure: "direct.test."
-    qname-minimisation: no
-    prefetch: no
-remote-control:
-    control-enable: no
-stub-zone:
-    name: "direct.test."
-    stub-addr: 127.0.0.1@{lbdns_port}
-"""
+UNBOUND_SERVER = "    qname-minimisation: no\n    prefetch: no\n"
 
 
 class App:
@@ -151,15 +127,10 @@ def dig_loop(server: tuple[str, int], rate: float, seconds: float, source: str) 
 
 def through_unbound(tmp: Path, lbdns: LbdnsProcess, apps: dict[str, App], rounds: int) -> list:
     """Times until a caching resolver's answer leaves the host the load moved onto."""
-    unbound = _which("unbound")
-    if unbound is None:
+    if UNBOUND is None:
         return []
-    port = free_port()
-    config = tmp / "unbound.conf"
-    config.write_text(UNBOUND_CONFIG.format(port=port, tmp=tmp, lbdns_port=lbdns.port))
-    proc = subprocess.Popen(
-        [unbound, "-d", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    unbound = UnboundProcess(tmp, "direct.test.", lbdns.port, UNBOUND_SERVER).start()
+    port = unbound.port
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     times = []
     try:
@@ -177,7 +148,6 @@ def through_unbound(tmp: Path, lbdns: LbdnsProcess, apps: dict[str, App], rounds
                 if got == qid:
                     return [ADDRESS.get(a, a) for a in addresses]
 
-        wait_for(lambda: _try(resolve), timeout=15, what="unbound answering")
         for _ in range(rounds):
             named = resolve()[0]
             # The load moves onto the host the resolver's cached answer names.
@@ -192,24 +162,8 @@ def through_unbound(tmp: Path, lbdns: LbdnsProcess, apps: dict[str, App], rounds
             time.sleep(TTL + 1)  # the next round starts from a settled farm
     finally:
         sock.close()
-        stop_process(proc)
+        unbound.stop()
     return times
-
-
-def _try(function) -> bool:
-    try:
-        function()
-        return True
-    except OSError:
-        return False
-
-
-def _which(tool: str) -> str | None:
-    import shutil
-
-    return shutil.which(tool) or (
-        f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None
-    )
 
 
 def run(seconds: float = 20.0, rounds: int = 3) -> dict:

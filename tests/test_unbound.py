@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
-
 import dns.exception
 import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from support import ROOT, LbdnsProcess, free_port, stop_process, which
+from support import AUTH_ZONES, LbdnsProcess
 
-ZONES = ROOT / "tests" / "zones" / "auth"
-UNBOUND = which("unbound")
+from lbdns.testing.unbound import UNBOUND, UnboundProcess
 
 pytestmark = pytest.mark.skipif(
     UNBOUND is None, reason="unbound is not installed (tests/run.sh installs it)"
 )
 
-CONFIG = """\
-server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "{tmp}"
-    pidfile: ""
-    use-syslog: no
-    logfile: "{tmp}/unbound.log"
-    verbosity: 1
-    num-threads: 1
-    module-config: "iterator"
-    do-not-query-localhost: no
-    access-control: 127.0.0.0/8 allow
-    # test. is one of unbound's default blocked zones (RFC 6761)
-    local-zone: "test." nodefault
-    domain-insecure: "example.test."
+SERVER = """\
     # Mixed-case query names to the authoritative server: lbdns must echo them exactly.
     use-caps-for-id: yes
     harden-glue: no
@@ -52,56 +29,17 @@ server:
     prefetch: no
     serve-expired: no
     infra-host-ttl: 60
-
-remote-control:
-    control-enable: no
-
-stub-zone:
-    name: "example.test."
-    stub-addr: 127.0.0.1@{lbdns_port}
 """
 
 
 @pytest.fixture(scope="module")
 def resolver(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("unbound")
-    with LbdnsProcess(tmp, zones=ZONES, http=None) as lbdns:
-        port = free_port()
-        config = tmp / "unbound.conf"
-        config.write_text(CONFIG.format(port=port, tmp=tmp, lbdns_port=lbdns.port))
-        check = subprocess.run(
-            [which("unbound-checkconf") or "unbound-checkconf", str(config)],
-            capture_output=True,
-            text=True,
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
-        proc = subprocess.Popen(
-            [UNBOUND, "-d", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_ready(port, proc, tmp)
-            yield port
-        finally:
-            stop_process(proc)
-
-
-def wait_ready(port: int, proc: subprocess.Popen, tmp) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = (tmp / "unbound.log").read_text() if (tmp / "unbound.log").exists() else ""
-            raise RuntimeError(f"unbound exited with {proc.returncode}:\n{log}")
-        try:
-            # A name outside the stub: unbound answers from its local data without recursion.
-            dns.query.udp(
-                dns.message.make_query("localhost.", "A"), "127.0.0.1", port=port, timeout=0.5
-            )
-            return
-        except (dns.exception.Timeout, ConnectionRefusedError):
-            time.sleep(0.1)
-    raise RuntimeError("unbound did not start answering")
+    with (
+        LbdnsProcess(tmp, zones=AUTH_ZONES, http=None) as lbdns,
+        UnboundProcess(tmp, "example.test.", lbdns.port, SERVER) as unbound,
+    ):
+        yield unbound.port
 
 
 def resolve(port: int, name: str, rdtype: str = "A") -> dns.message.Message:
