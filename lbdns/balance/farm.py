@@ -269,11 +269,7 @@ class Farm:
             # The same resolver asked for the other address family a moment ago: the AAAA after
             # the A (or the reverse) for the same clients. Same host and TTL, no second charge.
             names = sticky[1]
-            positions = self._positions[qtype]
-            for name in names:
-                if name not in positions:
-                    break
-            else:
+            if self._answerable(names, qtype):
                 self._answered(names, now)
                 self._last = (now, client, qtype, 0.0, (), names, "sticky", None, sticky[3])
                 return names, sticky[3]
@@ -346,11 +342,7 @@ class Farm:
             # The other address family of the same key a moment ago: the same host, not charged
             # again (its charge may have lifted it over the bound).
             names = sticky[1]
-            positions = self._positions[qtype]
-            for name in names:
-                if name not in positions:
-                    break
-            else:
+            if self._answerable(names, qtype):
                 self._answered(names, now)
                 self._last = (now, client, qtype, 0.0, (), names, "sticky", key, self.spec.ttl)
                 return names
@@ -478,6 +470,11 @@ class Farm:
             ledger = accounting.ledger(name)
             pending = accounting.charge_peer(ledger, float(herd), float(at), cache_time)
             self._lift(name, pending * ledger.unit / host.spec.capacity)
+
+    def _answerable(self, names: tuple[str, ...], qtype: int) -> bool:
+        """Whether every host of a sticky answer can still be answered for ``qtype``."""
+        positions = self._positions[qtype]
+        return all(name in positions for name in names)
 
     def _answered(self, names: tuple[str, ...], now: float) -> None:
         # Plain counters the metrics, the status page and the drain read.
