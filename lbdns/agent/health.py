@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from lbdns.agent.config import Check
+from lbdns.balance.check import thresholded
 
 
 class CheckState:
@@ -50,12 +51,9 @@ class CheckState:
             self.failures += 1
             self.successes = 0
         before = self.healthy
-        if before is None:
-            self.healthy = ok
-        elif before and self.failures >= self.fail_after:
-            self.healthy = False
-        elif not before and self.successes >= self.recover_after:
-            self.healthy = True
+        self.healthy = thresholded(
+            before, ok, self.successes, self.failures, self.recover_after, self.fail_after
+        )
         if self.healthy != before:
             self.changed_at = time.time()
             return before is not None

@@ -45,6 +45,21 @@ CHECK_DOWN = "down"
 _UP, _NEW, _DOWN = "up", "new", "down"
 
 
+def thresholded(
+    up: bool | None, ok: bool, successes: int, failures: int, rise: int, fall: int
+) -> bool:
+    """The state after a result, HAProxy's rule: the first result decides; then ``fall``
+    failures in a row take it down and ``rise`` successes in a row bring it back. (The agent's
+    own health checks use the same rule.)"""
+    if up is None:
+        return ok
+    if up and failures >= fall:
+        return False
+    if not up and successes >= rise:
+        return True
+    return up
+
+
 @dataclass(slots=True)
 class Tracker:
     """One address of a host as this server's probes see it."""
@@ -73,12 +88,7 @@ class Tracker:
             self.failures += 1
             self.successes = 0
         before = self.up
-        if before is None:
-            self.up = ok
-        elif before and self.failures >= fall:
-            self.up = False
-        elif not before and self.successes >= rise:
-            self.up = True
+        self.up = thresholded(before, ok, self.successes, self.failures, rise, fall)
         if self.up != before:
             self.changed_at = now
             return True
