@@ -90,6 +90,17 @@ class Report:
     healthy: bool
     metrics: Mapping[str, float]
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """A report as ``to_json`` wrote it (the shared store, the workers' hub)."""
+        return cls(
+            seq=int(data["seq"]),
+            received=float(data["received"]),
+            interval=float(data["interval"]),
+            healthy=bool(data["healthy"]),
+            metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "seq": self.seq,

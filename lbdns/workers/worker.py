@@ -66,16 +66,6 @@ def config_from_json(data: dict[str, Any]) -> Config:
     return config
 
 
-def report_from_json(data: dict[str, Any]) -> Report:
-    return Report(
-        seq=int(data["seq"]),
-        received=float(data["received"]),
-        interval=float(data["interval"]),
-        healthy=bool(data["healthy"]),
-        metrics={k: float(v) for k, v in data["metrics"].items()},
-    )
-
-
 def apply_state(registry: Registry, state: dict[str, Any] | None) -> None:
     """The hub's host changes and reports on top of the zone files just loaded (None: the
     shared store brings them)."""
@@ -90,7 +80,7 @@ def apply_reports(registry: Registry, items: Any) -> None:
     for farm_name, host_name, data in items:
         farm = registry.farms.get(farm_name)
         host = farm.hosts.get(host_name) if farm is not None else None
-        if host is not None and apply_report(host, report_from_json(data)):
+        if host is not None and apply_report(host, Report.from_json(data)):
             farm.changed()
 
 

@@ -92,16 +92,6 @@ def split_field(key: str) -> tuple[str, str]:
     return farm, host
 
 
-def report_from_json(data: dict[str, Any]) -> Report:
-    return Report(
-        seq=int(data["seq"]),
-        received=float(data["received"]),
-        interval=float(data["interval"]),
-        healthy=bool(data["healthy"]),
-        metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()},
-    )
-
-
 class RedisStore(Store):
     """The Redis store. ``start`` connects (or keeps trying in the background)."""
 
@@ -365,7 +355,7 @@ class RedisStore(Store):
             host = farm.hosts.get(host_name) if farm else None
             if host is None:
                 continue
-            report = report_from_json(json.loads(value))
+            report = Report.from_json(json.loads(value))
             # Keep a newer local report (accepted here after Redis lost it, or in flight).
             if host.report is None or report.received >= host.report.received:
                 host.report = report
@@ -469,7 +459,7 @@ class RedisStore(Store):
         change = json.loads(body)
         farm_name, host_name = split_field(change["key"])
         if change["op"] == "report":
-            self._apply_report(farm_name, host_name, report_from_json(change["report"]))
+            self._apply_report(farm_name, host_name, Report.from_json(change["report"]))
         elif change["op"] == "host":
             # Applied even when it is this server's own change: in version order, so that two
             # servers changing one host end with what Redis holds.
