@@ -169,16 +169,3 @@ def is_loopback(address: str | None) -> bool:
 
 def is_local_url(url: str) -> bool:
     return is_loopback(urlsplit(url).hostname or "")
-
-
-class Collect:
-    """A ``fail`` that keeps every problem, for parsers that report them all at the end."""
-
-    def __init__(self) -> None:
-        self.problems: list[tuple[Where, str]] = []
-
-    def __call__(self, where: Where, reason: str) -> None:
-        self.problems.append((where, reason))
-
-    def __bool__(self) -> bool:
-        return bool(self.problems)

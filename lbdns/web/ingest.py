@@ -15,7 +15,6 @@ says so, HTTP 200). The reply tells the host the state the server sees for it, i
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,7 +26,7 @@ from lbdns.balance.capacity import advice_reply
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host, Report, score
 from lbdns.errors import Forbidden, NotFound, RequestError
-from lbdns.validate import MAX_METRICS, METRIC_NAME, METRIC_NAME_RULE
+from lbdns.validate import MAX_METRICS, METRIC_NAME, METRIC_NAME_RULE, is_number
 from lbdns.web.base import CONFIG, REGISTRY, STORE, authenticate, json_response, read_json
 
 routes = web.RouteTableDef()
@@ -59,12 +58,7 @@ def parse_report(data: Any, where: str = "") -> dict[str, Any]:
         raise RequestError(f"{where}seq must be a non-negative integer", field=f"{where}seq")
     out["seq"] = seq
     interval = data.get("interval", 1.0)
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, (int, float))
-        or not math.isfinite(interval)
-        or not 0 < interval <= MAX_INTERVAL
-    ):
+    if not is_number(interval) or not 0 < interval <= MAX_INTERVAL:
         raise RequestError(
             f"{where}interval must be a number of seconds above 0 and at most {MAX_INTERVAL:g}",
             field=f"{where}interval",
@@ -91,12 +85,7 @@ def parse_report(data: Any, where: str = "") -> dict[str, Any]:
                 f"{field}: {METRIC_NAME_RULE}",
                 field=field,
             )
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if not is_number(value) or value < 0:
             raise RequestError(f"{field} must be a non-negative number", field=field)
         parsed[name] = float(value)
     out["metrics"] = parsed
