@@ -1,7 +1,7 @@
 """One probe of one address: connect (tcp), handshake (tls), or ask (http, https).
 
-Plain TCP and HTTP checks are an ``Attempt``: a non-blocking socket driven by the loop's reader
-and writer callbacks, without a task, a future or a stream (at a thousand hosts every two
+Plain TCP and HTTP checks are an ``Attempt``: a non-blocking socket in the prober's own epoll
+set (``Poller``), without a task, a future or a stream (at a thousand hosts every two
 seconds those would cost more than the probe: benchmarks/probe_cost.py). TLS and HTTPS are a
 coroutine over asyncio's TLS streams (``probe``). A TCP check closes with a reset (SO_LINGER 0, as HAProxy does), so the server keeps no
 TIME_WAIT per probe and the check leaves nothing to read. TLS certificates are not verified: a
@@ -17,6 +17,7 @@ import _socket
 import asyncio
 import errno
 import os
+import select
 import socket
 import ssl
 import struct
@@ -28,6 +29,9 @@ HEADER_LIMIT = 16 * 1024
 BODY_LIMIT = 64 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _STREAM_NONBLOCK = _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
+# Level-triggered: an error or hang-up is reported with either, and the attempt reads it.
+_WRITABLE = select.EPOLLOUT
+_READABLE = select.EPOLLIN | select.EPOLLRDHUP
 
 
 def client_context() -> ssl.SSLContext:
@@ -173,17 +177,51 @@ async def read_response(
             return verdict
 
 
+class Poller:
+    """One epoll set for every plain tcp and http attempt, watched by the event loop as a single
+    reader. asyncio's ``add_writer``/``remove_writer`` cost a handle, a selector key and two
+    system calls per probe; here an attempt's socket is registered once in C, switched from
+    "writable" to "readable" with one ``modify``, and leaves the set when it is closed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.attempts: dict[int, Attempt] = {}
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    def _ready(self) -> None:
+        attempts = self.attempts
+        for fd, events in self.epoll.poll(0):
+            attempt = attempts.get(fd)
+            if attempt is not None:
+                attempt.ready(events)
+
+    def watch(self, fd: int, events: int, attempt: Attempt) -> None:
+        self.epoll.register(fd, events)
+        self.attempts[fd] = attempt
+
+    def change(self, fd: int, events: int) -> None:
+        self.epoll.modify(fd, events)
+
+    def forget(self, fd: int) -> None:
+        # No unregister: closing the socket, which follows at once, takes it out of the set.
+        del self.attempts[fd]
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.epoll.fileno())
+        self.epoll.close()
+
+
 class Attempt:
-    """One plain tcp or http probe driven by the loop's reader and writer callbacks: no task,
-    no future, no stream (the cheap path; tls and https use ``probe``). ``done(attempt, ok,
-    error)`` is called exactly once, after the socket is closed. The caller enforces the
-    timeout (``timed_out``).
+    """One plain tcp or http probe driven by the ``Poller``: no task, no future, no stream (the
+    cheap path; tls and https use ``probe``). ``done(attempt, ok, error)`` is called exactly
+    once, after the socket is closed. The caller enforces the timeout (``timed_out``).
 
     The socket is the C ``_socket.socket`` made non-blocking at creation: the Python wrapper's
     bookkeeping and an ioctl per probe are a good part of a loopback probe's cost."""
 
     __slots__ = (
-        "loop",
+        "poller",
         "check",
         "address",
         "done",
@@ -192,27 +230,25 @@ class Attempt:
         "fd",
         "judge",
         "finished",
-        "watching",
     )
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        poller: Poller,
         check: CheckSpec,
         address: str,
         done: Callable[[Attempt, bool, str | None], None],
         context: object = None,
     ):
-        self.loop = loop
+        self.poller = poller
         self.check = check
         self.address = address
         self.done = done
         self.context = context  # the caller's, handed back with the result
         self.sock: _socket.socket | None = None
-        self.fd = -1
-        self.judge: ResponseJudge | None = None
+        self.fd = -1  # >= 0 while the poller watches the socket
+        self.judge: ResponseJudge | None = None  # set once the http request is sent
         self.finished = False
-        self.watching = 0  # 1: the writer callback is registered, 2: the reader
 
     def start(self, source: str | None) -> None:
         address = self.address
@@ -229,15 +265,19 @@ class Attempt:
         if code and code != errno.EINPROGRESS:
             self.finish(False, _errno_text(code))
             return
-        self.fd = sock.fileno()
-        self.watching = 1
-        self.loop.add_writer(self.fd, self._connected)
+        fd = sock.fileno()
+        self.poller.watch(fd, _WRITABLE, self)
+        self.fd = fd
+
+    def ready(self, events: int) -> None:
+        if self.judge is None:
+            self._connected()
+        else:
+            self._readable()
 
     def _connected(self) -> None:
         sock = self.sock
         assert sock is not None
-        self.watching = 0
-        self.loop.remove_writer(self.fd)
         code = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
         if code:
             self.finish(False, _errno_text(code))
@@ -256,8 +296,7 @@ class Attempt:
             self.finish(False, "could not send the request")
             return
         self.judge = ResponseJudge(self.check)
-        self.watching = 2
-        self.loop.add_reader(self.fd, self._readable)
+        self.poller.change(self.fd, _READABLE)
 
     def _readable(self) -> None:
         sock, judge = self.sock, self.judge
@@ -287,10 +326,9 @@ class Attempt:
         if self.finished:
             return
         self.finished = True
-        if self.watching == 1:
-            self.loop.remove_writer(self.fd)
-        elif self.watching == 2:
-            self.loop.remove_reader(self.fd)
+        if self.fd >= 0:
+            self.poller.forget(self.fd)
+            self.fd = -1
         if self.sock is not None:
             self.sock.close()
         self.done(self, ok, error)

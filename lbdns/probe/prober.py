@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from lbdns.balance.check import HostProbe, Tracker
 from lbdns.dnsserver.latency import LatencyHistogram
-from lbdns.probe.attempt import Attempt, client_context, probe
+from lbdns.probe.attempt import Attempt, Poller, client_context, probe
 from lbdns.registry import Registry
 from lbdns.zone.model import CheckSpec
 
@@ -115,6 +115,7 @@ class Prober:
         self._wake: asyncio.Future | None = None
         self._full = False
         self._context: ssl.SSLContext | None = None
+        self._poller: Poller | None = None  # the tcp and http attempts' epoll set, in run()
 
     @property
     def in_flight(self) -> int:
@@ -169,6 +170,7 @@ class Prober:
 
     async def run(self) -> None:
         """Probe until cancelled."""
+        self._poller = Poller(asyncio.get_running_loop())
         try:
             while True:
                 if self._stale():
@@ -181,6 +183,8 @@ class Prober:
             for _, _, attempt in self._deadlines:
                 attempt.cancel()
             self._deadlines.clear()
+            self._poller.close()
+            self._poller = None
 
     def _start_due(self) -> float:
         """Start the due probes; returns how long to sleep before the next one is due."""
@@ -224,15 +228,17 @@ class Prober:
         stretch = 1.0 - JITTER + 2 * JITTER * self._random()
         target.due = now + check.interval * stretch
         heapq.heappush(self._heap, (target.due, key))
-        loop = asyncio.get_running_loop()
         if check.type in ("tcp", "http"):
-            attempt = Attempt(loop, check, key[2], self._attempted, (key, target, perf_counter()))
+            assert self._poller is not None
+            attempt = Attempt(
+                self._poller, check, key[2], self._attempted, (key, target, perf_counter())
+            )
             self._open += 1
             self._sequence += 1
             heapq.heappush(self._deadlines, (now + check.timeout, self._sequence, attempt))
             attempt.start(self._source_for(key[2]))
             return
-        task = loop.create_task(self._probe(key, target))
+        task = asyncio.get_running_loop().create_task(self._probe(key, target))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
