@@ -31,6 +31,11 @@ same size. NSD's response rate limiting is turned off.
 ``--keyed`` adds a farm ``rooms`` with ``policy: consistent-hash`` (the hosts of the first farm)
 and ``KEYED_NAMES`` key labels under it (``room<i>.rooms``, A and AAAA) to the mix, a quarter of
 the queries; NSD answers those names from a static wildcard ``*.rooms`` of the same size.
+
+``--baseline-tree DIR`` and/or ``--baseline-config FILE`` add a third server, ``base``: lbdns
+from another source tree (a worktree of an earlier commit) or with another config, measured in
+the same rounds, so a before/after or on/off comparison shares the machine's noise. Its rows
+are printed beside the others, then lbdns/base per round and the medians.
 """
 
 from __future__ import annotations
@@ -494,8 +499,9 @@ def report(args: argparse.Namespace, lbdns: DnsServer, nsd: DnsServer) -> dict:
         heading += f"{'us/q@' + _rate_label(rate):>13}{'lost':>6}{'gen':>6}"
     heading += f"{'half q/s':>10}{'p99 us':>8}{'lost':>6}"
     print(heading)
+    shown = [lbdns, nsd] + ([args.base] if args.base else [])
     for index in range(args.rounds):
-        for server in (lbdns, nsd):
+        for server in shown:
             r = server.rounds[index]
             herd = r["max"].get("herd")
             line = (
@@ -540,6 +546,8 @@ def report(args: argparse.Namespace, lbdns: DnsServer, nsd: DnsServer) -> dict:
         print(
             f"  round {index + 1} ({busy}, herd {herd if herd is None else round(herd, 2)}): {text}"
         )
+    if args.base is not None:
+        summary_base = compare_base(args, lbdns, args.base)
     print()
     print(f"median of {args.rounds} round(s):")
     print(f"  {'':<30}{'lbdns':>10}{'NSD':>10}{'lbdns/NSD':>11}")
@@ -616,7 +624,29 @@ def report(args: argparse.Namespace, lbdns: DnsServer, nsd: DnsServer) -> dict:
     print(f"response codes (last round): lbdns {lb_rcodes}; NSD {nsd_rcodes}")
     summary["targets"] = verdicts
     summary["busy_rounds"] = busy_rounds
+    if args.base is not None:
+        summary["base"] = summary_base
     return summary
+
+
+def compare_base(args: argparse.Namespace, lbdns: DnsServer, base: DnsServer) -> dict:
+    """lbdns against the baseline server of the same rounds: per round, then the medians."""
+    print()
+    print("lbdns/base per round (below 1.00x: lbdns cheaper or faster than base):")
+    keys = [(f"at {rate}", "cpu_us_per_query", f"cpu at {rate}") for rate in args.rates]
+    keys += [("max", "qps", "max qps"), ("max", "cpu_us_per_query", "cpu at max")]
+    keys += [("half", "p99_latency_us", "p99 half")]
+    per_round = []
+    for index in range(args.rounds):
+        mine, theirs = lbdns.rounds[index], base.rounds[index]
+        ratios = {label: _ratio(mine[w][k], theirs[w][k]) for w, k, label in keys}
+        per_round.append(ratios)
+        text = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}x'}" for k, v in ratios.items())
+        print(f"  round {index + 1}: {text}")
+    medians = {label: _ratio(median(lbdns, w, k), median(base, w, k)) for w, k, label in keys}
+    text = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}x'}" for k, v in medians.items())
+    print(f"  medians: {text}")
+    return {"per_round": per_round, "medians": medians}
 
 
 def machine() -> dict:
@@ -716,6 +746,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--keyed", action="store_true", help="a consistent-hash farm's key labels in the mix"
     )
+    p.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also run lbdns from this source tree (e.g. a git worktree of an earlier commit) "
+        "as server 'base', in the same rounds: a same-run before/after",
+    )
+    p.add_argument(
+        "--baseline-config",
+        type=Path,
+        help="also run lbdns with this config as server 'base' (with --baseline-tree: that "
+        "tree with this config), e.g. rate limiting and cookies off against on",
+    )
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 8.0)
@@ -809,10 +851,34 @@ def main(argv: list[str] | None = None) -> int:
             str(lbdns_conf),
         ]
 
+    base_http_port = free_port()
+    base_tree = (args.baseline_tree or ROOT).resolve()
+    base_conf = work / "base.yaml"
+    if args.baseline_config:
+        base_settings = dict(yaml.safe_load(args.baseline_config.read_text()) or {})
+        if args.workers != 1 or "workers" in base_settings:
+            base_settings["workers"] = args.workers
+        base_conf.write_text(yaml.safe_dump(base_settings))
+    else:
+        base_conf.write_text(lbdns_conf.read_text())
+
+    def base_command(port: int) -> list[str]:
+        command = lbdns_command(port)
+        command[command.index(f"127.0.0.1:{http_port}")] = f"127.0.0.1:{base_http_port}"
+        command[command.index(str(work / "data"))] = str(work / "base-data")
+        command[-1] = str(base_conf)
+        return command
+
     nsd = DnsServer("NSD", nsd_command, "nsd started", work / "nsd.out")
     lbdns = DnsServer("lbdns", lbdns_command, "ready dns=127.0.0.1:{port} ", work / "lbdns.out")
     lbdns.explain = lambda: last_herd(lbdns.port, http_port, farm)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = None
+    if args.baseline_tree or args.baseline_config:
+        base = DnsServer("base", base_command, "ready dns=127.0.0.1:{port} ", work / "base.out")
+        base.explain = lambda: last_herd(base.port, base_http_port, farm)
+    args.base = base
+    servers = [lbdns, nsd] + ([base] if base else [])
 
     print(
         f"dns_speed: {args.rounds} round(s); per server and round a {pause:g} s pause (farm TTL "
@@ -829,16 +895,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['python']} ({info['loop']}), {info['nsd']}; load average "
         + " ".join(f"{x:.2f}" for x in info["load_average"])
     )
+    if base is not None:
+        print(
+            f"base: lbdns from {base_tree}"
+            + (f" with {args.baseline_config}" if args.baseline_config else "")
+            + " (same rounds; its rows are 'base')"
+        )
     print("rerun: " + " ".join([sys.executable, *sys.argv]), flush=True)
     started = time.monotonic()
     try:
         nsd.start(zone.origin, cwd=work)
         lbdns.start(zone.origin, env=env, cwd=work)
-        for server in (lbdns, nsd):  # warm caches and the template table
+        if base is not None:
+            base.start(zone.origin, env={**os.environ, "PYTHONPATH": str(base_tree)}, cwd=work)
+        for server in servers:  # warm caches and the template table
             dnsperf(args, server.port, queries, args.warm_up)
         for index in range(args.rounds):
             time.sleep(pause)  # longer than the TTL: the client comes back after its cache expired
-            order = (lbdns, nsd) if index % 2 == 0 else (nsd, lbdns)
+            order = servers if index % 2 == 0 else servers[::-1]
             results = {server.name: {} for server in order}
             counted = worker_queries(http_port)
             for server in order:
@@ -861,8 +935,8 @@ def main(argv: list[str] | None = None) -> int:
             herd = results[lbdns.name]["max"].get("herd")
             print(f"  round {index + 1}/{args.rounds} done (lbdns herd {herd})", flush=True)
     finally:
-        lbdns.stop()
-        nsd.stop()
+        for server in servers:
+            server.stop()
         if args.keep:
             print(f"work folder kept: {work}")
         else:
@@ -870,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(args, lbdns, nsd)
     print(f"took {time.monotonic() - started:.0f} s")
     if args.json:
-        summary.update(machine=info, rounds={"lbdns": lbdns.rounds, "nsd": nsd.rounds})
+        summary.update(machine=info, rounds={server.name: server.rounds for server in servers})
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
