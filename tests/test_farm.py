@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 from dnslib import QTYPE
 
+from lbdns.balance.explain import farm_explanation
 from lbdns.balance.farm import NODATA, SERVFAIL, SORRY, Farm
 from lbdns.balance.host import DISABLED, DOWN, DRAINING, NEW, STALE, UP, Report
 from lbdns.testing.clock import Clock
@@ -378,7 +379,7 @@ def test_explain_lists_every_host_and_the_reason():
     farm = make_farm(clock=clock)
     report_all(farm, {"a": 3, "b": 1, "c": 2})
     farm.choose(A, "10.6.0.1")
-    info = farm.explain()
+    info = farm_explanation(farm)
     assert [h["host"] for h in info["hosts"]] == ["a", "b", "c"]
     b, c = info["hosts"][1:]
     assert b["state"] == UP and b["score"] == 1.0 and b["metrics"] == {"connections": 1.0}
@@ -576,10 +577,10 @@ def test_charges_of_a_host_that_stops_reporting_expire_by_time():
     report_all(farm, {"a": 0, "b": 10})
     for i in range(10):
         farm.choose(A, f"10.23.0.{i}")
-    assert farm.explain()["hosts"][0]["in_flight"] == pytest.approx(10)
+    assert farm_explanation(farm)["hosts"][0]["in_flight"] == pytest.approx(10)
     clock.now += 20.0  # a stops reporting; b goes on
     report(farm, "b", 10)
-    info = farm.explain()
+    info = farm_explanation(farm)
     a = info["hosts"][0]
     assert a["state"] == STALE and a["in_flight"] == 0 and a["share_recent"] == 0.0
 
@@ -612,7 +613,10 @@ def test_a_first_seen_client_gets_a_short_first_ttl_to_learn_its_herd():
     farm = make_farm("ttl: 30\nmin_ttl: 2", clock=clock)
     report_all(farm, {"a": 100, "b": 100, "c": 100})
     assert farm.answer(A, "10.25.0.1")[1] == 5
-    assert farm.last.asker == "new" and "first TTL" in farm.explain()["last_answer"]["ttl_reason"]
+    assert (
+        farm.last.asker == "new"
+        and "first TTL" in farm_explanation(farm)["last_answer"]["ttl_reason"]
+    )
     clock.now += 5.0 + 20.0  # a small resolver: its next client came 20 s after expiry
     farm.answer(A, "10.25.0.1")
     assert farm.last.asker == "caching" and farm.last.ttl == 30

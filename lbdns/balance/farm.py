@@ -7,7 +7,8 @@ load-aware default policy the farm also keeps, per host, the load its own recent
 expected to bring (``lbdns.balance.accounting``), added to each candidate's score before the policy sees
 it and charged after each answer.
 
-Host states are in ``lbdns.balance.host``.
+Host states are in ``lbdns.balance.host``; what a farm's state and last answer mean, as the
+explain endpoint and the check verdicts show them, in ``lbdns.balance.explain``.
 
 Warm-up: until ``stale_after`` report intervals after the first report the farm received
 (a restart), hosts that have not reported yet are answered at the mean reported load, so the
@@ -104,7 +105,7 @@ class FarmView:
 
 
 class LastAnswer(NamedTuple):
-    """What the last answer was chosen from, for ``explain``."""
+    """What the last answer was chosen from (``lbdns.balance.explain`` says why)."""
 
     when: float
     client: str
@@ -119,11 +120,12 @@ class LastAnswer(NamedTuple):
 
 
 class Assignment(NamedTuple):
-    """The assignment API's answer: the host chosen and why."""
+    """The assignment API's answer: the host chosen, how, and what it was chosen from (its
+    reason in a sentence is ``lbdns.balance.explain.answer_reason``)."""
 
     host: str
     how: str  # "key" (its place on the ring or the next within bound), "policy"
-    reason: str
+    answer: LastAnswer
 
 
 @dataclass
@@ -346,7 +348,7 @@ class Farm:
                 self._answered(names, now)
                 self._last = (now, client, qtype, 0.0, (), names, "sticky", key, self.spec.ttl)
                 return names
-        position = self._key_position(key)
+        position = self.key_position(key)
         herd = accounting.herd(client, now)
         chosen = self.policy(
             live,
@@ -373,7 +375,8 @@ class Farm:
         self._last = (*last, names, how, key, self.spec.ttl)
         return names
 
-    def _key_position(self, key: str) -> int:
+    def key_position(self, key: str) -> int:
+        """``key``'s position on the ring (remembered: a key is hashed once)."""
         position = self._key_positions.get(key)
         if position is None:
             if len(self._key_positions) >= KEY_LIMIT:
@@ -396,7 +399,7 @@ class Farm:
             return SERVFAIL if self.spec.all_unhealthy == "servfail" else NODATA
         self.seq += 1
         unit = self._herd_unit if self.accounting is not None else 1.0
-        position = self._key_position(key) if key and self.spec.keyed else -1
+        position = self.key_position(key) if key and self.spec.keyed else -1
         ask = Ask(1, self.seq, self.rng, unit, 1, position, self.ring, self.spec.balance_factor)
         chosen = tuple(self.policy(live, ask))[:1]
         names = _names(chosen)
@@ -404,8 +407,8 @@ class Farm:
             self._charge(self.accounting, chosen, 1.0, now, self.accounting.window)  # one client
             self.accounting.answered()
         self._answered(names, now)
-        self._last = (now, client, 0, 1.0, tuple(live), names, "assign", key)
-        return Assignment(names[0], "key" if position >= 0 else "policy", self._reason(self.last))
+        last = self._last = LastAnswer(now, client, 0, 1.0, tuple(live), names, "assign", key)
+        return Assignment(names[0], "key" if position >= 0 else "policy", last)
 
     def _charge(
         self,
@@ -659,248 +662,37 @@ class Farm:
             out.extend(self.hosts[host_name].spec.addresses(qtype))
         return out
 
-    # -- explain ----------------------------------------------------------------------------
-
-    def explain(self) -> dict[str, Any]:
-        """Every host's state, report age, metrics, score, in-flight load and answer share, and
-        why the last answer was chosen (``GET /v1/farms/{farm}/explain``)."""
-        view = self.view()
-        now = self.clock()
-        accounting = self.accounting
-        window_total = 0
-        if accounting is not None:
-            # Time passes for a host that stopped reporting too: its old charges expire.
-            before = [ledger.pending for ledger in accounting.ledgers.values()]
-            self._settle(accounting, now)
-            if before != [ledger.pending for ledger in accounting.ledgers.values()]:
-                self.changed()  # the live loads follow at the next query
-            window_total = sum(ledger.window_answers for ledger in accounting.ledgers.values())
-        total_answers = sum(h.answers for h in self.hosts.values())
-        hosts = []
-        loads = {}
-        for qtype in _QTYPES:
-            for candidate in self._live.get(qtype, ()):
-                loads[candidate.name] = candidate.load
-        for host in self.hosts.values():
-            report = host.report
-            ledger = accounting.ledgers.get(host.name) if accounting is not None else None
-            item: dict[str, Any] = {
-                "host": host.name,
-                "name": self.host_owner(host.name),
-                "state": self.host_state(host, now),
-                "capacity": host.spec.capacity,
-                "report_age": round(now - report.received, 3) if report else None,
-                "seq": report.seq if report else None,
-                "interval": report.interval if report else None,
-                "metrics": dict(report.metrics) if report else None,
-                "score": round(view.scores.get(host.name, 0.0), 6),
-                "in_flight": round(ledger.pending, 3) if ledger else 0.0,
-                "load": round(loads[host.name], 6) if host.name in loads else None,
-                "answers": host.answers,
-                "share_total": round(host.answers / total_answers, 4) if total_answers else 0.0,
-                "reason": view.reasons.get(host.name),
-            }
-            brief = self.check_brief(host, now)
-            if brief is not None:
-                item["check"] = brief
-            if ledger is not None:
-                item["answers_recent"] = ledger.window_answers
-                item["share_recent"] = (
-                    round(ledger.window_answers / window_total, 4) if window_total else 0.0
-                )
-                item["arrival_rate"] = round(ledger.rate, 3) if ledger.rate is not None else None
-            hosts.append(item)
-        out: dict[str, Any] = {
-            "farm": self.name,
-            "policy": self.spec.policy,
-            "score": dict(self.spec.score),
-            "watermark": self.spec.watermark,
-            "all_unhealthy": self.spec.all_unhealthy,
-            **(
-                {"key": self.spec.key, "balance_factor": self.spec.balance_factor}
-                if self.spec.keyed
-                else {}
-            ),
-            "warming_up": view.warming,
-            "hosts": hosts,
-            "last_answer": self._why(now),
-        }
-        if accounting is not None:
-            out["accounting"] = {
-                "cache_time": accounting.window,
-                "arrival_rate": (
-                    round(accounting.arrival_rate, 3)
-                    if accounting.arrival_rate is not None
-                    else None
-                ),
-                "mean_herd": round(accounting.mean_herd, 3),
-                "resolvers": len(accounting.clients),
-                "saturated_resolvers": accounting.saturated,
-                "direct_askers": accounting.direct,
-                "herd_budget": (round(self._budget, 3) if self._budget != float("inf") else None),
-            }
-        return out
-
     def host_owner(self, host_name: str) -> str:
         """The per-host name of a host: ``<host>.<farm>``, answered with its addresses."""
         return f"{host_name.lower()}.{self.name}"
 
-    def check_brief(self, host: Host, now: float) -> dict[str, Any] | None:
-        """The servers' check verdict on a host in short (None when it is not checked)."""
-        check = self.spec.check_of(host.spec)
-        if check is None:
-            return None
-        probe = host.probe
-        votes = []
-        here = None
-        if probe is not None:
-            here = probe.local_verdict() if probe.trackers else None
-            if probe.trackers:
-                votes.append(here)
-            votes.extend(p.verdict for p in probe.peers.values() if p.expires > now)
-        known = [v for v in votes if v is not None]
-        verdict = probe.verdict(check.quorum, now) if probe is not None else None
-        return {
-            "type": check.type,
-            "verdict": verdict or "unknown",
-            "here": here or "unknown",
-            "servers": len(known),
-            "down": sum(1 for v in known if v == "down"),
-            "quorum": check.quorum or "majority",
-            "require": self.spec.require,
-        }
+    # -- what the explanations read (lbdns.balance.explain) ---------------------------------
 
-    def check_json(self, host: Host, now: float) -> dict[str, Any] | None:
-        """Everything about a host's checks: the settings, the verdict, this server's last
-        result, latency, error and streaks per address, and every other server's."""
-        brief = self.check_brief(host, now)
-        if brief is None:
-            return None
-        check = self.spec.check_of(host.spec)
-        assert check is not None
-        probe = host.probe
-        servers = {}
-        if probe is not None:
-            for server, peer in sorted(probe.peers.items()):
-                if peer.expires > now:
-                    servers[server] = dict(peer.detail)
-        return {
-            **brief,
-            "settings": check.to_json(),
-            "here": probe.summary() if probe is not None else None,
-            "verdict_here": brief["here"],
-            "peers": servers,
-        }
+    @property
+    def herd_unit(self) -> float:
+        """Score units one connection brings (the hosts' mean; 1 without accounting)."""
+        return self._herd_unit
 
-    def _why(self, now: float) -> dict[str, Any] | None:
-        last = self.last
-        if last is None:
-            return None
-        out: dict[str, Any] = {
-            "age": round(now - last.when, 3),
-            "client": last.client,
-            "qtype": "assign" if last.how == "assign" else QTYPE.get(last.qtype, str(last.qtype)),
-            "chosen": list(last.chosen),
-            "herd": round(last.herd, 3),
-            "ttl": last.ttl,
-            "asker": last.asker or None,
-            "candidates": [
-                {"host": c.name, "load": round(c.load, 6), "capacity": c.capacity}
-                for c in last.candidates
-            ],
-        }
-        if last.key is not None:
-            out["key"] = last.key
-        out["reason"] = self._reason(last)
-        if last.how != "assign":
-            out["ttl_reason"] = self._ttl_reason(last)
-        return out
+    @property
+    def budget(self) -> float:
+        """Connections one answer may bring before its TTL is cut (infinite: never cut)."""
+        return self._budget
 
-    def _reason(self, last: LastAnswer) -> str:
-        """Why ``last`` named its hosts, in a sentence (explain and the assignment API)."""
-        if last.how == "sticky":
-            return "same resolver asked a moment ago: same host(s), not charged again"
-        if last.how == "assign" and last.key and self.spec.keyed:
-            return self._key_reason(last)
-        if last.how == "assign":
-            charged = "" if self.accounting is None else "; charged one connection"
-            lowest = sorted(last.candidates, key=lambda c: c.load)[:8]  # a sentence, not a table
-            loads = ", ".join(f"{c.name} {c.load:.4g}" for c in lowest)
-            more = ", ..." if len(last.candidates) > len(lowest) else ""
-            return (
-                f"{self.spec.policy} over {len(last.candidates)} candidates "
-                f"({loads}{more}){charged}"
-            )
-        if last.how in ("key", "fail-open") and last.key is not None:
-            prefix = "no host up: fail-open among the least-bad hosts; " * (last.how == "fail-open")
-            return prefix + self._key_reason(last)
-        if last.how == "fail-open":
-            return f"no host up: fail-open among the least-bad hosts by {self.spec.policy}"
-        prefix = ""
-        if last.how == "watermark":
-            prefix = f"only hosts below the watermark {self.spec.watermark:g}; "
-        if self.accounting is not None:
-            k = len(last.chosen)
-            projected = ", ".join(
-                f"{c.name} {c.load + last.herd * self._herd_unit / k / c.capacity:.4g}"
-                for c in last.candidates
-            )
-            split = f", split over {k} records" if k > self.spec.answers else ""
-            return (
-                f"{prefix}lowest projected load (in-flight included) after a herd of "
-                f"{last.herd:.3g}{split}: {projected}"
-            )
-        return f"{prefix}{self.spec.policy} over {len(last.candidates)} candidates"
+    def live_loads(self) -> dict[str, float]:
+        """The load each answerable host is chosen by now, its in-flight charges included."""
+        loads = {}
+        for qtype in _QTYPES:
+            for candidate in self._live.get(qtype, ()):
+                loads[candidate.name] = candidate.load
+        return loads
 
-    def _key_reason(self, last: LastAnswer) -> str:
-        # Replays the walk along the ring from the loads the answer was chosen from.
-        key = last.key or ""
-        by_name = {c.name: c for c in last.candidates}
-        herd = last.herd * self._herd_unit
-        total = sum(c.load * c.capacity for c in last.candidates)
-        capacity = sum(c.capacity for c in last.candidates) or 1.0
-        limit = self.spec.balance_factor * (total + herd) / capacity
-        passed = []
-        for name in self.ring.order(self._key_position(key)):
-            if name in last.chosen:
-                break
-            c = by_name.get(name)
-            if c is None:
-                passed.append(f"{name} is not answerable")
-            else:
-                passed.append(f"{name} is over its bound ({c.load:.4g} > {limit:.4g})")
-        chosen = ", ".join(last.chosen)
-        if len(passed) > 8:
-            passed = [*passed[:8], f"{len(passed) - 8} more"]
-        if not passed:
-            return f"key {key!r}: {chosen} holds its place on the ring"
-        return (
-            f"key {key!r}: {'; '.join(passed)} "
-            f"(bound {self.spec.balance_factor:g} x mean load); next on the ring: {chosen}"
-        )
-
-    def _ttl_reason(self, last: LastAnswer) -> str:
-        spec = self.spec
-        if last.how == "sticky":
-            return "the TTL of the answer to the other address family"
-        if last.asker == "direct":
-            return (
-                "the farm's ttl: this client re-asks within its TTL (it does not cache), so each "
-                "answer brings its own share of the arrivals, not a herd"
-            )
-        if last.asker == "new":
-            return (
-                "a client seen for the first time (charged the mean herd): a short first TTL "
-                "so that its next query tells its rate"
-                if last.ttl < spec.ttl
-                else "the farm's ttl: a client seen for the first time (charged the mean herd)"
-            )
-        if last.asker != "caching":
-            return "the farm's ttl"
-        if last.ttl < spec.ttl:
-            floor = " (min_ttl)" if last.ttl == spec.min_ttl else ""
-            return (
-                f"shortened from {spec.ttl} to {last.ttl}{floor}: this resolver's herd at the "
-                f"full ttl is over the herd budget of {self._budget:.3g} connections per answer"
-            )
-        return f"the farm's ttl: the herd is within the budget of {self._budget:.3g} connections"
+    def settle(self, now: float) -> None:
+        """Let time pass on the ledgers between queries: a host that stopped reporting has its
+        old charges expire too. The next query rebuilds the view when any did."""
+        accounting = self.accounting
+        if accounting is None:
+            return
+        before = [ledger.pending for ledger in accounting.ledgers.values()]
+        self._settle(accounting, now)
+        if before != [ledger.pending for ledger in accounting.ledgers.values()]:
+            self.changed()  # the live loads follow at the next query

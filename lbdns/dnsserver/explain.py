@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dnslib import CLASS, QTYPE, RCODE, RR, TXT, DNSError, DNSRecord
 
+from lbdns.balance.explain import farm_explanation
 from lbdns.registry import Registry
 
 PREFIX = "_lbdns."
@@ -25,7 +26,7 @@ def explain_lines(registry: Registry, farm_name: str) -> list[str] | None:
     farm = registry.farm(farm_name)
     if farm is None:
         return None
-    info = farm.explain()
+    info = farm_explanation(farm)
     lines = []
     for host in info["hosts"]:
         load = host["load"]

@@ -28,6 +28,7 @@ from aiohttp import web
 from lbdns.auth import Token
 from lbdns.balance.capacity import farm_load
 from lbdns.balance.drain import DEFAULT_GRACE, DrainOptions, drain_status
+from lbdns.balance.explain import check_brief, check_detail
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host
 from lbdns.errors import Conflict, Forbidden, NotFound, RequestError, ZoneErrors
@@ -149,7 +150,7 @@ def farm_json(request: web.Request, farm: Farm, hosts: bool) -> dict[str, Any]:
     host_list = [host_json(request.app[REGISTRY], farm, h, now) for h in farm.hosts.values()]
     for item, host in zip(host_list, farm.hosts.values(), strict=True):
         item["reason"] = farm.state_and_reason(host, now)[1]
-        item["check"] = farm.check_brief(host, now)
+        item["check"] = check_brief(farm, host, now)
     states: dict[str, int] = {}
     for item in host_list:
         states[item["state"]] = states.get(item["state"], 0) + 1
@@ -320,7 +321,7 @@ async def show_host(request: web.Request) -> web.Response:
 def check_fields(farm: Farm, host: Host, now: float) -> dict[str, Any]:
     """The health-check part of a host's JSON: why it is in its state, and its checks."""
     _, reason = farm.state_and_reason(host, now)
-    return {"reason": reason, "check": farm.check_json(host, now)}
+    return {"reason": reason, "check": check_detail(farm, host, now)}
 
 
 # -- changes of one host ---------------------------------------------------------------------

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from lbdns.auth import Token
+from lbdns.balance.explain import answer_reason
 from lbdns.balance.farm import Assignment, Farm
 from lbdns.balance.policy.consistent_hash import client_subnet
 from lbdns.errors import Forbidden, NotFound, RequestError
@@ -166,7 +167,7 @@ async def assign(request: web.Request) -> web.StreamResponse:
             "aaaa": list(host.spec.aaaa),
             "state": farm.host_state(host, farm.clock()),
             "how": chosen.how,
-            "reason": chosen.reason,
+            "reason": answer_reason(farm, chosen.answer),
         }
     )
 

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 
 from lbdns.auth import Token
 from lbdns.balance.capacity import advice_reply
+from lbdns.balance.explain import farm_explanation
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host, Report, score
 from lbdns.errors import Forbidden, NotFound, RequestError
@@ -275,4 +276,4 @@ async def explain(request: web.Request) -> web.Response:
         raise NotFound(f"no farm named {request.match_info['farm']!r}", field="farm")
     if not token.allows_farm(farm.name):
         raise Forbidden(f"token {token.name!r} may not read farm {farm.name}")
-    return json_response(farm.explain())
+    return json_response(farm_explanation(farm))

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from lbdns import __version__
 from lbdns.balance.capacity import balance, farm_load
+from lbdns.balance.explain import check_brief
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
 from lbdns.dnsserver.rrl import CLASSES, RateLimiter
 from lbdns.dnsserver.wire import TCP_QTYPES, rcode_name
@@ -406,7 +407,7 @@ class ServerCollector(Collector):
         now = registry.clock()
         for farm_name, farm in sorted(registry.farms.items()):
             for host_name, host in farm.hosts.items():
-                brief = farm.check_brief(host, now)
+                brief = check_brief(farm, host, now)
                 if brief is None:
                     continue
                 for scope, value in (("here", brief["here"]), ("servers", brief["verdict"])):

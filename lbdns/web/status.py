@@ -25,6 +25,7 @@ from aiohttp import web
 
 from lbdns.balance.capacity import balance, farm_load
 from lbdns.balance.drain import drain_status
+from lbdns.balance.explain import check_brief
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import DOWN, STALE, UP
 from lbdns.dnsserver.wire import rcode_name
@@ -158,7 +159,7 @@ def farm_status(
             "share": _round(recent.get(name, 0) / recent_total) if recent_total else None,
             "addresses": [*host.spec.a, *host.spec.aaaa],
             "reason": view.reasons.get(name),
-            "check": farm.check_brief(host, now),
+            "check": check_brief(farm, host, now),
         }
         drain = drain_status(farm, host, now)
         if drain is not None:

@@ -10,12 +10,9 @@ What lives in Redis (``P`` is ``redis_prefix``, default ``lbdns:``):
   (new, or restarted without persistence) and is re-seeded before it takes writes;
 * ``P changes`` pub/sub channel: ``"<version> <server id> <json>"`` for every change, in
   version order;
-* ``P answers`` pub/sub channel: each server's answers per host since its last message, and
-  its load-aware accounting (herds charged per host, answers, resolvers' query times);
-* ``P checks`` pub/sub channel: each server's health-check verdicts, per host and address
-  (the hosts whose verdict changed within ``EXCHANGE_INTERVAL``, and all of them every
-  ``CHECK_HEARTBEAT``). A server's verdicts count for ``CHECK_PEER_TTL`` after its last message,
-  so a server that stops (or loses Redis) stops voting on the others' hosts.
+* ``P answers`` and ``P checks`` pub/sub channels: each server's answers, load-aware accounting
+  and health-check verdicts for the others (``lbdns.store.redis.exchange``, which this store
+  owns and drives).
 
 Every write is one Lua script (change the hash, increment the version, publish), so all servers
 see the changes in one order. The server that accepted a change applies it locally once Redis
@@ -42,7 +39,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lbdns.balance.check import PeerVerdict
 from lbdns.balance.drain import DrainOptions
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import Host, Report
@@ -50,6 +46,7 @@ from lbdns.errors import Unavailable
 from lbdns.registry import Registry
 from lbdns.store.base import Store, apply_report
 from lbdns.store.overlay import HostChange, Overlay, _zone_entry, spec_digest
+from lbdns.store.redis.exchange import EXCHANGE_INTERVAL, Exchange
 from lbdns.store.redis.scripts import HOST_SCRIPT, REPORT_SCRIPT, SEED_SCRIPT
 from lbdns.store.redis.urls import display_url, parse_sentinel_url
 from lbdns.zone.model import HostSpec
@@ -59,10 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lbdns.store")
 
-# How often each server publishes its answers and accounting (seconds): the others do not see its
-# herds for up to this long, so it is short against a cache time. The connection is checked every
-# PING_INTERVAL.
-EXCHANGE_INTERVAL = 0.05
+# The store's clock ticks every EXCHANGE_INTERVAL (the exchange's); the connection is checked,
+# and the other servers' check verdicts expired, every PING_INTERVAL.
 PING_INTERVAL = 0.5
 # Redis calls give up after this long: an ingest or admin call then gets 503, not a hang.
 CALL_TIMEOUT = 1.0
@@ -70,8 +65,6 @@ CONNECT_TIMEOUT = 0.5
 RECONNECT_MAX = 1.0
 WRITE_BATCH = 256
 WAIT_MS = 250  # with Sentinel: how long a write waits for a replica to have it
-CHECK_HEARTBEAT = 1.0  # every server publishes all its check verdicts this often
-CHECK_PEER_TTL = 3.5  # another server's verdicts count this long after its last message
 
 
 class RedisErrors:
@@ -107,16 +100,13 @@ class RedisStore(Store):
         self.key_version = prefix + "version"
         self.key_epoch = prefix + "epoch"
         self.channel_changes = prefix + "changes"
-        self.channel_answers = prefix + "answers"
-        self.channel_checks = prefix + "checks"
         self.stale_budget = config.stale_budget
         self.sentinel = url.startswith("redis+sentinel://")
         self.server_id = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
         self.overlay = Overlay()
         self.version = 0  # the last change applied here
         self.epoch: str | None = None
-        # Answers the other servers gave, per farm and host, since this server started.
-        self.peer_answers: dict[str, dict[str, int]] = {}
+        self.exchange = Exchange(registry, self.server_id, prefix)
         self.counters = {"resyncs": 0, "reseeds": 0, "lost": 0, "writes": 0, "refused": 0}
         self._client: Any = None
         self._listener: Any = None
@@ -132,7 +122,6 @@ class RedisStore(Store):
         self._tasks: set[asyncio.Task] = set()
         self._queue: list[tuple[str, list[str], list[str], asyncio.Future]] = []
         self._wake = asyncio.Event()
-        self._sent_answers: dict[tuple[str, str], int] = {}
         # "<farm> <host>" -> the version that wrote the host's change (to re-seed in order).
         self._change_versions: dict[str, int] = {}
         # (farm, host) -> the report whose age is held during an outage and its real receipt
@@ -142,8 +131,11 @@ class RedisStore(Store):
         self._behind_at: int | None = None
         self._unreplicated = False  # the last write was not confirmed by a replica (Sentinel)
         self._closing = False
-        self._checks_changed: set[tuple[str, str]] = set()
-        self._checks_sent = 0.0  # monotonic time of the last full publication
+
+    @property
+    def peer_answers(self) -> dict[str, dict[str, int]]:
+        """Answers the other servers gave, per farm and host, since this server started."""
+        return self.exchange.peer_answers
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -238,6 +230,9 @@ class RedisStore(Store):
     def zones_loaded(self) -> None:
         self.overlay.apply(self.registry)
 
+    def check_changed(self, farm_name: str, host_name: str) -> None:
+        self.exchange.check_changed(farm_name, host_name)
+
     # -- connection state -------------------------------------------------------------------
 
     def _set_connected(self) -> None:
@@ -289,9 +284,7 @@ class RedisStore(Store):
         while not self._closing:
             pubsub = self._listener.pubsub()
             try:
-                await pubsub.subscribe(
-                    self.channel_changes, self.channel_answers, self.channel_checks
-                )
+                await pubsub.subscribe(self.channel_changes, *self.exchange.channels)
                 if self._ever_connected:
                     # Back after a loss: the idle pooled connections of the write client may
                     # be the ones Redis closed, and a later write or check would fail on them
@@ -433,11 +426,8 @@ class RedisStore(Store):
         self.overlay.apply(self.registry)
 
     def _on_message(self, channel: str, data: str) -> None:
-        if channel == self.channel_answers:
-            self._on_answers(data)
-            return
-        if channel == self.channel_checks:
-            self._on_checks(data)
+        if channel in self.exchange.channels:
+            self.exchange.receive(channel, data)
             return
         version_text, _, rest = data.partition(" ")
         if rest.startswith("resync"):
@@ -668,7 +658,7 @@ class RedisStore(Store):
         }
         await self._change_host(farm, host.name, patch)
 
-    # -- answers and the clock --------------------------------------------------------------
+    # -- the clock: the exchange, the connection check, the held ages ----------------------
 
     async def _tick(self) -> None:
         assert self._errors is not None
@@ -677,33 +667,14 @@ class RedisStore(Store):
             await asyncio.sleep(EXCHANGE_INTERVAL)
             now = self.registry.clock()
             if now - last_expiry >= PING_INTERVAL:
-                # Also while Redis is away: the others' verdicts lapse and this server's own
-                # probes decide alone.
                 last_expiry = now
-                self._expire_peer_checks(now)
+                self.exchange.expire_peer_checks(now)
             if not self.healthy():
                 self._hold_ages(now)
-                # Nothing can be sent now: drop the accounting rather than send a late backlog
-                # (the agents' reports count those clients meanwhile).
-                for farm in self.registry.farms.values():
-                    farm.take_accounting()
+                self.exchange.drop_accounting()
                 continue
             try:
-                counts = self._answer_deltas()
-                accounting = {}
-                for farm in self.registry.farms.values():
-                    taken = farm.take_accounting()
-                    if taken is not None:
-                        accounting[farm.name] = taken
-                if counts or accounting:
-                    message = {
-                        "origin": self.server_id,
-                        "at": now,
-                        "farms": counts,
-                        "accounting": accounting,
-                    }
-                    await self._client.publish(self.channel_answers, json.dumps(message))
-                await self._publish_checks(now)
+                await self.exchange.send(self._client.publish, now)
                 if time.monotonic() - last_ping >= PING_INTERVAL:
                     last_ping = time.monotonic()
                     await self._check_in_step()
@@ -721,93 +692,6 @@ class RedisStore(Store):
             self._need_resync = True
         behind = version is not None and int(version) > self.version
         self._behind_at = int(version) if behind else None
-
-    def _answer_deltas(self) -> dict[str, dict[str, int]]:
-        """This server's answers per host since the last exchange (``Host.answers`` grows)."""
-        out: dict[str, dict[str, int]] = {}
-        for farm in self.registry.farms.values():
-            for host in farm.hosts.values():
-                key = (farm.name, host.name)
-                sent = self._sent_answers.get(key, 0)
-                if host.answers < sent:
-                    sent = 0  # the counter restarted (a zone reload re-created the host)
-                if host.answers > sent:
-                    out.setdefault(farm.name, {})[host.name] = host.answers - sent
-                self._sent_answers[key] = host.answers
-        return out
-
-    def _on_answers(self, data: str) -> None:
-        message = json.loads(data)
-        if message.get("origin") == self.server_id:
-            return
-        at = float(message.get("at", self.registry.clock()))
-        for farm_name, counts in message.get("farms", {}).items():
-            farm = self.registry.farms.get(farm_name)
-            if farm is None:
-                continue
-            totals = self.peer_answers.setdefault(farm_name, {})
-            for host_name, count in counts.items():
-                totals[host_name] = totals.get(host_name, 0) + int(count)
-                host = farm.hosts.get(host_name)
-                if host is not None:
-                    # A drain waits for the last answer that named the host, on any server.
-                    host.last_answered = max(host.last_answered, at)
-        # The load-aware accounting charges the other servers' herds like its own.
-        for farm_name, data in message.get("accounting", {}).items():
-            farm = self.registry.farms.get(farm_name)
-            if farm is not None:
-                farm.add_peer_accounting(data)
-
-    # -- health checks: each server's verdicts for the others' quorum -----------------------
-
-    def check_changed(self, farm_name: str, host_name: str) -> None:
-        self._checks_changed.add((farm_name, host_name))
-
-    async def _publish_checks(self, now: float) -> None:
-        full = time.monotonic() - self._checks_sent >= CHECK_HEARTBEAT
-        if not full and not self._checks_changed:
-            return
-        hosts: dict[str, dict[str, Any]] = {}
-        for farm in self.registry.farms.values():
-            for host in farm.hosts.values():
-                probe = host.probe
-                if probe is None or not probe.trackers:
-                    continue
-                if full or (farm.name, host.name) in self._checks_changed:
-                    hosts.setdefault(farm.name, {})[host.name] = probe.summary()
-        self._checks_changed.clear()
-        if full:
-            self._checks_sent = time.monotonic()
-        if hosts:
-            message = {"origin": self.server_id, "at": now, "hosts": hosts}
-            await self._client.publish(self.channel_checks, json.dumps(message))
-
-    def _on_checks(self, data: str) -> None:
-        message = json.loads(data)
-        origin = message.get("origin")
-        if origin == self.server_id:
-            return
-        expires = self.registry.clock() + CHECK_PEER_TTL
-        for farm_name, hosts in message.get("hosts", {}).items():
-            farm = self.registry.farms.get(farm_name)
-            if farm is None:
-                continue
-            for host_name, summary in hosts.items():
-                host = farm.hosts.get(host_name)
-                if host is None or host.probe is None:
-                    continue  # not checked here: this server's zone files say otherwise
-                state = summary.get("state")
-                verdict = state if state in ("up", "down") else None
-                previous = host.probe.peers.get(origin)
-                host.probe.peers[origin] = PeerVerdict(verdict, expires, summary)
-                if previous is None or previous.verdict != verdict:
-                    farm.changed()
-
-    def _expire_peer_checks(self, now: float) -> None:
-        for farm in self.registry.farms.values():
-            for host in farm.hosts.values():
-                if host.probe is not None and host.probe.peers and host.probe.expire(now):
-                    farm.changed()
 
     def _hold_ages(self, now: float) -> None:
         """While Redis is away, report ages stand still for ``stale_budget`` seconds.
