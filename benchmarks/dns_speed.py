@@ -822,8 +822,8 @@ def main(argv: list[str] | None = None) -> int:
     conf = work / "nsd.conf"
     settings = yaml.safe_load(args.lbdns_config.read_text()) if args.lbdns_config else {}
     settings = dict(settings or {})
-    if args.workers != 1 or "workers" in settings:
-        settings["workers"] = args.workers
+    # Always written: lbdns's own default is one worker per CPU, NSD's one server.
+    settings["workers"] = args.workers
     lbdns_conf = work / "lbdns.yaml"
     lbdns_conf.write_text(yaml.safe_dump(settings))
     http_port = free_port()

@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lbdns-wfresh-") as folder:
         tmp = Path(folder)
         config = tmp / "lbdns.yaml"
-        config.write_text(f"workers: {args.workers}\nexplain_queries: true\n")
-        with LbdnsProcess(tmp, config=config, extra=("--data-dir", str(tmp / "data"))) as process:
+        config.write_text("explain_queries: true\n")
+        extra = ("--data-dir", str(tmp / "data"))
+        with LbdnsProcess(tmp, config=config, extra=extra, workers=args.workers) as process:
             api = process.http_url
             host_url = f"{api}/v1/farms/{FARM}/hosts/web2"
             for i in range(args.rounds):

@@ -48,6 +48,28 @@ def default_dns_port() -> int:
     return 53 if can_bind_low_ports() else 5353
 
 
+AUTO_WORKERS_MAX = 16  # past this the main process's relay, not the cores, is the limit
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as taskset or systemd's
+    CPUAffinity= set it), not every CPU of the machine."""
+    count = getattr(os, "process_cpu_count", None)  # Python 3.13
+    if count is not None:
+        return count() or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers() -> int:
+    """``workers: auto``, the default: one DNS process per usable CPU, at most
+    ``AUTO_WORKERS_MAX``. (NSD's server-count defaults to 1; a Python process uses one core,
+    so lbdns defaults to all of them.)"""
+    return min(usable_cpus(), AUTO_WORKERS_MAX)
+
+
 @dataclass(frozen=True)
 class Config:
     zones: Path = Path("zones")
@@ -82,7 +104,7 @@ class Config:
     checks: bool = True  # run the zone files' health checks from this server
     check_source: str | None = None  # local address the probes leave from (None: the kernel's)
     check_concurrency: int = 256  # probes in flight at once
-    workers: int = 1  # DNS processes (lbdns.workers)
+    workers: int = field(default_factory=auto_workers)  # DNS processes (lbdns.workers)
     source: str | None = None  # the file it came from
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -165,8 +187,8 @@ def _ip_address(value: Any, where: yamlfile.Where, fail: Fail):
 
 
 def _workers(value: Any, where: yamlfile.Where, fail: Fail):
-    if value == "auto":  # one DNS process per CPU this process may run on
-        return max(1, len(os.sched_getaffinity(0)))
+    if value == "auto":
+        return auto_workers()
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
         fail(where, f"must be auto or an integer from 1 to 256, got {value!r}")
         return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -107,8 +108,38 @@ def _client_fault(exc: BaseException | None) -> bool:
     return False
 
 
+class LineHandler(logging.StreamHandler):
+    """Each record is one ``write(2)`` on the stream's descriptor, so that processes sharing it
+    (the DNS workers inherit the main process's standard error) never split one another's
+    lines: a file takes each write whole (at its end with O_APPEND; without, at the offset the
+    processes share, as they share the main process's open file); a pipe, whole up to 4 KiB.
+    A stream with no descriptor (a test's capture) is written as usual."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        try:
+            self.fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.fd is None:
+            super().emit(record)
+            return
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            self.stream.flush()  # whatever else was written to the stream goes first
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def setup(log_format: str = "text", level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lbdns.config import Config
+from lbdns.config import Config, auto_workers, usable_cpus
 from lbdns.dnsserver import identity
 from lbdns.dnsserver.cookie import Cookies
 from lbdns.dnsserver.rrl import RateLimiter
@@ -95,8 +95,12 @@ class Server:
         if config.query_log > 0:
             from lbdns.dnsserver.querylog import QueryLog
 
+            # Every worker logs its own queries; the rate is the server's, shared out.
             self.answerer.query_log = QueryLog(
-                self.answerer, config.query_log, config.query_log_rate
+                self.answerer,
+                config.query_log,
+                config.query_log_rate / config.workers,
+                worker=worker if config.workers > 1 else None,
             )
         self.store = open_store(config, self.registry)
         self.hub: Any = None
@@ -162,7 +166,8 @@ class Server:
         self.registry.load_zones(zones)
         _log_zones(zones, "start", self.config.zones)
         await self.store.start()
-        if self.config.checks:
+        # Only the main process probes; the hub relays its verdicts to the workers.
+        if self.config.checks and not self.worker:
             from lbdns.probe.prober import Prober
 
             self.prober = Prober(
@@ -170,6 +175,7 @@ class Server:
                 self.store,
                 source=self.config.check_source,
                 concurrency=self.config.check_concurrency,
+                on_change=self.hub.check_changed if self.hub is not None else None,
             )
             self.prober.sync()
             self.spawn(self.prober.run())
@@ -226,13 +232,29 @@ class Server:
         # names scans only what the caches hold (a 30-70 ms pause otherwise, docs/dns.md).
         gc.freeze()
         http = "{}:{}".format(*self.http_address) if self.http_address else "off"
+        workers = self.config.workers
+        if workers == auto_workers():
+            how = " (one per usable CPU: workers: auto, the default"
+            how += "; workers: 1 serves from one process)" if workers > 1 else ")"
+        else:
+            how = f" (workers: {workers}; {usable_cpus()} CPU(s) usable)"
         log.info(
-            "ready dns=%s http=%s state=%s",
+            "DNS from %s%s", f"{workers} worker processes" if workers > 1 else "one process", how
+        )
+        log.info(
+            "ready dns=%s http=%s state=%s workers=%d",
             dns,
             http,
             self.store.name,
+            workers,
             extra={
-                "fields": {"event": "ready", "dns": dns, "http": http, "state": self.store.name}
+                "fields": {
+                    "event": "ready",
+                    "dns": dns,
+                    "http": http,
+                    "state": self.store.name,
+                    "workers": workers,
+                }
             },
         )
         # Zones are loaded and every socket is bound: systemd may now start what comes After=.

@@ -237,7 +237,7 @@ async def _in_process(tmp_path: Path) -> None:
 
     clock = Clock()
     registry = Registry(clock=clock, rng=random.Random(3))
-    config = Config(zones=EXAMPLE_ZONES, dns=(("127.0.0.1", 0),), http=("127.0.0.1", 0))
+    config = Config(zones=EXAMPLE_ZONES, dns=(("127.0.0.1", 0),), http=("127.0.0.1", 0), workers=1)
     server = Server(config, registry)
     await server.start()
     try:

@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import signal
+import subprocess
 import sys
 
 from support import EXAMPLE_ZONES, LbdnsProcess, wait_for
@@ -50,7 +51,7 @@ def test_text_log_lines_are_one_per_event(lbdns):
     lines = lbdns.log().splitlines()
     assert lines and all(TEXT_LINE.match(line) for line in lines), lines
     ready = next(line for line in lines if " ready " in line)
-    assert ready.endswith("state=memory")  # fields the message shows are not repeated
+    assert ready.endswith("state=memory workers=1")  # fields the message shows: not repeated
 
 
 def test_more_lines_of_an_event_are_indented():
@@ -95,3 +96,34 @@ def test_a_traceback_stays_inside_its_json_line():
     human = TextFormatter().format(_record("failed", exc=True))
     first, *rest = human.splitlines()
     assert TEXT_LINE.match(first) and rest and all(r.startswith("    ") for r in rest)
+
+
+WRITERS = """
+import logging, os, sys
+from lbdns import logs
+logs.setup("json")
+children = []
+for _ in range(3):  # four processes on one standard error
+    pid = os.fork()
+    if pid == 0:
+        children = []
+        break
+    children.append(pid)
+for i in range(200):
+    logging.getLogger("lbdns.query").info("x" * (1000 + 37 * i), extra={"fields": {"n": i}})
+for child in children:
+    os.waitpid(child, 0)
+"""
+
+
+def test_processes_sharing_standard_error_never_split_a_line(tmp_path):
+    # The DNS workers share the main process's standard error; each line, however long, must
+    # land whole in the file (opened without O_APPEND here: the processes share its offset).
+    path = tmp_path / "shared.log"
+    with open(path, "wb") as target:
+        subprocess.run([sys.executable, "-c", WRITERS], stderr=target, check=True, timeout=60)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4 * 200
+    for line in lines:
+        record = json.loads(line)  # a line cut by another's write would not parse
+        assert len(record["message"]) == 1000 + 37 * record["n"]

@@ -65,6 +65,14 @@ def test_query_log_is_off_by_default(lbdns):
     assert Server(Config()).answerer.query_log is None
 
 
+def test_each_worker_logs_at_its_share_of_the_rate():
+    config = Config(query_log=1.0, query_log_rate=100.0, workers=4)
+    shares = [Server(config, worker=i).answerer.query_log for i in range(4)]
+    assert [log.rate for log in shares] == [25.0] * 4  # together, the server's rate
+    assert [log.worker for log in shares] == [0, 1, 2, 3]
+    assert Server(Config(query_log=1.0, workers=1)).answerer.query_log.worker is None
+
+
 def _answerer() -> Answerer:
     registry = Registry()
     registry.load_zones(load_folder(EXAMPLE_ZONES))

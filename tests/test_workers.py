@@ -9,47 +9,58 @@ from a new socket, so the kernel's SO_REUSEPORT hash spreads them over the worke
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import time
 
 import dns.message
 import dns.query
 import pytest
+from probe_support import zone_folder
 from redis_support import RedisProcess, redis_available
 from support import EXAMPLE_ZONES, LbdnsProcess, http_json, http_request, wait_for
 
 from lbdns import config as config_module
 from lbdns.errors import ConfigErrors
+from lbdns.registry import Registry
+from lbdns.testing.backend import Backend
+from lbdns.workers import checks
+from lbdns.zone.parse import load_folder
 
 FARM = "chat.example.test."
 WORKERS = 3
 WORKER = re.compile(r"^worker (\d+) of (\d+) pid (\d+)$")
 
 
-def views(process: LbdnsProcess, tries: int = 300) -> dict[int, list[str]]:
+def views(
+    process: LbdnsProcess, tries: int = 300, farm: str = FARM, workers: int = WORKERS
+) -> dict[int, list[str]]:
     """The explanation TXT lines of each worker, by worker id, from up to ``tries`` queries
     (stops once every worker has answered)."""
     seen: dict[int, list[str]] = {}
-    query = dns.message.make_query(f"_lbdns.{FARM}", "TXT", rdclass="CH")
+    query = dns.message.make_query(f"_lbdns.{farm}", "TXT", rdclass="CH")
     for _ in range(tries):
         response = dns.query.udp(query, process.host, port=process.port, timeout=3)
         lines = [b"".join(r.strings).decode() for rrset in response.answer for r in rrset]
         match = WORKER.match(lines[-1])
         assert match, lines
         seen[int(match.group(1))] = lines
-        if len(seen) == WORKERS:
+        if len(seen) == workers:
             break
     return seen
 
 
-def every_worker(process: LbdnsProcess, check, what: str) -> dict[int, list[str]]:
+def every_worker(
+    process: LbdnsProcess, check, what: str, farm: str = FARM, workers: int = WORKERS
+) -> dict[int, list[str]]:
     """Wait until ``check(lines)`` holds in the view of every worker (bounded)."""
 
     def all_hold():
-        seen = views(process)
-        return seen if len(seen) == WORKERS and all(check(v) for v in seen.values()) else None
+        seen = views(process, farm=farm, workers=workers)
+        return seen if len(seen) == workers and all(check(v) for v in seen.values()) else None
 
     return wait_for(all_hold, timeout=10, step=0.05, what=what)
 
@@ -90,8 +101,10 @@ def workers(tmp_path_factory):
     zones = tmp / "zones"
     shutil.copytree(EXAMPLE_ZONES, zones)
     config = tmp / "lbdns.yaml"
-    config.write_text(f"workers: {WORKERS}\nexplain_queries: true\n")
-    with LbdnsProcess(tmp, zones=zones, config=config, extra=("--data-dir", str(tmp))) as process:
+    config.write_text("explain_queries: true\n")
+    with LbdnsProcess(
+        tmp, zones=zones, config=config, extra=("--data-dir", str(tmp)), workers=WORKERS
+    ) as process:
         process.zones = zones
         yield process
 
@@ -217,19 +230,48 @@ def test_bad_workers_settings_are_refused(tmp_path, text, expected):
     assert expected in str(caught.value)
 
 
-def test_one_worker_is_the_default_and_auto_is_one_per_cpu(tmp_path):
-    assert config_module.load(None).workers == 1
+def test_one_worker_per_cpu_is_the_default_and_the_command_line_overrides_it(tmp_path):
+    cpus = min(len(os.sched_getaffinity(0)), 16)
+    assert config_module.load(None).workers == cpus
     path = tmp_path / "lbdns.yaml"
     path.write_text("workers: auto\n")
-    assert config_module.load(path).workers == len(os.sched_getaffinity(0))
+    assert config_module.load(path).workers == cpus
+    path.write_text("workers: 3\n")
+    assert config_module.load(path).workers == 3
+    assert config_module.load(path, {"workers": 1}).workers == 1
+    with pytest.raises(ConfigErrors) as caught:
+        config_module.load(None, {"workers": "many"})
+    assert "--workers: must be auto or an integer from 1 to 256, got 'many'" in str(caught.value)
+
+
+def test_a_default_start_serves_from_one_worker_per_cpu(tmp_path):
+    # The quick start of the README, on free ports: no config, no workers setting.
+    cpus = min(len(os.sched_getaffinity(0)), 16)
+    with LbdnsProcess(tmp_path, workers=None) as process:
+        if cpus > 1:
+            assert f"DNS from {cpus} worker processes (one per usable CPU" in process.log()
+        else:
+            assert "DNS from one process" in process.log()
+        assert f" workers={cpus}" in process.log()
+        status = http_json(f"{process.http_url}/v1/status")[1]
+        assert len(status["workers"]) == (cpus if cpus > 1 else 0)
+
+        def every_worker_answered():
+            answered = ask_from_many(process, 20)
+            assert answered == 20  # every query gets its answer, whichever worker took it
+            counts = metric(process, "lbdns_dns_worker_queries_total")
+            return len(counts) == cpus and all(v > 0 for v in counts.values()) and counts
+
+        counts = wait_for(every_worker_answered, timeout=15, what="a query in every worker")
+        assert sorted(counts) == [f'{{worker="{i}"}}' for i in range(cpus)]
 
 
 @pytest.mark.skipif(not redis_available(), reason="needs redis-server")
 def test_with_redis_every_worker_is_a_server_of_the_cluster(tmp_path):
     with RedisProcess(tmp_path / "redis") as redis_server:
         config = tmp_path / "lbdns.yaml"
-        config.write_text(f"workers: {WORKERS}\nexplain_queries: true\nstate: {redis_server.url}\n")
-        with LbdnsProcess(tmp_path, config=config) as process:
+        config.write_text(f"explain_queries: true\nstate: {redis_server.url}\n")
+        with LbdnsProcess(tmp_path, config=config, workers=WORKERS) as process:
             assert sorted(views(process)) == list(range(WORKERS))
             http_json(
                 f"{process.http_url}/v1/report",
@@ -271,3 +313,205 @@ def test_every_worker_makes_the_same_server_cookie(workers):
         assert cookie[:8] == client
         by_second.setdefault(cookie[12:16], set()).add(cookie[8:])
     assert all(len(cookies) == 1 for cookies in by_second.values()), by_second
+
+
+# -- health checks: the main process probes, every worker answers its verdicts -----------------
+
+CHECKED = "web.probe.test."
+INTERVAL = 0.2  # seconds between two probes of an address
+
+
+def check_words(lines: list[str], host: str) -> str:
+    line = host_line(lines, host)
+    return " ".join(w for w in line.split() if w.startswith(("check=", "down=", "reason=")))
+
+
+def test_only_the_main_process_probes_and_every_worker_answers_its_verdicts(tmp_path):
+    b1, b2 = Backend("127.0.0.11").start(), Backend("127.0.0.12").start()
+    try:
+        zones = zone_folder(
+            tmp_path,
+            f"""\
+            check: {{type: tcp, port: {b1.port}, interval: {INTERVAL}, timeout: 0.2, fall: 2}}
+            hosts:
+              h1: {{a: 127.0.0.11}}
+              h2: {{a: 127.0.0.12, check: {{port: {b2.port}}}}}
+            """,
+        )
+        config = tmp_path / "lbdns.yaml"
+        config.write_text("explain_queries: true\n")
+        with LbdnsProcess(tmp_path, zones=zones, config=config, workers=2) as process:
+            every_worker(
+                process,
+                lambda lines: all(
+                    check_words(lines, h) == "check=up down=0/1" for h in ("h1", "h2")
+                ),
+                "both hosts up by their checks in every worker",
+                farm=CHECKED,
+                workers=2,
+            )
+            # One prober, not one per worker: over 3 s the backend sees about 3 / INTERVAL
+            # connections (each interval stretched by up to 10 %), two probers would make twice
+            # as many; and every one of them is counted in the main process's metrics.
+            before, started = b1.accepted, time.monotonic()
+            time.sleep(3.0)
+            seen = b1.accepted - before
+            expected = (time.monotonic() - started) / INTERVAL
+            assert 0.7 * expected <= seen <= 1.3 * expected, (seen, expected)
+            probes = metric(process, "lbdns_probes_total")
+            h1 = sum(v for labels, v in probes.items() if 'host="h1"' in labels)
+            assert b1.accepted - 2 <= h1 <= b1.accepted, (h1, b1.accepted)
+
+            b1.stop()  # h1's application goes away: refused
+            down = every_worker(
+                process,
+                lambda lines: check_words(lines, "h1") == "reason=check check=down down=1/1",
+                "h1 down by its check in every worker",
+                farm=CHECKED,
+                workers=2,
+            )
+            assert all(host_line(v, "h1").startswith("h1 down ") for v in down.values())
+            before = metric(process, "lbdns_dns_worker_queries_total")
+            for _ in range(40):  # from new sockets: both workers answer
+                reply = process.query(CHECKED)
+                assert {rr.address for rrset in reply.answer for rr in rrset} == {"127.0.0.12"}
+            wait_for(
+                lambda: all(
+                    v > before.get(k, 0)
+                    for k, v in metric(process, "lbdns_dns_worker_queries_total").items()
+                ),
+                what="both workers answered the farm",
+            )
+
+            b1.start()  # the same port again
+            every_worker(
+                process,
+                lambda lines: check_words(lines, "h1") == "check=up down=0/1",
+                "h1 back in every worker",
+                farm=CHECKED,
+                workers=2,
+            )
+    finally:
+        b1.stop()
+        b2.stop()
+
+
+@pytest.mark.skipif(not redis_available(), reason="needs redis-server")
+def test_with_redis_each_server_votes_once_whatever_its_workers(tmp_path):
+    # Two servers of two workers each; h1 refuses server B's probes (a firewall on B's path).
+    # Each server is one vote in every worker of both (1 of 2 down: no majority, h1 stays up),
+    # not one per worker, and the main process's vote reaching its workers both through Redis
+    # and through the hub counts once.
+    h1, h2 = Backend("127.0.0.11").start(), Backend("127.0.0.12").start()
+    h1.deny.add("127.0.0.3")
+    zones = zone_folder(
+        tmp_path,
+        f"""\
+        check: {{type: tcp, port: {h1.port}, interval: {INTERVAL}, fall: 2}}
+        hosts:
+          h1: {{a: 127.0.0.11}}
+          h2: {{a: 127.0.0.12, check: {{port: {h2.port}}}}}
+        """,
+    )
+    config = tmp_path / "lbdns.yaml"
+    config.write_text("explain_queries: true\n")
+    try:
+        with RedisProcess(tmp_path / "redis") as redis_server:
+            servers = []
+            for source in ("127.0.0.2", "127.0.0.3"):
+                extra = ("--state", redis_server.url, "--check-source", source)
+                servers.append(
+                    LbdnsProcess(tmp_path, zones, config=config, extra=extra, workers=2).start()
+                )
+            try:
+                for server in servers:
+                    every_worker(
+                        server,
+                        lambda lines: (
+                            check_words(lines, "h1") == "check=up down=1/2"
+                            and check_words(lines, "h2") == "check=up down=0/2"
+                        ),
+                        "one vote per server in every worker",
+                        farm=CHECKED,
+                        workers=2,
+                    )
+            finally:
+                for server in servers:
+                    server.stop()
+    finally:
+        h1.stop()
+        h2.stop()
+
+
+def test_relayed_verdicts_replace_and_a_full_copy_drops_what_is_no_longer_probed(tmp_path):
+    zones = zone_folder(
+        tmp_path,
+        """\
+        check: {type: tcp, port: 9}
+        hosts:
+          h1: {a: 127.0.0.11}
+          h2: {a: 127.0.0.12}
+          h3: {a: 127.0.0.13, check: false}
+        """,
+    )
+    registry = Registry()
+    registry.load_zones(load_folder(zones))
+    farm = registry.farms[CHECKED]
+    down = "down"
+    checks.apply(registry, "worker 0", {CHECKED: {"h1": down, "h3": down}}, full=False)
+    assert farm.hosts["h1"].probe.verdict(0, 0.0) == "down"
+    assert farm.hosts["h2"].probe is None  # nothing said about it
+    assert farm.hosts["h3"].probe is None  # not checked here: what another server says is moot
+    view = farm.view()
+    checks.apply(registry, "worker 0", {CHECKED: {"h1": down}}, full=False)
+    assert farm.view() is view  # the same verdict again changes nothing
+    checks.apply(registry, "worker 0", {CHECKED: {"h2": "up"}}, full=True)
+    assert farm.hosts["h1"].probe.verdict(0, 0.0) is None  # no longer probed there
+    assert farm.hosts["h2"].probe.verdict(0, 0.0) == "up"
+    assert farm.view() is not view  # the next query sees the new verdicts
+    assert checks.snapshot(registry) == {}  # a worker has no trackers: it sends nothing
+
+
+# -- the latency histogram and the query log cover every worker --------------------------------
+
+
+def query_lines(text: str) -> list[dict]:
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"] == "lbdns.query"]
+
+
+def test_latency_and_the_query_log_cover_every_worker(tmp_path):
+    config = tmp_path / "lbdns.yaml"
+    config.write_text("query_log: 1.0\nquery_log_rate: 100000\n")
+    extra = ("--log-format", "json")
+    with LbdnsProcess(tmp_path, config=config, extra=extra, workers=2) as process:
+        sent = ask_from_many(process, 200)
+        assert sent == 200
+        by_worker = wait_for(
+            lambda: (
+                (m := metric(process, "lbdns_dns_worker_queries_total"))
+                and sum(m.values()) == sent
+                and m
+            ),
+            what="every worker's queries counted",
+        )
+        mine = by_worker['{worker="0"}']
+        assert 0 < mine < sent  # both workers answered
+        latency = metric(process, "lbdns_dns_latency_seconds_count")[""]
+        # Each query came alone, so each was timed; worker 0 alone timed only its own.
+        assert mine < latency <= sent
+        assert latency >= 0.9 * sent
+        buckets = metric(process, "lbdns_dns_latency_seconds_bucket")
+        assert buckets['{le="+Inf"}'] == latency
+        written = wait_for(
+            lambda: (
+                metric(process, "lbdns_query_log_lines_total").get('{result="written"}') == sent
+            ),
+            what="every worker's query-log lines counted",
+        )
+        assert written
+    lines = query_lines(process.log())  # each a whole JSON line, whoever wrote it
+    assert len(lines) == sent
+    counted = {w: sum(1 for line in lines if line["worker"] == w) for w in (0, 1)}
+    assert counted[0] == mine and counted[1] == sent - mine
+    assert all(line["farm"] == FARM and line["rcode"] == "NOERROR" for line in lines)

@@ -57,6 +57,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_level",
         "query_log",
         "check_source",
+        "workers",
     )
     return {key: getattr(args, key, None) for key in keys}
 
@@ -98,7 +99,19 @@ def _serve_command(commands) -> None:
         metavar="ADDRESS",
         help="local address the health-check probes leave from (default: the kernel's choice)",
     )
+    p.add_argument(
+        "--workers",
+        type=_workers_arg,
+        metavar="N|auto",
+        help="DNS processes (default auto: one per CPU, at most 16; 1 for a single process)",
+    )
     p.set_defaults(run=_serve)
+
+
+def _workers_arg(text: str) -> int | str:
+    # The config's own check refuses a bad number and says why; argparse only turns digits into
+    # the integer a YAML file would give.
+    return int(text) if text.isdigit() else text
 
 
 def _serve(args: argparse.Namespace) -> int:

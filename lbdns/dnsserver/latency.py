@@ -4,7 +4,8 @@ The transports time one query per batch they read (the first datagram of each re
 the first message of each TCP read). Under light load that is nearly every query; under heavy
 load batches fill up and about one query in ``UDP_BATCH`` is timed, so the cost stays a few
 nanoseconds per query. The metrics endpoint turns the buckets into a Prometheus histogram at
-scrape time.
+scrape time. With several workers each sends its buckets with its other DNS counters
+(``lbdns.workers.counters``) and the histogram scraped is their sum (``add_counts``).
 """
 
 from __future__ import annotations
@@ -52,3 +53,14 @@ class LatencyHistogram:
             running += count
             out.append((bound, running))
         return out
+
+    def counts(self) -> dict[str, int]:
+        """The non-empty buckets by index (JSON-ready, and summed key by key across workers)."""
+        return {str(index): count for index, count in enumerate(self.buckets) if count}
+
+    def add_counts(self, counts: dict[str, int], total: float) -> None:
+        """Add another process's ``counts()`` and sum of seconds to this histogram."""
+        for index, count in counts.items():
+            self.buckets[int(index)] += count
+            self.count += count
+        self.total += total

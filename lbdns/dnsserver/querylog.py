@@ -7,6 +7,10 @@ bucket refuses are counted and the next line written says how many were left out
 
 The reason says why the answer is what it is: the farm's policy and the chosen hosts' states and
 scores, or the farm's all-unhealthy mode when no host could be answered normally.
+
+With several workers each one logs the queries it answers (with a ``worker`` field), at its
+share of ``query_log_rate``, through the log handler every process writes with
+(``lbdns.logs``: the main process's standard error, one write per line).
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ class QueryLog:
         rate: float,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        worker: int | None = None,
     ):
         self.answerer = answerer
+        self.worker = worker  # which process answered, with several workers
         self.fraction = fraction
         self.rate = rate
         self.burst = max(rate, 1.0)  # a second's worth of lines may go out at once
@@ -63,6 +69,8 @@ class QueryLog:
         if self._pending:
             fields["suppressed"] = self._pending
             self._pending = 0
+        if self.worker is not None:
+            fields["worker"] = self.worker
         self.written += 1
         log.info("query", extra={"fields": fields})
 

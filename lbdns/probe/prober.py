@@ -16,7 +16,8 @@ targets are rebuilt from the farms before the next probe starts; a probe in flig
 that went away is not counted.
 
 The load is bounded by the zone files: each server sends sum(addresses / interval) probes per
-second, and N servers N times that.
+second, and N servers N times that. A server with several DNS workers probes from its main
+process only, which relays the verdicts to the workers (``lbdns.workers.checks``).
 """
 
 from __future__ import annotations
@@ -94,9 +95,11 @@ class Prober:
         concurrency: int = 256,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, str], None] | None = None,
     ):
         self.registry = registry
         self.store = store
+        self.on_change = on_change  # also told of each change (the workers' hub relays it)
         self.source = source
         self.concurrency = concurrency
         self.rng = rng or random.Random()
@@ -356,6 +359,8 @@ class Prober:
             )
         if self.store is not None:
             self.store.check_changed(farm_name, host_name)
+        if self.on_change is not None:
+            self.on_change(farm_name, host_name)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -98,8 +98,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _config_sets_workers(config: Path) -> bool:
+    import yaml
+
+    data = yaml.safe_load(config.read_text()) if config.exists() else None
+    return isinstance(data, dict) and "workers" in data
+
+
 class LbdnsProcess:
-    """``lbdns serve`` in a subprocess, on port 0 addresses it reports once ready."""
+    """``lbdns serve`` in a subprocess, on port 0 addresses it reports once ready.
+
+    ``workers`` is passed as ``--workers`` and is 1 unless a test asks for more: the server's
+    default is one process per CPU, and a test that reads one process's state (the explain
+    endpoint's last answer, the rate-limit buckets, the CH TXT view) or counts lines and
+    counters as they happen must not depend on which process the kernel picked. ``workers=None`` leaves it to the config file or the default. A config file that
+    sets ``workers`` needs ``workers=None`` (the command line would override it silently)."""
 
     def __init__(
         self,
@@ -110,11 +123,16 @@ class LbdnsProcess:
         http: str | None = "127.0.0.1:0",
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        workers: int | None = 1,
     ):
         self.tmp = tmp
         self.args = [sys.executable, "-m", "lbdns", "serve", "--zones", str(zones)]
+        self.config = config
+        self.workers = workers
         if config is not None:
             self.args += ["-c", str(config)]
+        if workers is not None:
+            self.args += ["--workers", str(workers)]
         for address in dns:
             self.args += ["--dns", address]
         self.args += ["--http", http or "off"]
@@ -126,6 +144,10 @@ class LbdnsProcess:
         self.http_url: str | None = None
 
     def start(self, timeout: float = 15.0) -> LbdnsProcess:
+        if self.workers is not None and self.config and _config_sets_workers(self.config):
+            raise ValueError(
+                f"{self.config} sets workers: pass workers=None (or workers=N, not in the file)"
+            )
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.tmp

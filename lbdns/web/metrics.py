@@ -34,6 +34,7 @@ from lbdns import __version__
 from lbdns.balance.capacity import balance, farm_load
 from lbdns.balance.explain import check_brief
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
+from lbdns.dnsserver.latency import LatencyHistogram
 from lbdns.dnsserver.rrl import CLASSES, RateLimiter
 from lbdns.dnsserver.wire import TCP_QTYPES, rcode_name
 from lbdns.server import Server
@@ -178,7 +179,8 @@ class ServerCollector(Collector):
         yield GaugeMetricFamily(
             "lbdns_dns_tcp_open", "TCP connections open now.", value=len(server.tcp.connections)
         )
-        latency = stats.latency
+        latency = LatencyHistogram(stats.latency.bounds)  # every worker's buckets added up
+        latency.add_counts(counts["latency"], counts["latency_seconds"])
         yield HistogramMetricFamily(
             "lbdns_dns_latency_seconds",
             "Time to answer a query, from query bytes to response bytes (sampled: the first "
@@ -196,14 +198,14 @@ class ServerCollector(Collector):
         for result, count in (answerer.cookies.results if answerer.cookies else {}).items():
             cookies.add_metric([result], count)
         yield cookies
-        query_log = answerer.query_log
+        query_log = counts.get("query_log", {})  # every worker's
         lines = CounterMetricFamily(
             "lbdns_query_log_lines",
             "Query-log lines by result: written, or suppressed by query_log_rate.",
             labels=["result"],
         )
-        lines.add_metric(["written"], getattr(query_log, "written", 0))
-        lines.add_metric(["suppressed"], getattr(query_log, "suppressed", 0))
+        lines.add_metric(["written"], query_log.get("written", 0))
+        lines.add_metric(["suppressed"], query_log.get("suppressed", 0))
         yield lines
 
     def _farms(self) -> Iterator[Metric]:

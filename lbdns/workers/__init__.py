@@ -15,13 +15,19 @@ socket pairs (``channel``), one per worker. With the embedded store (``memory://
   relays them to the other workers, so that every process's ledgers are farm-wide;
 * a worker that exits is logged and started again.
 
-Whatever the store, each worker sends its DNS counters every second and ``/metrics`` and
-``/v1/status`` add them up.
+Whatever the store, only the main process runs the health-check probes: each verdict that
+changes reaches every worker within ``EXCHANGE_INTERVAL``, and all of them every
+``CHECK_SNAPSHOT_INTERVAL`` (``checks``), so every worker answers with the main process's check
+state and the probes' load does not grow with N.
 
-With a shared store (Redis) there is nothing to relay: each worker opens its own connection and
-is one more server of the cluster (it reads the changes and exchanges its answers' accounting
+Whatever the store, each worker sends its DNS counters (its latency histogram and query-log
+counts among them) every second and ``/metrics`` and ``/v1/status`` add them up.
+
+With a shared store (Redis) there is nothing else to relay: each worker opens its own connection
+and is one more server of the cluster (it reads the changes and exchanges its answers' accounting
 through Redis, as any lbdns server does); the hub only starts, restarts and counts the workers
 and tells them to reload.
 """
 
 EXCHANGE_INTERVAL = 0.05  # seconds between two accounting exchanges (the freshness budget)
+CHECK_SNAPSHOT_INTERVAL = 1.0  # seconds between two full copies of the check verdicts

@@ -19,8 +19,14 @@ STATS = (
 
 
 def snapshot(stats: Any, answerer: Any) -> dict[str, Any]:
-    """``TransportStats`` and the ``Answerer``'s counters now (JSON-ready)."""
+    """``TransportStats`` (its latency histogram too) and the ``Answerer``'s counters now
+    (JSON-ready)."""
     out: dict[str, Any] = {name: getattr(stats, name) for name in STATS}
+    out["latency"] = stats.latency.counts()
+    out["latency_seconds"] = stats.latency.total
+    query_log = answerer.query_log
+    if query_log is not None:
+        out["query_log"] = {"written": query_log.written, "suppressed": query_log.suppressed}
     out["dropped"] = answerer.dropped
     out["errors"] = answerer.errors
     out["rcodes"] = {str(code): count for code, count in answerer.rcodes.items()}

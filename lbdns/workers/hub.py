@@ -24,7 +24,7 @@ from lbdns.balance.farm import Farm
 from lbdns.balance.host import DrainOptions, Host, Report
 from lbdns.errors import LbdnsError
 from lbdns.store.base import Store
-from lbdns.workers import EXCHANGE_INTERVAL, counters
+from lbdns.workers import CHECK_SNAPSHOT_INTERVAL, EXCHANGE_INTERVAL, checks, counters
 from lbdns.workers.channel import Channel, encode
 from lbdns.zone.model import HostSpec
 
@@ -98,6 +98,8 @@ class Hub:
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._checks_changed: set[tuple[str, str]] = set()
+        self._checks_sent = 0.0  # monotonic time of the last full copy of the verdicts
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class Hub:
                 "worker": worker.id,
                 "config": config_json(self.server),
                 "state": state_json(self.server),
+                "checks": {"origin": self.origin, "hosts": checks.snapshot(self.server.registry)},
             }
         )
         async for message in channel.messages():
@@ -237,19 +240,45 @@ class Hub:
             self.broadcast({"op": "accounting", "accounting": accounting}, but=worker.id)
 
     async def _exchange(self) -> None:
-        """This process's own charges to every worker, every ``EXCHANGE_INTERVAL`` (with a
-        shared store, the store's own exchange does it)."""
-        if shares_state(self.server.config):
-            return
+        """Every ``EXCHANGE_INTERVAL``: this process's own charges to every worker (with a
+        shared store, the store's own exchange does it) and its changed check verdicts."""
+        shared = shares_state(self.server.config)
         while True:
             await asyncio.sleep(EXCHANGE_INTERVAL)
-            accounting = {}
-            for farm in self.server.registry.farms.values():
-                taken = farm.take_accounting()
-                if taken is not None:
-                    accounting[farm.name] = taken
-            if accounting:
-                self.broadcast({"op": "accounting", "accounting": accounting})
+            if not shared:
+                accounting = {}
+                for farm in self.server.registry.farms.values():
+                    taken = farm.take_accounting()
+                    if taken is not None:
+                        accounting[farm.name] = taken
+                if accounting:
+                    self.broadcast({"op": "accounting", "accounting": accounting})
+            self._send_checks()
+
+    # -- health checks: only this process probes -------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """Whose verdicts the workers hold: this server's id in Redis (its verdicts reach the
+        workers through Redis too, and must count once), else worker 0."""
+        return getattr(self.server.store, "server_id", None) or "worker 0"
+
+    def check_changed(self, farm_name: str, host_name: str) -> None:
+        """The prober turned an address of a host up or down here."""
+        self._checks_changed.add((farm_name, host_name))
+
+    def _send_checks(self) -> None:
+        full = time.monotonic() - self._checks_sent >= CHECK_SNAPSHOT_INTERVAL
+        if not full and not self._checks_changed:
+            return
+        registry = self.server.registry
+        hosts = checks.snapshot(registry, None if full else self._checks_changed)
+        self._checks_changed = set()
+        if full:
+            self._checks_sent = time.monotonic()
+        elif not hosts:
+            return
+        self.broadcast({"op": "checks", "origin": self.origin, "full": full, "hosts": hosts})
 
     # -- to the workers ---------------------------------------------------------------------
 
@@ -321,6 +350,9 @@ class HubStore(Store):
 
     def healthy(self) -> bool:
         return self.inner.healthy()
+
+    def check_changed(self, farm_name: str, host_name: str) -> None:
+        self.inner.check_changed(farm_name, host_name)
 
     def status(self) -> dict[str, Any]:
         return self.inner.status()

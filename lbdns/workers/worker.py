@@ -1,9 +1,10 @@
 """A worker process: ``python -m lbdns.workers.worker FD`` (started by the hub, never by hand).
 
 It serves DNS from its own event loop and registry on the addresses the main process bound
-(``SO_REUSEPORT``), applies every change the hub sends, and sends back, every
+(``SO_REUSEPORT``), applies every change and check verdict the hub sends, and sends back, every
 ``EXCHANGE_INTERVAL``, what its answers charged and how many named each host. It has no HTTP
-listener and no store of its own. When the channel closes (the main process is gone) it stops.
+listener, no store of its own and no prober. When the channel closes (the main process is gone)
+it stops.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from lbdns.errors import LbdnsError, ZoneErrors
 from lbdns.registry import Registry
 from lbdns.store.base import Store, apply_report
 from lbdns.store.overlay import HostChange, Overlay
-from lbdns.workers import EXCHANGE_INTERVAL, counters
+from lbdns.workers import EXCHANGE_INTERVAL, checks, counters
 from lbdns.workers.channel import Channel
 from lbdns.workers.hub import shares_state
 from lbdns.zone.model import HostSpec
@@ -150,6 +151,9 @@ class Worker:
         try:
             await server.start()
             apply_state(server.registry, hello["state"])
+            if hello.get("checks"):
+                relayed = hello["checks"]
+                checks.apply(server.registry, relayed["origin"], relayed["hosts"], full=True)
             self.channel.send({"op": "ready", "worker": worker_id, "pid": os.getpid()})
             exchange = asyncio.get_running_loop().create_task(self._exchange())
             async for message in messages:
@@ -174,6 +178,8 @@ class Worker:
                     farm.add_peer_accounting(data)
         elif op == "reports":
             apply_reports(registry, message["items"])
+        elif op == "checks":
+            checks.apply(registry, message["origin"], message["hosts"], bool(message.get("full")))
         elif op in ("put", "remove", "admin"):
             apply_change(registry, message)
         elif op == "reload":
