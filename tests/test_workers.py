@@ -16,6 +16,8 @@ import shutil
 import signal
 import time
 
+import dns.edns
+import dns.flags
 import dns.message
 import dns.query
 import pytest
@@ -515,3 +517,44 @@ def test_latency_and_the_query_log_cover_every_worker(tmp_path):
     counted = {w: sum(1 for line in lines if line["worker"] == w) for w in (0, 1)}
     assert counted[0] == mine and counted[1] == sent - mine
     assert all(line["farm"] == FARM and line["rcode"] == "NOERROR" for line in lines)
+
+
+def test_rate_limit_and_cookie_counters_cover_every_worker(tmp_path):
+    # A rate of 1 a second with a burst of 1: the first answer per network and class goes,
+    # every later one in the run is limited (slip 1: each limited answer comes back TC=1).
+    config = tmp_path / "lbdns.yaml"
+    config.write_text("rrl: {enabled: true, rate: 1, burst: 1, slip: 1}\n")
+    with LbdnsProcess(tmp_path, config=config, workers=2) as process:
+        truncated = 0
+        asked, with_cookie = 120, 40
+        for i in range(asked):  # a new socket each: the kernel spreads them over the workers
+            query = dns.message.make_query(FARM, "A", use_edns=0)
+            if i < with_cookie:  # a client cookie alone: limited too, answered BADCOOKIE
+                query.use_edns(0, options=[dns.edns.CookieOption(os.urandom(8), b"")])
+            response = dns.query.udp(query, process.host, port=process.port, timeout=3)
+            truncated += bool(response.flags & dns.flags.TC)
+        by_worker = wait_for(
+            lambda: (
+                (m := metric(process, "lbdns_dns_worker_queries_total"))
+                and sum(m.values()) == asked
+                and m
+            ),
+            what="every worker's queries counted",
+        )
+        assert 0 < by_worker['{worker="0"}'] < asked  # both workers answered
+        # Each worker has its own bucket for the network: one answer each went through.
+        assert asked - with_cookie - 2 <= truncated <= asked - with_cookie
+
+        def limited_everywhere():
+            slipped = metric(process, "lbdns_dns_rrl_limited_total")
+            cookies = metric(process, "lbdns_dns_cookies_total")
+            # A limited answer to a client cookie alone is slipped as BADCOOKIE, not TC=1.
+            bad = cookies.get('{result="badcookie"}', 0)
+            if slipped.get('{action="slipped",class="answer"}') == truncated + bad:
+                return cookies
+            return None
+
+        cookies = wait_for(limited_everywhere, what="every worker's limited answers counted")
+        assert cookies['{result="client_only"}'] == with_cookie
+        assert with_cookie - 2 <= cookies['{result="badcookie"}'] <= with_cookie
+        assert metric(process, "lbdns_dns_rrl_networks")[""] == 2  # one table per worker

@@ -35,7 +35,7 @@ from lbdns.balance.capacity import balance, farm_load
 from lbdns.balance.explain import check_brief
 from lbdns.balance.host import DISABLED, DOWN, DRAINED, DRAINING, NEW, STALE, UP
 from lbdns.dnsserver.latency import LatencyHistogram
-from lbdns.dnsserver.rrl import CLASSES, RateLimiter
+from lbdns.dnsserver.rrl import CLASSES
 from lbdns.dnsserver.wire import TCP_QTYPES, rcode_name
 from lbdns.server import Server
 from lbdns.web import ingest
@@ -56,8 +56,9 @@ def _stat(obj: object, *names: str) -> float | None:
     return None
 
 
-def _rrl(rrl: RateLimiter | None) -> Iterator[Metric]:
-    """Response rate limiting (docs/dns.md): limited responses by class and action."""
+def _rrl(rrl: dict[str, int] | None) -> Iterator[Metric]:
+    """Response rate limiting (docs/dns.md): limited responses by class and action, summed
+    over the workers (each keeps its own buckets)."""
     limited = CounterMetricFamily(
         "lbdns_dns_rrl_limited",
         "UDP responses over the rate limit, by response class and action (dropped, or "
@@ -65,17 +66,18 @@ def _rrl(rrl: RateLimiter | None) -> Iterator[Metric]:
         labels=["class", "action"],
     )
     networks = GaugeMetricFamily(
-        "lbdns_dns_rrl_networks", "Client networks with a rate-limit bucket now."
+        "lbdns_dns_rrl_networks",
+        "Client networks with a rate-limit bucket now (summed over the workers' tables).",
     )
     resets = CounterMetricFamily(
         "lbdns_dns_rrl_resets", "Times the rate-limit tables were full and started over."
     )
     if rrl is not None:
-        for index, name in enumerate(CLASSES):
-            limited.add_metric([name, "dropped"], rrl.dropped[index])
-            limited.add_metric([name, "slipped"], rrl.slipped[index])
-        networks.add_metric([], len(rrl.networks))
-        resets.add_metric([], rrl.resets)
+        for name in CLASSES:
+            limited.add_metric([name, "dropped"], rrl.get(f"{name} dropped", 0))
+            limited.add_metric([name, "slipped"], rrl.get(f"{name} slipped", 0))
+        networks.add_metric([], rrl.get("networks", 0))
+        resets.add_metric([], rrl.get("resets", 0))
     yield limited
     yield networks
     yield resets
@@ -104,7 +106,6 @@ class ServerCollector(Collector):
     def _dns(self) -> Iterator[Metric]:
         server = self.server
         stats = server.stats
-        answerer = server.answerer
         counts = server.dns_counters()  # every worker's counters added up
         queries = CounterMetricFamily(
             "lbdns_dns_queries",
@@ -188,14 +189,14 @@ class ServerCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.total,
         )
-        yield from _rrl(answerer.rrl)
+        yield from _rrl(counts.get("rrl"))
         cookies = CounterMetricFamily(
             "lbdns_dns_cookies",
             "Queries with a DNS COOKIE option, by what their server cookie was (client_only, "
             "valid, invalid, malformed), and BADCOOKIE replies sent.",
             labels=["result"],
         )
-        for result, count in (answerer.cookies.results if answerer.cookies else {}).items():
+        for result, count in counts.get("cookies", {}).items():  # every worker's
             cookies.add_metric([result], count)
         yield cookies
         query_log = counts.get("query_log", {})  # every worker's

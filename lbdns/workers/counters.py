@@ -5,6 +5,8 @@ from __future__ import annotations
 from itertools import compress
 from typing import Any
 
+from lbdns.dnsserver.rrl import CLASSES
+
 STATS = (
     "udp_queries",
     "udp_send_errors",
@@ -27,6 +29,16 @@ def snapshot(stats: Any, answerer: Any) -> dict[str, Any]:
     query_log = answerer.query_log
     if query_log is not None:
         out["query_log"] = {"written": query_log.written, "suppressed": query_log.suppressed}
+    rrl = answerer.rrl
+    if rrl is not None:
+        out["rrl"] = {
+            **{f"{name} dropped": rrl.dropped[i] for i, name in enumerate(CLASSES)},
+            **{f"{name} slipped": rrl.slipped[i] for i, name in enumerate(CLASSES)},
+            "networks": len(rrl.networks),
+            "resets": rrl.resets,
+        }
+    if answerer.cookies is not None:
+        out["cookies"] = dict(answerer.cookies.results)
     out["dropped"] = answerer.dropped
     out["errors"] = answerer.errors
     out["rcodes"] = {str(code): count for code, count in answerer.rcodes.items()}
@@ -47,6 +59,15 @@ def add(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
         else:
             total[name] = total.get(name, 0) + value
     return total
+
+
+def without_gauges(counts: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` less what is a level now rather than a count (an exited worker's rate-limit
+    table is gone; its counters stay in the totals)."""
+    out = dict(counts)
+    if "rrl" in out:
+        out["rrl"] = {k: v for k, v in out["rrl"].items() if k != "networks"}
+    return out
 
 
 def queries(counts: dict[str, Any]) -> int:

@@ -146,7 +146,7 @@ class Hub:
             code = await self._serve(worker)
             if self._stopping:
                 return
-            counters.add(self.retired, worker.counters)
+            counters.add(self.retired, counters.without_gauges(worker.counters))
             worker.counters = {}
             worker.restarts += 1
             self.restarts += 1
