@@ -306,7 +306,12 @@ def test_sigterm_drains_and_deregisters(tmp_path):
                 what="web9 draining",
             )
             # Two connections are still open: the drain waits, and the agent keeps reporting.
-            time.sleep(1.0)
+            # The witness that time passed in the server: five more reports applied (1 s).
+            seq = host_info(lbdns, "web9", admin)[1]["report"]["seq"]
+            wait_for(
+                lambda: host_info(lbdns, "web9", admin)[1]["report"]["seq"] >= seq + 5,
+                what="five more reports while draining",
+            )
             body = host_info(lbdns, "web9", admin)[1]
             assert body["state"] == "draining", body
             assert body["report"]["metrics"]["connections"] == 2
@@ -388,7 +393,11 @@ def test_shed_advice_reaches_the_application_hook(tmp_path):
             with Agent(tmp_path, config) as agent:
                 # web1 carries 10 against a farm mean of 5 per unit of capacity: shed 5.
                 wait_for(lambda: shed_file.exists() and shed_file.read_text(), what="hook ran")
-                time.sleep(5 * INTERVAL)  # more reports with the same advice: still one run
+                # More reports with the same advice: still one run. The witness: the server
+                # applied five more reports, so the agent had the replies (the advice) to four.
+                seq = reported(lbdns)["seq"]
+                wait_for(lambda: reported(lbdns)["seq"] >= seq + 5, what="five more reports")
+                assert agent.log().count("handing it to the application") == 1, agent.log()
                 assert shed_file.read_text() == "5\n", agent.log()
                 assert "advises shedding 5 connection(s)" in agent.log()
                 assert agent.proc.poll() is None
