@@ -188,26 +188,32 @@ class RedisProcess(_ServerProcess):
 class SentinelProcess(_ServerProcess):
     """``redis-server --sentinel`` watching the primary named ``service``."""
 
-    chosen_port = False  # its port is in the config file it was started with
-
     def __init__(self, folder: Path, primary_port: int, service: str = "lbdns", quorum: int = 1):
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = folder / f"sentinel-{self.port}.conf"
-        self.log_path = folder / f"sentinel-{self.port}.log"
+        self.monitor = f"{service} 127.0.0.1 {primary_port} {quorum}"
+        self.service = service
+        self.proc: subprocess.Popen | None = None
+        self.move_to(free_port())
+
+    def move_to(self, port: int) -> None:
+        # The port is in the config file (which the sentinel then keeps its own state in): a
+        # new port before the first start is a new file.
+        self.port = port
+        self.conf = self.folder / f"sentinel-{port}.conf"
+        self.log_path = self.folder / f"sentinel-{port}.log"
+        service = self.service
         self.conf.write_text(
-            f"port {self.port}\n"
+            f"port {port}\n"
             "bind 127.0.0.1\n"
             "protected-mode no\n"
-            f"dir {folder}\n"
+            f"dir {self.folder}\n"
             f"logfile {self.log_path}\n"
-            f"sentinel monitor {service} 127.0.0.1 {primary_port} {quorum}\n"
+            f"sentinel monitor {self.monitor}\n"
             f"sentinel down-after-milliseconds {service} 500\n"
             f"sentinel failover-timeout {service} 3000\n"
             f"sentinel parallel-syncs {service} 1\n"
         )
-        self.proc: subprocess.Popen | None = None
 
     def args(self) -> list[str]:
         return [REDIS_SERVER, str(self.conf), "--sentinel"]
