@@ -13,13 +13,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from support import EXAMPLE_ZONES, ROOT, LbdnsProcess, free_port, http_json
+from support import EXAMPLE_ZONES, ROOT, LbdnsProcess, http_json
 from support import wait_for as support_wait_for
+
+from lbdns.testing.ports import PortTaken, bind_failed, retry_when_port_taken
 
 FARM = "chat.example.test."
 INTERVAL = 0.2
@@ -141,25 +144,37 @@ APP = """
 import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError as exc:
+    print("bind failed:", exc, flush=True)
+    sys.exit(1)
 s.listen(16)
-print("listening", flush=True)
+print("listening", s.getsockname()[1], flush=True)
 while True:
     s.accept()[0].close()
 """
 
 
-def start_app(port: int) -> subprocess.Popen:
+def start_app(port: int = 0) -> tuple[subprocess.Popen, int]:
+    """The application on ``port`` (0: a port of its own), and the port it listens on."""
     app = subprocess.Popen([sys.executable, "-c", APP, str(port)], stdout=subprocess.PIPE)
-    assert app.stdout.readline().strip() == b"listening"
-    return app
+    line = app.stdout.readline().decode()
+    if not line.startswith("listening"):
+        app.wait()
+        failed = PortTaken if bind_failed(line) else RuntimeError
+        raise failed(f"the application did not start: {line!r}")
+    return app, int(line.split()[1])
 
 
 def test_killed_application_turns_the_host_down(lbdns, tmp_path):
-    probe = listener()
-    port = probe.getsockname()[1]
-    probe.close()
-    app = start_app(port)
+    # The application comes back on its port; if another process took it meanwhile
+    # (PortTaken), the scenario again with a new one.
+    retry_when_port_taken(lambda: killed_application_scenario(lbdns, tmp_path))
+
+
+def killed_application_scenario(lbdns: LbdnsProcess, tmp_path: Path) -> None:
+    app, port = start_app()
     config = f"""
         farm: {FARM}
         host: web1
@@ -191,7 +206,7 @@ def test_killed_application_turns_the_host_down(lbdns, tmp_path):
             assert "reporting unhealthy" in agent.log()
             assert agent.proc.poll() is None, agent.log()
             # The application comes back: up again after recover_after good checks.
-            app = start_app(port)
+            app, _ = start_app(port)
             wait_for(lambda: host_info(lbdns, "web1")[1]["state"] == "up", what="web1 up again")
     finally:
         app.kill()
@@ -291,7 +306,12 @@ def test_sigterm_drains_and_deregisters(tmp_path):
                 what="web9 draining",
             )
             # Two connections are still open: the drain waits, and the agent keeps reporting.
-            time.sleep(1.0)
+            # The witness that time passed in the server: five more reports applied (1 s).
+            seq = host_info(lbdns, "web9", admin)[1]["report"]["seq"]
+            wait_for(
+                lambda: host_info(lbdns, "web9", admin)[1]["report"]["seq"] >= seq + 5,
+                what="five more reports while draining",
+            )
             body = host_info(lbdns, "web9", admin)[1]
             assert body["state"] == "draining", body
             assert body["report"]["metrics"]["connections"] == 2
@@ -309,33 +329,42 @@ def test_sigterm_drains_and_deregisters(tmp_path):
 def test_agent_registers_again_when_a_server_forgets_the_host(tmp_path):
     server_config = tmp_path / "lbdns.yaml"
     server_config.write_text(SERVER_CONFIG)
-    http = f"127.0.0.1:{free_port()}"
-
-    def server(data: str) -> LbdnsProcess:
-        extra = ("--data-dir", str(tmp_path / data))
-        return LbdnsProcess(tmp_path, config=server_config, http=http, extra=extra)
-
-    config = f"""
-        farm: {FARM}
-        host: web8
-        interval: {INTERVAL}
-        backoff: {{initial: 0.1, max: 0.4}}
-        token: report-secret-1
-        servers: [http://{http}]
-        register: {{register_token: register-secret-1, a: 192.0.2.18}}
-    """
     admin = "admin-secret-1"
-    with Agent(tmp_path, config) as agent:
-        with server("first") as lbdns:
-            wait_for(lambda: host_info(lbdns, "web8", admin)[1].get("state") == "up", what="up")
-        # A new server on the same address that never heard of web8 (another data dir).
-        with server("second") as lbdns:
-            wait_for(
-                lambda: host_info(lbdns, "web8", admin)[1].get("state") == "up",
-                what="web8 registered again and up",
-            )
-        assert agent.log().count("registered web8") == 2, agent.log()
-        assert agent.proc.poll() is None
+
+    def server(work: Path, data: str, http: str) -> LbdnsProcess:
+        extra = ("--data-dir", str(work / data))
+        return LbdnsProcess(work, config=server_config, http=http, extra=extra)
+
+    def scenario() -> None:
+        work = Path(tempfile.mkdtemp(dir=tmp_path))  # a retry starts from nothing
+        first = server(work, "first", "127.0.0.1:0").start()
+        try:
+            http = first.http_url.removeprefix("http://")
+            config = f"""
+                farm: {FARM}
+                host: web8
+                interval: {INTERVAL}
+                backoff: {{initial: 0.1, max: 0.4}}
+                token: report-secret-1
+                servers: [http://{http}]
+                register: {{register_token: register-secret-1, a: 192.0.2.18}}
+            """
+            with Agent(work, config) as agent:
+                wait_for(lambda: host_info(first, "web8", admin)[1].get("state") == "up", what="up")
+                first.stop()
+                # A new server on the same address that never heard of web8 (another data dir);
+                # PortTaken if another process took the port meanwhile: the scenario again.
+                with server(work, "second", http) as lbdns:
+                    wait_for(
+                        lambda: host_info(lbdns, "web8", admin)[1].get("state") == "up",
+                        what="web8 registered again and up",
+                    )
+                assert agent.log().count("registered web8") == 2, agent.log()
+                assert agent.proc.poll() is None
+        finally:
+            first.stop()
+
+    retry_when_port_taken(scenario)
 
 
 def test_shed_advice_reaches_the_application_hook(tmp_path):
@@ -364,7 +393,11 @@ def test_shed_advice_reaches_the_application_hook(tmp_path):
             with Agent(tmp_path, config) as agent:
                 # web1 carries 10 against a farm mean of 5 per unit of capacity: shed 5.
                 wait_for(lambda: shed_file.exists() and shed_file.read_text(), what="hook ran")
-                time.sleep(5 * INTERVAL)  # more reports with the same advice: still one run
+                # More reports with the same advice: still one run. The witness: the server
+                # applied five more reports, so the agent had the replies (the advice) to four.
+                seq = reported(lbdns)["seq"]
+                wait_for(lambda: reported(lbdns)["seq"] >= seq + 5, what="five more reports")
+                assert agent.log().count("handing it to the application") == 1, agent.log()
                 assert shed_file.read_text() == "5\n", agent.log()
                 assert "advises shedding 5 connection(s)" in agent.log()
                 assert agent.proc.poll() is None

@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 from obs_support import scrape
-from support import ROOT, LbdnsProcess, free_port
+from support import ROOT, LbdnsProcess
 from test_agent import FARM, INTERVAL, Agent, host_info, wait_for
+
+from lbdns.testing.ports import retry_when_port_taken
 
 
 def tokens(*entries: str) -> str:
@@ -33,48 +37,59 @@ def error_lines(log: str) -> list[str]:
 
 
 def test_permanent_refusals_are_errors_once_per_answer(tmp_path):
-    http = f"127.0.0.1:{free_port()}"
-    config = tmp_path / "lbdns.yaml"
+    def scenario() -> None:
+        work = Path(tempfile.mkdtemp(dir=tmp_path))  # a retry starts from nothing
+        config = work / "lbdns.yaml"
 
-    def server(token_entry: str) -> LbdnsProcess:
-        config.write_text(tokens(ADMIN, token_entry))
-        return LbdnsProcess(tmp_path, config=config, http=http)
+        def server(token_entry: str, http: str) -> LbdnsProcess:
+            config.write_text(tokens(ADMIN, token_entry))
+            return LbdnsProcess(work, config=config, http=http)
 
-    agent_config = f"""
-        farm: {FARM}
-        host: web1
-        interval: {INTERVAL}
-        backoff: {{initial: 0.05, max: 0.1}}
-        token: agent-secret-1
-        servers: ["{http}"]
-    """
-    with Agent(tmp_path, agent_config) as agent:
         # The server does not know the agent's token: 401, logged at ERROR once however often
-        # the agent retries.
-        with server("{name: other, secret: other-secret-1, role: report}") as lbdns:
-            wait_for(lambda: rejected(lbdns, "unauthenticated") >= 3, what="three refusals")
-        errors = error_lines(agent.log())
-        assert len(errors) == 1, agent.log()
-        assert f"http://{http} refuses the reports of web1 in {FARM}: HTTP 401" in errors[0]
-        assert "the server does not know this token" in errors[0]
-        assert "lbdns agent --check --online" in errors[0]
-        # The token, scoped to another host: 403, a new answer, a new ERROR line.
-        with server(
-            "{name: agents, secret: agent-secret-1, role: report, farms: ["
-            + FARM
-            + "], host: web2}"
-        ):
-            wait_for(lambda: len(error_lines(agent.log())) == 2, what="a second ERROR line")
-        assert "HTTP 403" in error_lines(agent.log())[1]
-        assert "host: scope" in error_lines(agent.log())[1]
-        # Fixed: accepted again, said once at INFO.
-        with server("{name: agents, secret: agent-secret-1, role: report}") as lbdns:
-            wait_for(
-                lambda: host_info(lbdns, "web1", "admin-secret-1")[1].get("state") == "up",
-                what="web1 up",
-            )
-            wait_for(lambda: "accepts the reports again" in agent.log(), what="the recovery")
-        assert len(error_lines(agent.log())) == 2, agent.log()
+        # the agent retries. The servers after it come back on its port (PortTaken if another
+        # process took the port meanwhile: the scenario again, on a new one).
+        first = server("{name: other, secret: other-secret-1, role: report}", "127.0.0.1:0")
+        first.start()
+        try:
+            http = first.http_url.removeprefix("http://")
+            agent_config = f"""
+                farm: {FARM}
+                host: web1
+                interval: {INTERVAL}
+                backoff: {{initial: 0.05, max: 0.1}}
+                token: agent-secret-1
+                servers: ["{http}"]
+            """
+            with Agent(work, agent_config) as agent:
+                wait_for(lambda: rejected(first, "unauthenticated") >= 3, what="three refusals")
+                first.stop()
+                errors = error_lines(agent.log())
+                assert len(errors) == 1, agent.log()
+                assert f"http://{http} refuses the reports of web1 in {FARM}: HTTP 401" in errors[0]
+                assert "the server does not know this token" in errors[0]
+                assert "lbdns agent --check --online" in errors[0]
+                # The token, scoped to another host: 403, a new answer, a new ERROR line.
+                with server(
+                    "{name: agents, secret: agent-secret-1, role: report, farms: ["
+                    + FARM
+                    + "], host: web2}",
+                    http,
+                ):
+                    wait_for(lambda: len(error_lines(agent.log())) == 2, what="a second ERROR")
+                assert "HTTP 403" in error_lines(agent.log())[1]
+                assert "host: scope" in error_lines(agent.log())[1]
+                # Fixed: accepted again, said once at INFO.
+                with server("{name: agents, secret: agent-secret-1, role: report}", http) as lbdns:
+                    wait_for(
+                        lambda: host_info(lbdns, "web1", "admin-secret-1")[1].get("state") == "up",
+                        what="web1 up",
+                    )
+                    wait_for(lambda: "accepts the reports again" in agent.log(), what="recovery")
+                assert len(error_lines(agent.log())) == 2, agent.log()
+        finally:
+            first.stop()
+
+    retry_when_port_taken(scenario)
 
 
 def test_unknown_host_is_an_error_too(lbdns, tmp_path):

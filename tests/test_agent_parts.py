@@ -441,9 +441,9 @@ async def _advice_round(advice: Advice, offers: list[int]):
         hook = AdviceHook(advice, "chat.example.test.", "web1", session, ratelog)
         for n in offers:
             hook.offer(n, "http://ns1")
-            await asyncio.sleep(0.05)
-        if hook._task:
-            await hook._task
+            # The hand-over done before the next offer: only min_interval may turn that away.
+            if hook._task:
+                await hook._task
         await hook.close()
     await runner.cleanup()
     return hook, received

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 from admin_support import FARM, addresses, start, write_zone
-from support import ROOT, free_port
+from support import ROOT
+
+from lbdns.testing.ports import refusing_port
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,8 @@ def test_errors_exit_non_zero_with_the_servers_message(server, tmp_path):
     token_file = server.tmp / "token"
     done = lbdns(server, "farms", "list", "--token-file", str(token_file), token=False)
     assert done.returncode == 0 and FARM in done.stdout
-    done = lbdns(server, "farms", "list", "--server", f"http://127.0.0.1:{free_port()}")
+    with refusing_port() as port:
+        done = lbdns(server, "farms", "list", "--server", f"http://127.0.0.1:{port}")
     assert done.returncode == 1 and "cannot reach" in done.stderr
     assert lbdns(server, "hosts", "drain", FARM).returncode == 1  # neither HOST nor --selector
     assert lbdns(server, "hosts", "frobnicate", FARM).returncode == 2

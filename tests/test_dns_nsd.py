@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
+from pathlib import Path
+from typing import NamedTuple
 
 import dns.exception
 import dns.flags
 import dns.message
 import dns.query
 import pytest
-from support import AUTH_ZONES, LbdnsProcess, free_port, stop_process, which
+from support import AUTH_ZONES, LbdnsProcess, stop_process, which
 
+from lbdns.testing.ports import PortTaken, bind_failed, dns_identity, start_on_free_port
 from lbdns.zone.model import Zone
 from lbdns.zone.parse import load_folder
 
@@ -78,12 +82,34 @@ def zone_file(zone: Zone) -> str:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nsd")
-    port = free_port()
+    zone_files = {}
+    for origin, zone in load_folder(AUTH_ZONES).items():
+        zone_files[origin] = tmp / f"{origin}zone"
+        zone_files[origin].write_text(zone_file(zone))
+    nsd = start_on_free_port(lambda port: start_nsd(tmp, port, zone_files))
+    try:
+        with LbdnsProcess(tmp, zones=AUTH_ZONES, http=None) as lbdns:
+            yield lbdns.port, nsd.port
+    finally:
+        stop_process(nsd.proc)
+
+
+class Nsd(NamedTuple):
+    proc: subprocess.Popen
+    port: int
+
+
+def start_nsd(tmp: Path, port: int, zone_files: dict[str, Path]) -> Nsd:
+    """NSD on 127.0.0.1:``port``, once it answers with this start's identity (so not another
+    server that holds the port); ``PortTaken`` when it could not bind the port."""
+    identity = f"nsd-test-{uuid.uuid4().hex}"
     conf = [
         "server:",
         "  server-count: 1",
         "  ip-address: 127.0.0.1",
         f"  port: {port}",
+        "  reuseport: no",
+        f'  identity: "{identity}"',
         "  do-ip6: no",
         '  username: ""',
         '  chroot: ""',
@@ -98,37 +124,32 @@ def servers(tmp_path_factory):
         "remote-control:",
         "  control-enable: no",
     ]
-    for origin, zone in load_folder(AUTH_ZONES).items():
-        path = tmp / f"{origin}zone"
-        path.write_text(zone_file(zone))
+    for origin, path in zone_files.items():
         conf += ["zone:", f'  name: "{origin}"', f'  zonefile: "{path}"']
     (tmp / "nsd.conf").write_text("\n".join(conf) + "\n")
-    nsd = subprocess.Popen(
+    log = tmp / "nsd.log"
+    since = log.stat().st_size if log.exists() else 0
+    proc = subprocess.Popen(
         [NSD, "-d", "-c", str(tmp / "nsd.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    try:
-        with LbdnsProcess(tmp, zones=AUTH_ZONES, http=None) as lbdns:
-            wait_ready(port, nsd, tmp)
-            yield lbdns.port, port
-    finally:
-        stop_process(nsd)
-
-
-def wait_ready(port: int, proc: subprocess.Popen, tmp) -> None:
     deadline = time.monotonic() + 15
     query = dns.message.make_query("example.test.", "SOA")
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            log = (tmp / "nsd.log").read_text() if (tmp / "nsd.log").exists() else ""
-            raise RuntimeError(f"nsd exited with {proc.returncode}:\n{log}")
-        try:
-            if dns.query.udp(query, "127.0.0.1", port=port, timeout=0.3).answer:
-                return
-        except (dns.exception.Timeout, ConnectionRefusedError):
-            pass
+            text = log.read_bytes()[since:].decode(errors="replace") if log.exists() else ""
+            failed = PortTaken if bind_failed(text) else RuntimeError
+            raise failed(f"nsd exited with {proc.returncode}:\n{text}")
+        # Its own identity first, then its zones loaded: the SOA is answered.
+        if dns_identity(port) == identity:
+            try:
+                if dns.query.udp(query, "127.0.0.1", port=port, timeout=0.3).answer:
+                    return Nsd(proc, port)
+            except dns.exception.Timeout:
+                pass
         time.sleep(0.1)
+    stop_process(proc)
     raise RuntimeError("nsd did not start answering")
 
 

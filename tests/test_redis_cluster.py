@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from redis_support import RedisProcess, redis_available
-from support import LbdnsProcess, http_json
+from support import LbdnsProcess, http_json, wait_for
 
 from lbdns.balance.host import Report
 from lbdns.config import Config
@@ -223,8 +223,14 @@ def test_redis_away_then_back_empty(tmp_path, redis_server):
             server.stop()
 
 
+def unreachable_for(server: LbdnsProcess) -> float:
+    """How long ``server`` has found Redis away, by its own clock (0 while connected)."""
+    return ok(api(server, "GET", "/v1/health"))["store"]["unreachable_for"] or 0.0
+
+
 def test_after_the_stale_budget_the_farm_rules_for_stale_hosts_apply(tmp_path, redis_server):
-    group = servers(tmp_path, redis_server, 2, all_unhealthy="nodata", stale_budget=2.5)
+    budget = 3.0
+    group = servers(tmp_path, redis_server, 2, all_unhealthy="nodata", stale_budget=budget)
     writer = Writer(tmp_path, redis_server.url)
     try:
         for seq, (host, load) in enumerate([("web1", 30), ("web2", 5), ("web3", 20)]):
@@ -233,12 +239,15 @@ def test_after_the_stale_budget_the_farm_rules_for_stale_hosts_apply(tmp_path, r
         redis_server.kill()
         killed = time.monotonic()
         writer.close()
-        time.sleep(1.5)
-        # Without the held ages the reports would be stale by now (1 s): still answered.
+        # The witness, by each server's own clock: Redis away for longer than the reports take
+        # to go stale (1 s), and the reports are older still (sent before Redis went).
+        for server in group:
+            wait_for(lambda s=server: unreachable_for(s) >= 1.2, what="Redis away for 1.2 s")
+        # Without the held ages the reports would be stale by now: still answered.
         assert [answer(s) for s in group] == [("192.0.2.2",)] * 2
         # Past the budget every host is stale; this farm's all-unhealthy rule says NODATA.
-        wait_answers(group, "nodata", timeout=4.0)
-        assert time.monotonic() - killed >= 2.4
+        wait_answers(group, "nodata", timeout=budget + 2)
+        assert time.monotonic() - killed >= budget - 0.1
     finally:
         for server in group:
             server.stop()

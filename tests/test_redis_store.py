@@ -235,7 +235,11 @@ def test_report_ages_are_held_for_the_stale_budget_then_count(redis_server):
             # 8 s later: without the budget the report (stale after 2 x 1 s) would be stale.
             clock.now += 8.0
             await until(lambda: farm.host_state(farm.hosts["web1"], clock.now) == UP)
-            await asyncio.sleep(0.4)
+            # The witness of more rounds of the store's clock: each one that holds the ages
+            # tells the farm that its hosts changed, so its next view is a new one.
+            for _ in range(3):
+                view = farm.view()
+                await until(lambda v=view: farm.view() is not v)
             assert farm.host_state(farm.hosts["web1"], clock.now) == UP
             assert farm.view().states["web1"] == UP
             # The same report object: the accounting must not take it for a new report.
@@ -270,9 +274,12 @@ def test_answer_counts_are_exchanged(redis_server):
             await until(lambda: accounting_b.ledger("web2").pending > 0)
             assert accounting_b.ledgers["web2"].pending == pytest.approx(3.0)
             assert accounting_b.answers == 1 and "127.0.9.9" in accounting_b.clients
-            # Own answers are not counted twice.
-            await asyncio.sleep(0.4)
-            assert a.peer_answers.get(FARM, {}) == {}
+            # Own answers are not counted twice. The witness that A has read back its own
+            # messages: one of B's, published after B had read A's, reaches A (one Redis, one
+            # subscription each: in the order they were published).
+            farm_b.hosts["web1"].answers += 1
+            await until(lambda: a.peer_answers.get(FARM, {}).get("web1") == 1)
+            assert a.peer_answers[FARM] == {"web1": 1}
             assert b.peer_answers[FARM]["web2"] == 5
             assert accounting_a.ledgers["web2"].pending == pytest.approx(3.0)
             assert accounting_b.ledgers["web2"].pending == pytest.approx(3.0)

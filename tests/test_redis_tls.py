@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from redis_support import RedisProcess, redis_available
-from support import LbdnsProcess, free_port
+from support import LbdnsProcess
 from test_redis_cluster import FARM, api, ok, wait_answers, zones
 
 pytestmark = [
@@ -34,15 +34,9 @@ def certificate(folder):
 
 def test_rediss_url_shares_changes_between_servers(tmp_path):
     key, cert = certificate(tmp_path)
-    tls_port = free_port()
-    redis = RedisProcess(tmp_path / "redis")
     # The plain port stays on for the readiness check only; the servers use the TLS port.
-    redis.extra = [
-        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
-    ]  # fmt: skip
-    redis.start()
-    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
+    redis = RedisProcess(tmp_path / "redis", tls=(cert, key)).start()
+    url = redis.tls_url
     folder = zones(tmp_path)
     group = []
     try:

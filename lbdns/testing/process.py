@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,21 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lbdns.testing.ports import PortTaken, bind_failed, free_port
+
+__all__ = [
+    "EXAMPLE_ZONES",
+    "READY",
+    "ROOT",
+    "LbdnsProcess",
+    "PortTaken",
+    "free_port",
+    "http_json",
+    "http_request",
+    "stop_process",
+    "wait_for",
+]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE_ZONES = ROOT / "zones"
@@ -92,12 +106,6 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
         proc.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config_sets_workers(config: Path) -> bool:
     import yaml
 
@@ -166,7 +174,10 @@ class LbdnsProcess:
                 self.http_url = None if http == "off" else f"http://{http}"
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"lbdns exited with {self.proc.returncode}:\n{self.log()}")
+                self._log.close()
+                # A fixed --http or --dns port another process holds: the caller may try another.
+                failed = PortTaken if bind_failed(self.log()[offset:]) else RuntimeError
+                raise failed(f"lbdns exited with {self.proc.returncode}:\n{self.log()}")
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"lbdns did not become ready:\n{self.log()}")

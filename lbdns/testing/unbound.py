@@ -1,14 +1,20 @@
 """A real ``unbound`` recursive resolver for tests and benchmarks: it resolves one stub zone from
-an lbdns server on loopback, its config checked with ``unbound-checkconf`` before it starts."""
+an lbdns server on loopback, its config checked with ``unbound-checkconf`` before it starts.
+
+unbound needs its port in its config, so it gets one from ``free_port()``: ready means that the
+server answering ``id.server`` on that port names this run's identity, and a start that could not
+bind the port is tried again on another (``lbdns.testing.ports``)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
-from lbdns.testing.process import free_port, stop_process
+from lbdns.testing.ports import PortTaken, bind_failed, dns_identity, start_on_free_port
+from lbdns.testing.process import stop_process
 
 
 def which(tool: str) -> str | None:
@@ -20,11 +26,14 @@ def which(tool: str) -> str | None:
 UNBOUND = which("unbound")
 
 # What every resolver here has: loopback only, no daemon, no chroot, the test. TLD unblocked
-# (one of unbound's default blocked zones, RFC 6761), no DNSSEC for the stub zone.
+# (one of unbound's default blocked zones, RFC 6761), no DNSSEC for the stub zone. No
+# SO_REUSEPORT, so that a port another process holds fails the bind instead of being shared.
 CONFIG = """\
 server:
     interface: 127.0.0.1
     port: {port}
+    so-reuseport: no
+    identity: "{identity}"
     do-ip6: no
     do-daemonize: no
     chroot: ""
@@ -74,11 +83,16 @@ class UnboundProcess:
     def start(self, timeout: float = 15.0) -> UnboundProcess:
         if UNBOUND is None:
             raise RuntimeError("unbound is not installed (tests/run.sh installs it)")
-        self.port = free_port()
+        return start_on_free_port(lambda port: self._start_on(port, timeout))
+
+    def _start_on(self, port: int, timeout: float) -> UnboundProcess:
+        self.port = port
+        identity = f"lbdns-test-{uuid.uuid4().hex}"
         config = self.tmp / "unbound.conf"
         config.write_text(
             CONFIG.format(
-                port=self.port,
+                port=port,
+                identity=identity,
                 tmp=self.tmp,
                 modules=self.modules,
                 zone=self.zone,
@@ -93,36 +107,34 @@ class UnboundProcess:
         )
         if check.returncode != 0:
             raise RuntimeError(f"unbound-checkconf refused {config}:\n{check.stdout}{check.stderr}")
-        self.proc = subprocess.Popen(
-            [UNBOUND, "-d", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        # Until its log file is open unbound writes to stderr, a failed bind among it.
+        output = self.tmp / "unbound.out"
+        with open(output, "wb") as out:
+            self.proc = subprocess.Popen(
+                [UNBOUND, "-d", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
         try:
-            self._wait_ready(timeout)
+            self._wait_ready(identity, output, timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
-        import dns.exception
-        import dns.message
-        import dns.query
-
+    def _wait_ready(self, identity: str, output: Path, timeout: float) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 log = self.tmp / "unbound.log"
-                text = log.read_text() if log.exists() else ""
-                raise RuntimeError(f"unbound exited with {self.proc.returncode}:\n{text}")
-            try:
-                # A name outside the stub: unbound answers from its local data without recursion.
-                query = dns.message.make_query("localhost.", "A")
-                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.5)
+                text = output.read_text(errors="replace")
+                text += log.read_text(errors="replace") if log.exists() else ""
+                failed = PortTaken if bind_failed(text) else RuntimeError
+                raise failed(f"unbound exited with {self.proc.returncode}:\n{text}")
+            # Its own identity: not another resolver that holds the port.
+            if dns_identity(self.port) == identity:
                 return
-            except (dns.exception.Timeout, ConnectionRefusedError):
-                time.sleep(0.1)
-        raise RuntimeError("unbound did not start answering")
+            time.sleep(0.1)
+        raise RuntimeError(f"unbound did not start answering on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:
