@@ -341,9 +341,11 @@ def dnsperf(
     # inflate the latencies it measures.
     output = args.work / "dnsperf.out"
     generator_before = _children_cpu()
+    # Generous: dnsperf sharing its CPU with the servers (two workers on two cores) and writing
+    # a -v line per query can run well past its -l.
     with open(output, "w") as out:
         done = subprocess.run(
-            command, stdout=out, stderr=subprocess.PIPE, text=True, timeout=duration + 30
+            command, stdout=out, stderr=subprocess.PIPE, text=True, timeout=3 * duration + 60
         )
     generator_cpu = _children_cpu() - generator_before
     stdout = output.read_text()

@@ -1,6 +1,8 @@
-"""What observability costs the DNS path: Answerer.respond per query, in process, with the query
-log off (the default), and on at a rate limit that suppresses almost every line; plus the cost of
-the plain counters the metrics read, and of one sampled latency observation.
+"""What observability and hardening cost the DNS path: Answerer.respond per query, in process,
+with the query log off (the default), and on at a rate limit that suppresses almost every line;
+with response rate limiting off (the default) and on (at a rate that never limits, so every
+answer is charged), cookies on (the default) and off; plus the cost of the plain counters the
+metrics read, and of one sampled latency observation.
 
     .venv/bin/python benchmarks/observability_cost.py [--seconds 1.0]
 
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import dns.message
 
+from lbdns.dnsserver.cookie import Cookies, CookieSettings
 from lbdns.dnsserver.latency import LatencyHistogram
 from lbdns.dnsserver.querylog import QueryLog
+from lbdns.dnsserver.rrl import RateLimiter, RrlSettings
 from lbdns.dnsserver.wire import Answerer
 from lbdns.registry import Registry
 from lbdns.zone.parse import load_folder
@@ -64,6 +68,37 @@ def main() -> None:
         on = per_query(lambda w=wire: answerer.respond(w, "127.0.0.1"), args.seconds)
         answerer.query_log = None
         print(f"{name:6} respond: query log off {off:.2f} us, on (rate-limited) {on:.2f} us")
+    # The query mix of benchmarks/dns_speed.py in miniature, with EDNS as dnsperf -e sends it.
+    mix = [
+        dns.message.make_query(name, qtype, use_edns=0, payload=1232).to_wire()
+        for name, qtype in (
+            ("chat.example.test.", "A"),
+            ("chat.example.test.", "AAAA"),
+            ("www.example.test.", "A"),
+            ("mail.example.test.", "A"),
+            ("example.test.", "SOA"),
+            ("nothing.example.test.", "A"),
+        )
+    ]
+
+    def respond_mix() -> None:
+        for wire in mix:
+            answerer.respond(wire, "127.0.0.1")
+
+    setups = {
+        "rrl off, cookies off": (None, None),
+        "rrl off, cookies on (default)": (None, Cookies(CookieSettings())),
+        "rrl on, cookies on": (
+            RateLimiter(RrlSettings(enabled=True, rate=1e9)),
+            Cookies(CookieSettings()),
+        ),
+    }
+    for label, (rrl, cookies) in setups.items():
+        answerer.rrl, answerer.cookies = rrl, cookies
+        respond_mix()
+        cost = per_query(respond_mix, args.seconds) / len(mix)
+        print(f"query mix respond, {label:30} {cost:.2f} us")
+    answerer.rrl = answerer.cookies = None
     counter: Counter[int] = Counter()
     inc = per_query(lambda: counter.__setitem__(1, counter[1] + 1), args.seconds)
     histogram = LatencyHistogram()
