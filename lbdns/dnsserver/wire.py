@@ -49,6 +49,7 @@ EDNS_UDP_SIZE = 1232  # what we advertise and the most we send over UDP (DNS fla
 MAX_TCP_SIZE = 65535
 CACHE_LIMIT = 50_000  # distinct questions remembered before the cache starts over
 SYNTHESISED_LIMIT = 20_000  # negative and wildcard answers remembered before starting over
+NEGATIVES_LIMIT = 4_096  # shared negative answers: (zone, name length, rcode); a few per zone
 CHOICES_LIMIT = 4096  # distinct host choices remembered per farm name
 WILDCARDS_LIMIT = 4096  # (wildcard, type) answers remembered
 
@@ -235,6 +236,11 @@ class Answerer:
         self.synthesised: dict[bytes, Template | FarmEntry] = {}
         # (wildcard owner, type) -> the answer shared by every name it covers (None: per name).
         self.wildcards: dict[tuple[str, int], Template | None] = {}
+        # (zone origin, length of the asked name, rcode) -> the negative answer: it depends on
+        # the name only through where the zone's name starts in the question, so a flood of
+        # random names shares a few of these instead of making an object per name (fewer
+        # objects for the garbage collector to walk: its pauses were the flood's worst latency).
+        self.negatives: dict[tuple[bytes, int, int], Template] = {}
         self.cache_version = -1
         # Query bytes past the ID, seen before over UDP -> what answering them again needs:
         # (reply without ID, qtype, rcode) for a fixed answer, the parse for a farm question.
@@ -419,6 +425,7 @@ class Answerer:
             self.cache.clear()
             self.synthesised.clear()
             self.wildcards.clear()
+            self.negatives.clear()
             self.seen.clear()
             self.cache_version = self.registry.version
         key = data[12 : qend - 2].lower()  # the question's name and type
@@ -629,7 +636,9 @@ class Answerer:
             # neither resolves nor packs per name (docs/dns.md).
             source = f"*.{encloser}"
             if source not in zone.rrsets:
-                return self._synthesised(key, self._negative(name_wire, zone, RCODE.NXDOMAIN))
+                return self._synthesised(
+                    key, self._shared_negative(name_wire, zone, RCODE.NXDOMAIN)
+                )
             template = self.wildcards.get((source, qtype))
             if template is None:
                 template = self._wildcard_template(source, qtype)
@@ -645,7 +654,7 @@ class Answerer:
             and resolution.authority
             and resolution.authority[0] is resolution.zone.negative_soa
         ):
-            negative = self._negative(name_wire, resolution.zone, resolution.rcode)
+            negative = self._shared_negative(name_wire, resolution.zone, resolution.rcode)
             return self._synthesised(key, negative)
         if resolution.farm is not None:
             farm_qtype = QTYPE.AAAA if qtype == QTYPE.AAAA else QTYPE.A
@@ -709,6 +718,15 @@ class Answerer:
             self.wildcards.clear()
         self.wildcards[(source, qtype)] = template
         return template
+
+    def _shared_negative(self, name_wire: bytes, zone: Zone, rcode: int) -> Template:
+        key = (zone.origin_wire, len(name_wire), rcode)
+        negative = self.negatives.get(key)
+        if negative is None:
+            if len(self.negatives) >= NEGATIVES_LIMIT:
+                self.negatives.clear()
+            negative = self.negatives[key] = self._negative(name_wire, zone, rcode)
+        return negative
 
     @staticmethod
     def _negative(name_wire: bytes, zone: Zone, rcode: int) -> Template:
