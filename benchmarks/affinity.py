@@ -45,8 +45,9 @@ from pathlib import Path
 
 from lbdns.balance.policy import Ask, Candidate
 from lbdns.balance.policy import consistent_hash as ch
-from lbdns.testing.process import LbdnsProcess, http_json
+from lbdns.testing.process import LbdnsProcess, http_json, load_note
 
+LOAD_BEFORE = os.getloadavg()  # at start: before the benchmark's own load
 HOSTS = [f"h{i}" for i in range(8)]
 C = 1.25
 
@@ -301,7 +302,7 @@ def main() -> None:
         bounded_loads(10_000, 200_000)
         assignment_api(seconds)
         query_cost(200_000)
-    print("measured on a shared, busy machine: rates vary from run to run")
+    print(f"rates vary from run to run; {load_note(LOAD_BEFORE)}")
 
 
 if __name__ == "__main__":

@@ -219,3 +219,9 @@ class LbdnsProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def load_note(before: tuple[float, float, float]) -> str:
+    """How busy the machine was when a benchmark started (``os.getloadavg()`` then): printed
+    with its figures, so a reader sees whether other work shared the CPUs."""
+    return "load average before the run: " + " ".join(f"{x:.2f}" for x in before)
