@@ -84,9 +84,10 @@ FARM = "web.probe.bench."
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
 
 
 def probes_sent(server: LbdnsProcess) -> float:
@@ -108,19 +109,22 @@ def many_hosts_zone(folder: Path, count: int, kind: str, port: int) -> Path:
     return folder
 
 
-def measure_cpu(tmp: Path, zones: Path, checks: bool, seconds: float) -> tuple[float, float]:
-    """(CPU share of one core, probes per second) of a server over ``seconds``."""
+def measure_cpu(tmp: Path, zones: Path, checks: bool, seconds: float) -> tuple[float, float, float]:
+    """(CPU share of one core, its user-space part, probes per second) of a server over
+    ``seconds``."""
     config = tmp / f"lbdns-{'on' if checks else 'off'}.yaml"
     config.write_text(f"checks: {'true' if checks else 'false'}\n")
     with LbdnsProcess(tmp, zones=zones, config=config) as server:
         assert server.proc is not None
         time.sleep(3.0)  # the first interval spreads the first probes; then the steady state
         probes0 = probes_sent(server) if checks else 0.0
-        cpu0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+        (user0, system0), t0 = cpu_seconds(server.proc.pid), time.monotonic()
         time.sleep(seconds)
-        cpu1, t1 = cpu_seconds(server.proc.pid), time.monotonic()
+        (user1, system1), t1 = cpu_seconds(server.proc.pid), time.monotonic()
         probes1 = probes_sent(server) if checks else 0.0
-    return (cpu1 - cpu0) / (t1 - t0), (probes1 - probes0) / (t1 - t0)
+    elapsed = t1 - t0
+    total = user1 - user0 + system1 - system0
+    return total / elapsed, (user1 - user0) / elapsed, (probes1 - probes0) / elapsed
 
 
 def loopback_floor(port: int, hosts: int, count: int = 4000) -> float:
@@ -159,13 +163,15 @@ def cost(hosts: int, seconds: float, kinds: list[str]) -> None:
                   f"{'probes/s':>9}")  # fmt: skip
             for kind in kinds:
                 zones = many_hosts_zone(tmp / f"zones-{kind}", hosts, kind, port)
-                with_checks, rate = measure_cpu(tmp, zones, True, seconds)
-                without, _ = measure_cpu(tmp, zones, False, seconds)
+                with_checks, user, rate = measure_cpu(tmp, zones, True, seconds)
+                without, user_without, _ = measure_cpu(tmp, zones, False, seconds)
                 per_thousand = (with_checks - without) * 1000 / hosts
                 per_probe = (with_checks - without) / rate if rate else 0.0
+                user_probe = (user - user_without) / rate if rate else 0.0
                 print(
                     f"{kind:6} {with_checks * 100:15.2f}% {without * 100:7.2f}% "
-                    f"{per_thousand * 100:15.2f}% {rate:9.1f}   ({per_probe * 1e6:.0f} us a probe)"
+                    f"{per_thousand * 100:15.2f}% {rate:9.1f}   ({per_probe * 1e6:.0f} us a probe, "
+                    f"{user_probe * 1e6:.0f} of them in user space)"
                 )
             floor = loopback_floor(port, hosts)
             print(
