@@ -3,7 +3,8 @@
 Plain TCP and HTTP checks are an ``Attempt``: a non-blocking socket in the prober's own epoll
 set (``Poller``), without a task, a future or a stream (at a thousand hosts every two
 seconds those would cost more than the probe: benchmarks/probe_cost.py). TLS and HTTPS are a
-coroutine over asyncio's TLS streams (``probe``). A TCP check closes with a reset (SO_LINGER 0, as HAProxy does), so the server keeps no
+coroutine over asyncio's TLS streams (``probe``). A TCP check, and an HTTP check once its
+response is judged, closes with a reset (SO_LINGER 0, as HAProxy does), so neither end keeps a
 TIME_WAIT per probe and the check leaves nothing to read. TLS certificates are not verified: a
 check asks whether the listener answers, not who it is (the addresses come from the zone file).
 
@@ -310,6 +311,9 @@ class Attempt:
             return
         verdict = judge.feed(chunk) if chunk else judge.eof()
         if verdict is not None:
+            # Closed with a reset, as a tcp check is: the verdict is in, and a FIN exchange
+            # would cost both ends more kernel work (and this end a TIME_WAIT) for nothing.
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RESET)
             self.finish(*verdict)
 
     def timed_out(self) -> None:
