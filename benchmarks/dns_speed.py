@@ -681,6 +681,13 @@ def machine() -> dict:
     }
 
 
+def knows_workers(tree: Path) -> bool:
+    """Whether the lbdns of ``tree`` has the ``workers`` setting (a tree from before it would
+    refuse the key; it served from one process)."""
+    config = tree / "lbdns" / "config.py"
+    return config.exists() and "workers" in config.read_text()
+
+
 def busiest_farm(zone: Zone) -> str:
     """The farm the query mix asks most often (the one whose herd is printed)."""
     counts: dict[str, int] = {}
@@ -856,13 +863,16 @@ def main(argv: list[str] | None = None) -> int:
     base_http_port = free_port()
     base_tree = (args.baseline_tree or ROOT).resolve()
     base_conf = work / "base.yaml"
-    if args.baseline_config:
-        base_settings = dict(yaml.safe_load(args.baseline_config.read_text()) or {})
-        if args.workers != 1 or "workers" in base_settings:
-            base_settings["workers"] = args.workers
-        base_conf.write_text(yaml.safe_dump(base_settings))
-    else:
-        base_conf.write_text(lbdns_conf.read_text())
+    base_settings = (
+        dict(yaml.safe_load(args.baseline_config.read_text()) or {})
+        if args.baseline_config
+        else {k: v for k, v in settings.items() if k != "workers"}
+    )
+    if knows_workers(base_tree):
+        base_settings["workers"] = args.workers  # as for lbdns: the default may be every CPU
+    elif args.workers != 1:
+        raise SystemExit(f"dns_speed: --workers {args.workers}: the baseline tree has no workers")
+    base_conf.write_text(yaml.safe_dump(base_settings))
 
     def base_command(port: int) -> list[str]:
         command = lbdns_command(port)
