@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,11 +118,15 @@ HISTORY: web.AppKey[History] = web.AppKey("status_history", History)
 
 def setup(app: web.Application) -> None:
     app[HISTORY] = History(app[SERVER])
+    app.cleanup_ctx.append(_sampling)
 
-    async def start_sampling(app: web.Application) -> None:
-        app[SERVER].spawn(app[HISTORY].run())
 
-    app.on_startup.append(start_sampling)
+async def _sampling(app: web.Application) -> AsyncIterator[None]:
+    """The history's sampler for as long as the app runs (a cleanup context, as the drain
+    watcher is: started with the app, cancelled when it is cleaned up)."""
+    task = app[SERVER].spawn(app[HISTORY].run())
+    yield
+    task.cancel()
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
