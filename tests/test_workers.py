@@ -406,10 +406,12 @@ def test_with_redis_each_server_votes_once_whatever_its_workers(tmp_path):
     # and through the hub counts once.
     h1, h2 = Backend("127.0.0.11").start(), Backend("127.0.0.12").start()
     h1.deny.add("127.0.0.3")
+    # An http check: the backend resets a denied connection only once it has accepted it, and
+    # a tcp check may pass before that (the connect had completed).
     zones = zone_folder(
         tmp_path,
         f"""\
-        check: {{type: tcp, port: {h1.port}, interval: {INTERVAL}, fall: 2}}
+        check: {{type: http, port: {h1.port}, interval: {INTERVAL}, fall: 2}}
         hosts:
           h1: {{a: 127.0.0.11}}
           h2: {{a: 127.0.0.12, check: {{port: {h2.port}}}}}

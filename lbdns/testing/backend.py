@@ -5,7 +5,9 @@ Modes: ``ok`` (HTTP 200, body "ok"), ``error`` (HTTP 500), ``hang`` (accepts, th
 nor answers: a hung application; with TLS, not even the handshake). ``stop()`` closes the
 listening socket, so connections are refused, and ``start()`` opens it again on the same port.
 ``deny`` holds source addresses whose connections are reset as soon as they are accepted (a
-firewall that lets one lbdns server through and not the other).
+firewall that lets one lbdns server through and not the other). The kernel completes the
+handshake before the accept, so a ``tcp`` check from a denied address may still pass: use an
+``http`` (or ``tls``) check with ``deny``.
 
 One thread accepts, one thread per connection answers: test-sized, not a benchmark server.
 """
