@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from lbdns.agent.config import Check
-from lbdns.balance.check import thresholded
+from lbdns.balance.check import streaks, thresholded
 
 
 class CheckState:
@@ -44,12 +44,7 @@ class CheckState:
     def record(self, ok: bool, error: str | None = None) -> bool:
         """Count one result; return True when the thresholded state changed."""
         self.last_error = None if ok else error
-        if ok:
-            self.successes += 1
-            self.failures = 0
-        else:
-            self.failures += 1
-            self.successes = 0
+        self.successes, self.failures = streaks(ok, self.successes, self.failures)
         before = self.healthy
         self.healthy = thresholded(
             before, ok, self.successes, self.failures, self.recover_after, self.fail_after

@@ -45,6 +45,11 @@ CHECK_DOWN = "down"
 _UP, _NEW, _DOWN = "up", "new", "down"
 
 
+def streaks(ok: bool, successes: int, failures: int) -> tuple[int, int]:
+    """The (successes, failures) streaks after one result: a result ends the other streak."""
+    return (successes + 1, 0) if ok else (0, failures + 1)
+
+
 def thresholded(
     up: bool | None, ok: bool, successes: int, failures: int, rise: int, fall: int
 ) -> bool:
@@ -81,12 +86,7 @@ class Tracker:
         self.probes += 1
         self.last_ok, self.last_latency, self.last_at = ok, latency, now
         self.last_error = None if ok else error
-        if ok:
-            self.successes += 1
-            self.failures = 0
-        else:
-            self.failures += 1
-            self.successes = 0
+        self.successes, self.failures = streaks(ok, self.successes, self.failures)
         before = self.up
         self.up = thresholded(before, ok, self.successes, self.failures, rise, fall)
         if self.up != before:
