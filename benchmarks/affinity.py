@@ -47,7 +47,6 @@ from lbdns.balance.policy import Ask, Candidate
 from lbdns.balance.policy import consistent_hash as ch
 from lbdns.testing.process import LbdnsProcess, http_json, load_note
 
-LOAD_BEFORE = os.getloadavg()  # at start: before the benchmark's own load
 HOSTS = [f"h{i}" for i in range(8)]
 C = 1.25
 
@@ -302,7 +301,7 @@ def main() -> None:
         bounded_loads(10_000, 200_000)
         assignment_api(seconds)
         query_cost(200_000)
-    print(f"rates vary from run to run; {load_note(LOAD_BEFORE)}")
+    print(f"rates vary from run to run; {load_note()}")
 
 
 if __name__ == "__main__":

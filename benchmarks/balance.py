@@ -226,6 +226,7 @@ class Bench:
         # Arrival rate so that the steady state holds per_capacity connections per capacity unit.
         self.rate = args.per_capacity * total_capacity / self.hold
         self.weights = zipf_weights(case.resolvers, args.zipf)
+        self.top_gap = 1.0 / (self.rate * self.weights[0])  # the busiest resolver's, wall time
         self.cumulative = []
         acc = 0.0
         for w in self.weights:
@@ -490,7 +491,6 @@ class Bench:
         # Arrivals are sent once a tick: a resolver whose clients come faster than the ticks
         # shows lbdns gaps of whole ticks, so its idle time (and its herd) is measured coarsely.
         self.mean_tick = last / ticks if ticks else tick
-        self.top_gap = 1.0 / (self.rate * self.weights[0])
         for transport in self.transports:
             transport.close()
 

@@ -35,7 +35,6 @@ from pathlib import Path
 
 from lbdns.testing.process import EXAMPLE_ZONES, LbdnsProcess, load_note
 
-LOAD_BEFORE = os.getloadavg()  # at start: before the benchmark's own load
 DNSPERF = "dnsperf"
 PROBE_NAMES = ("chat.example.test.", "mail.example.test.")  # a farm name, a static name
 _SUMMARY = {
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     flood_file(queries, kind, count, rng)  # new names every round
                     results[kind].append(measure(server, queries, args.rate, args.duration))
     print(f"random-name floods at {args.rate} q/s for {args.duration:g} s, {args.rounds} rounds")
-    print(f"(medians of the rounds; {load_note(LOAD_BEFORE)})")
+    print(f"(medians of the rounds; {load_note()})")
     header = f"{'flood':10} {'offered':>8} {'answered':>8} {'lost':>6} {'CPU/query':>10}"
     print(header + f" {'probe p50':>10} {'probe p99':>10} {'probe lost':>10}")
     summary = {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -29,8 +28,6 @@ from pathlib import Path
 from flood import Probe, cpu_seconds, python_flood, wire_query
 
 from lbdns.testing.process import EXAMPLE_ZONES, LbdnsProcess, load_note
-
-LOAD_BEFORE = os.getloadavg()  # at start: before the benchmark's own load
 
 BIG_TXT = [f"record-{i:02d}-" + "x" * 240 for i in range(4)]  # 4 x 251 octets of text
 
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"flood of big.example.test TXT from 127.0.0.1 at {args.rate} q/s for {args.duration:g} s"
     )
-    print(f"({load_note(LOAD_BEFORE)})")
+    print(f"({load_note()})")
     print(
         f"{'RRL':4} {'offered':>8} {'replies':>8} {'MB in':>6} {'MB out':>7} {'amplif.':>8}"
         f" {'CPU':>5} {'probe ok':>9} {'p50':>8} {'p99':>8}"

@@ -37,7 +37,6 @@ from flood import wire_query
 
 from lbdns.testing.process import EXAMPLE_ZONES, LbdnsProcess, http_request, load_note
 
-LOAD_BEFORE = os.getloadavg()  # at start: before the benchmark's own load
 VALID = (
     ("chat.example.test.", 1),
     ("chat.example.test.", 28),
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             started = time.monotonic()
             samples.append((0.0, rss_kib(pid)))
-            print(f"{'t (s)':>7} {'RSS (MiB)':>10}   ({load_note(LOAD_BEFORE)})")
+            print(f"{'t (s)':>7} {'RSS (MiB)':>10}   ({load_note()})")
             print(f"{0:>7.0f} {samples[0][1] / 1024:>10.1f}")
             flood.start()
             seq = 0

@@ -221,7 +221,11 @@ class LbdnsProcess:
         self.stop()
 
 
-def load_note(before: tuple[float, float, float]) -> str:
-    """How busy the machine was when a benchmark started (``os.getloadavg()`` then): printed
-    with its figures, so a reader sees whether other work shared the CPUs."""
-    return "load average before the run: " + " ".join(f"{x:.2f}" for x in before)
+# Taken when a benchmark imports this module, at its start: before its own load.
+_LOAD_AT_START = os.getloadavg()
+
+
+def load_note() -> str:
+    """How busy the machine was when the benchmark started: printed with its figures, so a
+    reader sees whether other work shared the CPUs."""
+    return "load average before the run: " + " ".join(f"{x:.2f}" for x in _LOAD_AT_START)
