@@ -24,11 +24,14 @@ MODES = [pytest.param(True, id="batched"), pytest.param(False, id="one-by-one")]
 
 
 def echo(data: bytes, client: str, tcp: bool) -> bytes | None:
-    """Answer b"<client>|<query>", drop queries starting with b"drop", inflate b"big"."""
+    """Answer b"<client>|<query>", drop queries starting with b"drop", inflate b"big", answer
+    b"array" with a bytearray."""
     if data.startswith(b"drop"):
         return None
     if data.startswith(b"big"):
         return b"B" * 6000
+    if data.startswith(b"array"):
+        return bytearray(b"A" * 100)  # dnslib packs into a bytearray
     return client.encode() + b"|" + data
 
 
@@ -134,6 +137,40 @@ def test_an_answer_larger_than_a_slot_and_an_oversized_query(batch):
         assert answer == b"127.0.0.1|" + b"x" * udpbatch.DATA
         sock.sendto(b"after", served.address)
         assert sock.recv(65535) == b"127.0.0.1|after"
+    sock.close()
+
+
+def test_answers_are_sent_from_their_own_bytes_not_copied_into_the_ring():
+    # On CPython each answer's iovec points into the bytes object itself (held until sendmmsg
+    # returns): the send ring's data slots are never written.
+    assert udpbatch.ANSWER_OFFSET is not None
+    sock = client_socket("127.0.0.1")
+    with Served("127.0.0.1", batch=True) as served:
+        for n in range(100):
+            sock.sendto(f"q{n}".encode(), served.address)
+        assert receive_all(sock, 100) == [f"127.0.0.1|q{n}".encode() for n in range(100)]
+        sock.sendto(b"big", served.address)
+        assert sock.recv(65535) == b"B" * 6000  # larger than a slot: in place too
+        sock.sendto(b"array", served.address)
+        assert sock.recv(65535) == b"A" * 100  # not a bytes object: made one first
+        tx = served.listener.batch.tx
+        assert tx.view[: udpbatch.SLOTS * udpbatch.DATA].tobytes().count(0) == (
+            udpbatch.SLOTS * udpbatch.DATA
+        )
+    sock.close()
+
+
+def test_answers_are_copied_where_they_cannot_be_sent_in_place(monkeypatch):
+    monkeypatch.setattr(udpbatch, "ANSWER_OFFSET", None)
+    sock = client_socket("127.0.0.1")
+    with Served("127.0.0.1", batch=True) as served:
+        for n in range(100):
+            sock.sendto(f"q{n}".encode(), served.address)
+        assert receive_all(sock, 100) == [f"127.0.0.1|q{n}".encode() for n in range(100)]
+        sock.sendto(b"big", served.address)
+        assert sock.recv(65535) == b"B" * 6000  # larger than a slot: sent on its own
+        tx = served.listener.batch.tx
+        assert tx.view[: len(b"127.0.0.1|q")].tobytes() == b"127.0.0.1|q"  # copied
     sock.close()
 
 

@@ -130,6 +130,7 @@ class UdpListener:
         self.stats = stats
         self.loop: asyncio.AbstractEventLoop | None = None
         self._replies: list[tuple[bytes, tuple]] = []  # one batch's answers, reused
+        self._sent: list[bytes] = []
         self._recv_errors = 0
         self.batch = udpbatch.BatchSocket(sock) if batch and udpbatch.available() else None
 
@@ -155,18 +156,22 @@ class UdpListener:
         if not n:
             return
         rx, tx = batch.rx, batch.tx
-        received, answers = rx.view, tx.view
+        received = rx.view
         # Indexes into the rings' word views: see udpbatch.Ring.
-        lengths, answer_lengths, answer_names = rx.words, tx.iov_words, tx.pointers
+        lengths, answer_iovecs, answer_names = rx.words, tx.iov_words, tx.pointers
         name_size, namelen = udpbatch.NAME, batch.namelen
+        names_at = rx.names
         slot = udpbatch.DATA
         names = received[rx.name_offset : rx.name_offset + n * name_size].tobytes()
         clients = batch.clients
         respond = self.respond
+        offset = udpbatch.ANSWER_OFFSET
+        if offset is None:
+            answers = tx.view  # copied where answers cannot be sent in place
+        sent = self._sent  # the answers the send ring points into, alive until they are sent
         j = 0
         for i in range(n):
-            offset = i * slot
-            data = received[offset : offset + lengths[16 * i + 14]].tobytes()
+            data = received[i * slot : i * slot + lengths[16 * i + 14]].tobytes()
             raw = names[i * name_size : i * name_size + namelen]
             client = clients.get(raw) or batch.client(raw)
             if i == 0:
@@ -177,20 +182,26 @@ class UdpListener:
                 response = respond(data, client, False)
             if response is None:
                 continue
-            size = len(response)
-            if size > slot:  # not over UDP (answers are cut to 1232 bytes), but never lost
+            if offset is not None:
+                if response.__class__ is not bytes:  # a bytearray's octets are elsewhere
+                    response = bytes(response)
+                sent.append(response)
+                answer_iovecs[2 * j] = id(response) + offset
+            elif len(response) <= slot:
+                answers[j * slot : j * slot + len(response)] = response
+            else:  # not over UDP (answers are cut to 1232 bytes), but never lost
                 try:
                     self.sock.sendto(response, batch.address(raw))
                 except OSError:
                     self.stats.udp_send_errors += 1
                 continue
-            answers[j * slot : j * slot + size] = response
-            answer_lengths[2 * j + 1] = size
-            answer_names[8 * j] = rx.names + i * name_size  # back to where the query came from
+            answer_iovecs[2 * j + 1] = len(response)
+            answer_names[8 * j] = names_at + i * name_size  # back to where the query came from
             j += 1
         self.stats.udp_queries += n
         if j:
             self.stats.udp_send_errors += batch.send(j)
+            sent.clear()
 
     def _readable(self) -> None:
         recvfrom = self.sock.recvfrom

@@ -14,6 +14,11 @@ The ring is a single ctypes buffer laid out as::
 with every pointer filled in once; a call only reads lengths and writes answer lengths.
 ``available()`` says whether the platform has both calls and the LP64 ``struct mmsghdr`` layout
 this module writes (64-bit Linux); elsewhere the listener reads one datagram at a time.
+
+Answers are sent from where they are: on CPython an answer's ``iovec`` points into the ``bytes``
+object itself (``ANSWER_OFFSET`` past its address, checked at import), which the listener holds
+until ``sendmmsg`` returns, so no answer is copied into the ring. Where that check fails, answers
+are copied into the send ring's slots.
 """
 
 from __future__ import annotations
@@ -59,6 +64,24 @@ def _functions():
 
 
 _FUNCTIONS = _functions()
+
+
+def _answer_offset() -> int | None:
+    """Where a ``bytes`` object's octets start, past its address (``id``), on this
+    interpreter; None when that cannot be relied on (then answers are copied)."""
+    if sys.implementation.name != "cpython":
+        return None
+    offset = sys.getsizeof(b"") - 1  # the object's header; its octets end with a NUL
+    probe = bytes(range(1, 200))
+    try:
+        if ctypes.string_at(id(probe) + offset, len(probe)) == probe:
+            return offset
+    except (OSError, ValueError):  # pragma: no cover - never on CPython
+        pass
+    return None  # pragma: no cover
+
+
+ANSWER_OFFSET = _answer_offset()
 
 
 def available() -> bool:
