@@ -20,7 +20,11 @@ Classes, each with a bucket of its own per network:
     big    any response of ``big_size`` octets or more (the amplifiers)
     ====== ==============================================================
 
-The per-query cost is one dict lookup by the client's address and a few float operations; with
+Each bucket is kept as one number, its theoretical arrival time (the generic cell rate
+algorithm, GCRA, which is a token bucket: an answer is allowed while that time is at most
+``burst - 1`` intervals of ``1 / rate`` ahead of now, and each allowed answer moves it one
+interval on). The per-query cost is one dict lookup by the client's address, a clock reading and
+two float comparisons; with
 ``rrl.enabled: false`` (the default) the answerer holds no limiter and pays one ``is None``.
 Tables are capped: past ``max_networks`` networks (or twice as many addresses) both tables start
 over, which forgets every bucket (counted in ``resets``).
@@ -36,7 +40,7 @@ from time import monotonic
 CLASSES = ("answer", "nodata", "nxdomain", "error", "big")
 ANSWER, NODATA, NXDOMAIN, ERROR, BIG = range(5)
 TC = 0x02  # in the third octet of the header
-_SLIP = 10  # index of the slip counter in a network's state
+_SLIP = len(CLASSES)  # index of the slip counter in a network's state
 _EXEMPT: list[float] = []  # the state of a whitelisted client: never limited
 
 
@@ -66,7 +70,8 @@ class RateLimiter:
         self.big = settings.big_size
         self.clock = clock
         self.whitelist = tuple(ipaddress.ip_network(n, strict=False) for n in settings.whitelist)
-        # address -> its network's state: [tokens, last] per class, then the slip counter.
+        # address -> its network's state: the theoretical arrival time per class (a bucket is
+        # full when that time has passed), then the slip counter.
         self.clients: dict[str, list[float]] = {}
         self.networks: dict[str, list[float]] = {}
         self.dropped = [0] * len(CLASSES)
@@ -82,7 +87,11 @@ class RateLimiter:
         a third of its cost."""
         clients = self.clients
         new_state = self._state
-        rate, burst, big, slip = self.rate, self.burst, self.big, self.slip
+        interval = 1.0 / self.rate
+        # A bucket of ``burst`` answers: allowed while the arrival time is at most burst - 1
+        # intervals ahead (a hair more, so that float sums of intervals keep the last one).
+        tolerance = (self.burst - 1.0) * interval + 1e-9
+        big, slip = self.big, self.slip
         clock = self.clock
         dropped, slipped = self.dropped, self.slipped
         bucket_of = _bucket_of
@@ -94,19 +103,20 @@ class RateLimiter:
             if state is _EXEMPT:
                 return True
             now = clock()
-            tokens = state[i] + (now - state[i + 1]) * rate
-            state[i + 1] = now
-            if tokens >= 1.0:
-                state[i] = (burst if tokens > burst else tokens) - 1.0
+            due = state[i]
+            if due < now:  # a full bucket
+                state[i] = now + interval
                 return True
-            state[i] = tokens
+            if due - now <= tolerance:
+                state[i] = due + interval
+                return True
             if slip:
                 state[_SLIP] += 1
                 if state[_SLIP] >= slip:
                     state[_SLIP] = 0
-                    slipped[i >> 1] += 1
+                    slipped[i] += 1
                     return False
-            dropped[i >> 1] += 1
+            dropped[i] += 1
             return None
 
         def allow(response: bytes, client: str) -> bool | None:
@@ -134,9 +144,8 @@ class RateLimiter:
             if state is None:
                 if len(self.networks) >= self.settings.max_networks:
                     self._reset()
-                now = self.clock()
                 # A full bucket for every class: a new client starts with its burst.
-                state = [self.burst, now] * len(CLASSES) + [0.0]
+                state = [0.0] * len(CLASSES) + [0.0]
                 self.networks[key] = state
         if len(self.clients) >= 2 * self.settings.max_networks:
             self._reset()
@@ -150,13 +159,13 @@ class RateLimiter:
 
 
 def bucket_of(response: bytes, big: int) -> int:
-    """The index of ``response``'s class in a network's state (twice the class number)."""
+    """The class of ``response`` (its index in a network's state)."""
     if len(response) >= big:
-        return 2 * BIG
+        return BIG
     rcode = response[3] & 0xF
     if rcode:
-        return 2 * NXDOMAIN if rcode == 3 else 2 * ERROR
-    return 2 * ANSWER if response[7] or response[6] else 2 * NODATA
+        return NXDOMAIN if rcode == 3 else ERROR
+    return ANSWER if response[7] or response[6] else NODATA
 
 
 _bucket_of = bucket_of
