@@ -88,3 +88,36 @@ def test_client_subnets():
     assert ch.ecs_subnet(1, 0, b"") is None  # the client asked not to be located
     assert ch.ecs_subnet(1, 24, bytes(4)) is None  # address longer than its prefix
     assert ch.ecs_subnet(3, 24, bytes(3)) is None
+
+
+def test_a_keys_walk_is_worked_out_once_per_ring_and_matches_the_points():
+    ring = ch.Ring.build([(f"h{i}", 1.0 + i % 3) for i in range(8)])
+    position = ch.key_hash("room42")
+    walk = ring.walk(position)
+    # The walk is every host once, in the order of the first point of each clockwise from
+    # the key's position (computed here from the points, not by the method under test).
+    size = len(ring.points)
+    start = next((i for i, p in enumerate(ring.points) if p > position), size)
+    expected = []
+    for step in range(size):
+        name = ring.names[ring.owners[(start + step) % size]]
+        if name not in expected:
+            expected.append(name)
+    assert list(walk) == expected and len(walk) == 8
+    assert ring.walks[position] is walk  # remembered: the next query of the key looks it up
+    assert ring.walk(position) is walk
+    choose = ch.choose(
+        tuple(Candidate(n, 1.0, 0.0) for n in ring.names),
+        Ask(1, 0, random.Random(1), 1.0, 1, position, ring, 1.25),
+    )
+    assert choose[0].name == walk[0]
+    rebuilt = ch.Ring.build([(f"h{i}", 1.0 + i % 3) for i in range(9)])  # a host added
+    assert rebuilt.walks == {}  # a new ring: its walks are worked out afresh
+
+
+def test_the_remembered_walks_are_capped(monkeypatch):
+    monkeypatch.setattr(ch, "WALKS_LIMIT", 10)
+    ring = ch.Ring.build([("a", 1.0), ("b", 1.0)])
+    for i in range(35):
+        ring.walk(ch.key_hash(f"k{i}"))
+        assert len(ring.walks) <= 10

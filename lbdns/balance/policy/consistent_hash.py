@@ -33,13 +33,14 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from lbdns.balance.policy import Ask, Candidate
 
 POINTS = 200  # ring points of a host of the farm's mean capacity
 MAX_POINTS = 200_000  # for the whole ring: a farm of 1,000 hosts still rebuilds in milliseconds
+WALKS_LIMIT = 50_000  # keys' walks remembered per ring before starting over
 DEFAULT_BALANCE = 1.25  # c: HAProxy's hash-balance-factor 125
 _TIE = 1e-12
 
@@ -67,6 +68,9 @@ class Ring:
     points: tuple[int, ...]
     owners: tuple[int, ...]
     names: tuple[str, ...]
+    # key position -> every host name in the order the key tries them: a key is walked once
+    # per ring, not per query (the ring is rebuilt, with an empty table, when the hosts change).
+    walks: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, hosts: Sequence[tuple[str, float]]) -> Ring:
@@ -87,21 +91,30 @@ class Ring:
 
     def order(self, key: int, limit: int = 0) -> list[str]:
         """Host names in the order ``key`` tries them (all hosts, or the first ``limit``)."""
+        walk = self.walk(key)
+        return list(walk[:limit] if limit else walk)
+
+    def walk(self, key: int) -> tuple[str, ...]:
+        """Every host name, in the order ``key`` tries them (remembered per key)."""
+        walk = self.walks.get(key)
+        if walk is not None:
+            return walk
         out: list[str] = []
         size = len(self.points)
-        if not size:
-            return out
-        want = limit or len(self.names)
-        start = bisect_right(self.points, key)
-        seen = set()
-        for step in range(size):
-            owner = self.owners[(start + step) % size]
-            if owner not in seen:
-                seen.add(owner)
-                out.append(self.names[owner])
-                if len(out) == want:
-                    break
-        return out
+        if size:
+            start = bisect_right(self.points, key)
+            seen = set()
+            for step in range(size):
+                owner = self.owners[(start + step) % size]
+                if owner not in seen:
+                    seen.add(owner)
+                    out.append(self.names[owner])
+                    if len(out) == len(self.names):
+                        break
+        if len(self.walks) >= WALKS_LIMIT:
+            self.walks.clear()
+        walk = self.walks[key] = tuple(out)
+        return walk
 
 
 EMPTY_RING = Ring((), (), ())
@@ -124,22 +137,14 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     limit = ask.balance * (total_load + herd) / total_capacity  # c x mean, this answer counted
     want = min(ask.want, n)
     chosen: list[Candidate] = []
-    points, owners, names = ring.points, ring.owners, ring.names
-    size = len(points)
-    start = bisect_right(points, ask.key)
-    seen: set[int] = set()
-    for step in range(size):
-        owner = owners[(start + step) % size]
-        if owner in seen:
-            continue
-        seen.add(owner)
-        c = by_name.get(names[owner])
+    for name in ring.walk(ask.key):
+        c = by_name.get(name)
         if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
+            if want == 1:
+                return (c,)
             chosen.append(c)
             if len(chosen) == want:
                 return tuple(chosen)
-        if len(seen) == len(names):
-            break
     if chosen:
         return tuple(chosen)
     # Every candidate is at its bound (c = 1 with equal loads) or the ring does not know them
