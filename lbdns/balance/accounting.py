@@ -229,9 +229,10 @@ class Accounting:
                 stat.recent = (
                     gap if stat.recent == 0.0 else stat.recent + GAP_ALPHA * (gap - stat.recent)
                 )
-                stat.quick += 1
-                if stat.quick >= DIRECT_AFTER and not stat.direct:
-                    self._set_direct(stat, True)
+                if not stat.direct:
+                    stat.quick += 1
+                    if stat.quick >= DIRECT_AFTER:
+                        self._set_direct(stat, True)
             return False
         if gap > 0.0:
             if stat.direct:

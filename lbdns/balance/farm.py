@@ -66,8 +66,11 @@ MIN_BUDGET = 4.0  # connections an answer may always bring at the full TTL (a fe
 STICKY_LIMIT = 50_000  # client keys remembered for A/AAAA stickiness before starting over
 KEY_LIMIT = 50_000  # ring positions of keys remembered before starting over
 _QTYPES = (QTYPE.A, QTYPE.AAAA)
-# Candidate((name, capacity, load)) without the Python-level __new__ of a named tuple.
+# Candidate((name, capacity, load)) and Ask((want, seq, rng, herd, split, key, ring, balance))
+# without the Python-level __new__ of a named tuple (a third of a charged answer's own time).
 _new_candidate = partial(tuple.__new__, Candidate)
+_new_ask = partial(tuple.__new__, Ask)
+_UNKEYED_BALANCE = Ask._field_defaults["balance"]  # an unkeyed Ask's last field
 
 
 def _by_projected_load(chosen: Sequence[Candidate], herd: float) -> list[Candidate]:
@@ -251,6 +254,27 @@ class Farm:
         if not live:
             return self._unanswerable(qtype), self.spec.ttl
         self.seq += 1
+        accounting = self.accounting
+        if accounting is not None:
+            sticky = self._sticky.get(client)
+            if (
+                sticky is not None
+                and sticky[2] != qtype
+                and now - sticky[0] < accounting.window / 4
+            ):
+                # The same resolver asked for the other address family a moment ago: the AAAA
+                # after the A (or the reverse) for the same clients. Same host and TTL, no
+                # second charge. (The sticky path is half of a farm's queries: _answerable is
+                # inlined here.)
+                names = sticky[1]
+                positions = self._positions[qtype]
+                for name in names:
+                    if name not in positions:
+                        break
+                else:
+                    self._answered(names, now)
+                    self._last = (now, client, qtype, 0.0, (), names, "sticky", None, sticky[3])
+                    return names, sticky[3]
         how = "fail-open" if self._failing_open.get(qtype) else "policy"
         candidates: Sequence[Candidate] = live
         watermark = self.spec.watermark
@@ -258,7 +282,6 @@ class Farm:
             below = [c for c in live if c.load < watermark]
             if below and len(below) < len(live):
                 candidates, how = below, "watermark"
-        accounting = self.accounting
         spec = self.spec
         if accounting is None:
             chosen = self.policy(candidates, Ask(spec.answers, self.seq, self.rng))
@@ -266,15 +289,6 @@ class Farm:
             self._answered(names, now)
             self._last = (now, client, qtype, 0.0, tuple(candidates), names, how, None, spec.ttl)
             return names, spec.ttl
-        sticky = self._sticky.get(client)
-        if sticky is not None and sticky[2] != qtype and now - sticky[0] < accounting.window / 4:
-            # The same resolver asked for the other address family a moment ago: the AAAA after
-            # the A (or the reverse) for the same clients. Same host and TTL, no second charge.
-            names = sticky[1]
-            if self._answerable(names, qtype):
-                self._answered(names, now)
-                self._last = (now, client, qtype, 0.0, (), names, "sticky", None, sticky[3])
-                return names, sticky[3]
         stat = accounting.observe(client, now)
         ttl = spec.ttl
         cache_time = accounting.window
@@ -301,7 +315,18 @@ class Farm:
             accounting.gave(client, stat, cache_time)
         chosen = self.policy(
             candidates,
-            Ask(spec.answers, self.seq, self.rng, herd * self._herd_unit, spec.split),
+            _new_ask(
+                (
+                    spec.answers,
+                    self.seq,
+                    self.rng,
+                    herd * self._herd_unit,
+                    spec.split,
+                    -1,
+                    None,
+                    _UNKEYED_BALANCE,
+                )
+            ),
         )
         if len(chosen) > 1:
             # First-record order: many clients (and resolvers that keep the order) use the
@@ -350,17 +375,20 @@ class Farm:
                 return names
         position = self.key_position(key)
         herd = accounting.herd(client, now)
+        spec = self.spec
         chosen = self.policy(
             live,
-            Ask(
-                self.spec.answers,
-                self.seq,
-                self.rng,
-                herd * self._herd_unit,
-                1,
-                position,
-                self.ring,
-                self.spec.balance_factor,
+            _new_ask(
+                (
+                    spec.answers,
+                    self.seq,
+                    self.rng,
+                    herd * self._herd_unit,
+                    1,
+                    position,
+                    self.ring,
+                    spec.balance_factor,
+                )
             ),
         )
         last = (now, client, qtype, herd, tuple(live))
@@ -426,17 +454,22 @@ class Farm:
         use the first record behind resolvers that keep the order bring all of it to the
         first. Which of the two a resolver does is not seen, and the next report corrects the
         charge that was too high; one too low would send the next answers after it."""
-        share = herd / len(chosen)
         ledgers = accounting.ledgers
-        for i, candidate in enumerate(chosen):
-            share_i = herd if i == 0 else share
-            name = candidate.name
+        share = herd / len(chosen)
+        slots = self._slots
+        share_i = herd  # the first record's
+        for candidate in chosen:
+            name = candidate[0]
             ledger = ledgers.get(name) or accounting.ledger(name)
             if cache_time:
                 accounting.charge(ledger, share_i, now, name, cache_time)
             else:
                 accounting.charge_direct(ledger, share_i, now)
-            self._lift(name, share_i * ledger.unit / candidate.capacity)
+            step = share_i * ledger.unit / candidate[1]
+            for live, j in slots.get(name, ()):  # _lift, inline: once per answer
+                old = live[j]
+                live[j] = _new_candidate((old[0], old[1], old[2] + step))
+            share_i = share
 
     def _lift(self, name: str, step: float) -> None:
         """Add ``step`` to the live load of host ``name`` wherever it is a candidate."""
@@ -477,7 +510,10 @@ class Farm:
     def _answerable(self, names: tuple[str, ...], qtype: int) -> bool:
         """Whether every host of a sticky answer can still be answered for ``qtype``."""
         positions = self._positions[qtype]
-        return all(name in positions for name in names)
+        for name in names:  # noqa: SIM110 - not all() over a generator: a query path
+            if name not in positions:
+                return False
+        return True
 
     def _answered(self, names: tuple[str, ...], now: float) -> None:
         # Plain counters the metrics, the status page and the drain read.

@@ -290,11 +290,9 @@ class Answerer:
                     entry = hit[0]
                     if entry.key is None:
                         # The herd is the client subnet's when the answer is scoped to one;
-                        # a big herd's TTL is shortened (a few templates per choice at most).
-                        farm = entry.farm
-                        choice, ttl = farm.answer(entry.farm_qtype, hit[4] or client)
-                        if ttl != farm.spec.ttl:
-                            choice = (choice, ttl)
+                        # a big herd's TTL is shortened: (hosts, TTL) is the choice (a few
+                        # templates per choice of hosts at most).
+                        choice = entry.farm.answer(entry.farm_qtype, hit[4] or client)
                     else:
                         choice = entry.farm.choose_key(
                             entry.farm_qtype, entry.key or hit[4] or client_subnet(client), client
@@ -455,10 +453,7 @@ class Answerer:
                         key = subnet.key(scope)
                 opt = _opt_with(do, subnet.option(scope))
             if entry.key is None:
-                farm = entry.farm
-                choice, ttl = farm.answer(entry.farm_qtype, key or client)
-                if ttl != farm.spec.ttl:
-                    choice = (choice, ttl)
+                choice = entry.farm.answer(entry.farm_qtype, key or client)  # (hosts, TTL)
             else:
                 choice = entry.farm.choose_key(
                     entry.farm_qtype, entry.key or key or client_subnet(client), client
@@ -532,8 +527,8 @@ class Answerer:
         return key, _opt_with(do, subnet.option(scope))
 
     def _choice_template(self, entry: FarmEntry, choice: tuple | str) -> Template:
-        """The template for a choice of hosts: a tuple of names or NODATA/SERVFAIL/SORRY, or
-        (that, TTL) when the TTL is not the farm's (a few templates per choice at most)."""
+        """The template for a choice of hosts: a tuple of names or NODATA/SERVFAIL/SORRY (a
+        keyed answer), or (that, TTL) (``Farm.answer``; a few TTLs per choice at most)."""
         template = entry.by_choice.get(choice)
         if template is None:
             if len(entry.by_choice) >= CHOICES_LIMIT:
