@@ -48,11 +48,16 @@ def test_a_host_only_one_server_cannot_reach_stays_up(tmp_path):
         a = LbdnsProcess(tmp_path, zones, extra=(*options, "--check-source", "127.0.0.2")).start()
         b = LbdnsProcess(tmp_path, zones, extra=(*options, "--check-source", "127.0.0.3")).start()
 
-        def b_sees_both_servers() -> bool:
+        def both_see_both_votes() -> bool:
+            # B's own probes fail, and each server has the other's vote (A learns B's through
+            # the store a moment after B sees its own: wait for both, not only B).
             check = host(b, "h1")["check"]
-            return check["servers"] == 2 and check["verdict_here"] == "down"
+            if check["servers"] != 2 or check["verdict_here"] != "down":
+                return False
+            check = host(a, "h1")["check"]
+            return check["servers"] == 2 and check["down"] == 1
 
-        wait_for(b_sees_both_servers, 10, 0.05, "B's own probes of h1 failing, A's vote in")
+        wait_for(both_see_both_votes, 10, 0.05, "B's own probes of h1 failing, votes exchanged")
         assert h1.count_from("127.0.0.3") > 0 and h1.count_from("127.0.0.2") > 0
         # One of two servers sees it fail: not a majority. Up on both, answered by both.
         for server in (a, b):
