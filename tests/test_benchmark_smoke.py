@@ -64,3 +64,23 @@ def test_benchmark_reports_both_servers(tmp_path):
         share = int(counts["NXDOMAIN"]) / (int(counts["NOERROR"]) + int(counts["NXDOMAIN"]))
         assert abs(share - 2 / 12) < 0.02, server_codes
     assert result_file.read_text().count('"qps"') >= 2
+
+
+def test_query_work_counts_the_mix_and_compares_trees():
+    # This tree against itself: every category of the mix counted, the same count twice (a
+    # count, not a time), and the sticky farm answer cheaper than a charged one.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "query_work.py"), "--baseline-tree", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {
+        m.group(1).strip(): (float(m.group(2)), float(m.group(3)), m.group(4))
+        for m in re.finditer(r"^(.{22}) +([\d.]+) +([\d.]+) +([\d.]+)x$", done.stdout, re.M)
+    }
+    assert {"chat A", "chat AAAA", "mail A", "nope A", "mix"} <= set(rows), done.stdout
+    for lbdns, base, ratio in rows.values():
+        assert lbdns == base and ratio == "1.000" and lbdns > 10
+    assert rows["chat A"][0] < rows["chat AAAA"][0]  # the A after the AAAA is sticky
