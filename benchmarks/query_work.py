@@ -33,7 +33,7 @@ WARM = 3000  # queries answered before counting
 ROUNDS = 100  # times the mix is counted
 
 
-def measure(keyed: bool) -> dict[str, float]:
+def measure(keyed: bool, rrl: bool = False) -> dict[str, float]:
     """Instructions per query by category of the mix, and over the whole mix ("mix")."""
     import dns.flags
     import dns.message
@@ -69,6 +69,14 @@ def measure(keyed: bool) -> dict[str, float]:
         for name, qtype in names
     ]
     answerer = Answerer(registry)
+    if rrl:
+        # As the server sets them up with rrl on (at a rate that never limits, so every answer
+        # is charged) and cookies on.
+        from lbdns.dnsserver.cookie import Cookies, CookieSettings
+        from lbdns.dnsserver.rrl import RateLimiter, RrlSettings
+
+        answerer.rrl = RateLimiter(RrlSettings(enabled=True, rate=1e9))
+        answerer.cookies = Cookies(CookieSettings())
     respond = answerer.respond
     for i in range(WARM):
         wire = wires[i % len(wires)]
@@ -105,19 +113,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keyed", action="store_true", help="a consistent-hash farm in the mix")
     parser.add_argument("--baseline-tree", type=Path, help="another lbdns tree to compare with")
+    parser.add_argument(
+        "--rrl",
+        action="store_true",
+        help="rate limiting (never limiting) and cookies on, beside both off in the same tree",
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one tree, JSON
     args = parser.parse_args()
     if args.json:
-        print(json.dumps(measure(args.keyed)))
+        print(json.dumps(measure(args.keyed, args.rrl)))
         return
-    trees = [("lbdns", ROOT)] + (
-        [("base", args.baseline_tree.resolve())] if args.baseline_tree else []
-    )
+    if args.rrl and args.baseline_tree:
+        parser.error("--rrl compares two setups of this tree: no --baseline-tree with it")
+    runs = [("lbdns", ROOT, args.rrl)]
+    if args.baseline_tree or args.rrl:
+        runs.append(("base", (args.baseline_tree or ROOT).resolve(), False))
     results = {}
-    for label, tree in trees:
+    for label, tree, rrl in runs:
         command = [sys.executable, str(Path(__file__).resolve()), "--json"]
         if args.keyed:
             command.append("--keyed")
+        if rrl:
+            command.append("--rrl")
         # The tree's own package first; this script (and the mix) from here for both.
         env = {**os.environ, "PYTHONPATH": str(tree)}
         done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
@@ -129,7 +146,10 @@ def main() -> None:
     header = f"{'query':22} {'lbdns':>8}"
     if "base" in results:
         header += f" {'base':>8} {'lbdns/base':>11}"
-        print(f"base: {args.baseline_tree}")
+        if args.rrl:
+            print("lbdns: rate limiting (never limiting) and cookies on; base: both off")
+        else:
+            print(f"base: {args.baseline_tree}")
     print(header)
     for category, value in results["lbdns"].items():
         line = f"{category:22} {value:8.1f}"
