@@ -332,15 +332,18 @@ class Farm:
             # First-record order: many clients (and resolvers that keep the order) use the
             # first record only, so it is the host that takes this whole herd best.
             chosen = _by_projected_load(chosen, herd * self._herd_unit)
-        last = (now, client, qtype, herd, tuple(candidates))  # loads before this answer's charge
-        names = _names(chosen)
-        self._charge(accounting, chosen, herd, now, 0.0 if asker == "direct" else cache_time)
-        accounting.answered(asker == "direct")
+            names = tuple(c[0] for c in chosen)
+        else:
+            names = (chosen[0][0],)
+        before = tuple(candidates)  # the loads before this answer's charge, for explain
+        direct = asker == "direct"
+        self._charge(accounting, chosen, herd, now, 0.0 if direct else cache_time)
+        accounting.answered(direct)
         self._answered(names, now)
-        if len(self._sticky) >= STICKY_LIMIT:
+        if sticky is None and len(self._sticky) >= STICKY_LIMIT:  # a new client only
             self._sticky.clear()
         self._sticky[client] = (now, names, qtype, ttl)
-        self._last = (*last, names, how, None, ttl, asker)
+        self._last = (now, client, qtype, herd, before, names, how, None, ttl, asker)
         return names, ttl
 
     @property
