@@ -148,6 +148,11 @@ def _read_name(data: bytes, pos: int) -> tuple[bytes, int]:
             return bytes(out), (pos if end < 0 else end)
 
 
+def _limited(response: bytes, verdict: bool | None) -> bytes | None:
+    """What is sent for a response over its rate limit: nothing, or its TC=1 form (a slip)."""
+    return None if verdict is None else truncated(response)
+
+
 def _append_option(response: bytes, option: bytes) -> bytes:
     """``response`` with ``option`` added to its OPT record, which every response to an EDNS
     query ends with (the TSIG BADKEY reply aside, which is returned as it is)."""
@@ -279,11 +284,16 @@ class Answerer:
         try:
             hit = None if tcp else self.seen.get(data[2:])
             if hit is not None and self.cache_version == self.registry.version:
+                # A repeated UDP query (never None, never TCP). Each branch charges the rate
+                # limiter itself, with the response class kept beside the reply.
                 self.qtypes[hit[1]] += 1
                 if hit[0].__class__ is bytes:
                     self.rcodes[hit[2]] += 1
                     response = data[:2] + hit[0]
-                    bucket = hit[3]  # its rate-limit class, kept with it
+                    if self.rrl is not None:
+                        verdict = self.rrl.charge(hit[3], client)
+                        if verdict is not True:
+                            response = _limited(response, verdict)
                 else:
                     # A farm question: the choice is made per query, the reply for each choice
                     # is assembled once.
@@ -303,7 +313,10 @@ class Answerer:
                     else:
                         self.rcodes[reply[1]] += 1
                     response = data[:2] + reply[0]
-                    bucket = reply[2]
+                    if self.rrl is not None:
+                        verdict = self.rrl.charge(reply[2], client)
+                        if verdict is not True:
+                            response = _limited(response, verdict)
             else:
                 response = self._respond(data, client, tcp)
                 if self.cookie_reply is not None:
@@ -311,13 +324,10 @@ class Answerer:
                     if self.query_log is not None:
                         self.query_log(data, client, tcp, response)
                     return response
-                bucket = -1
-            if self.rrl is not None and not tcp and response is not None:
-                if bucket < 0:
-                    bucket = bucket_of(response, self.big)
-                verdict = self.rrl.charge(bucket, client)
-                if verdict is not True:
-                    response = None if verdict is None else truncated(response)
+                if self.rrl is not None and not tcp and response is not None:
+                    verdict = self.rrl.charge(bucket_of(response, self.big), client)
+                    if verdict is not True:
+                        response = _limited(response, verdict)
             if self.query_log is not None:
                 self.query_log(data, client, tcp, response)
             return response
