@@ -91,11 +91,10 @@ def test_client_subnets():
 
 
 def test_a_keys_walk_is_worked_out_once_per_ring_and_matches_the_points():
-    ring = ch.Ring.build([(f"h{i}", 1.0 + i % 3) for i in range(8)])
+    ring = ch.Ring.build([(f"h{i}", 1.0 + i % 3) for i in range(12)])
     position = ch.key_hash("room42")
-    walk = ring.walk(position)
-    # The walk is every host once, in the order of the first point of each clockwise from
-    # the key's position (computed here from the points, not by the method under test).
+    # Every host once, in the order of the first point of each clockwise from the key's
+    # position (computed here from the points, not by the methods under test).
     size = len(ring.points)
     start = next((i for i, p in enumerate(ring.points) if p > position), size)
     expected = []
@@ -103,15 +102,20 @@ def test_a_keys_walk_is_worked_out_once_per_ring_and_matches_the_points():
         name = ring.names[ring.owners[(start + step) % size]]
         if name not in expected:
             expected.append(name)
-    assert list(walk) == expected and len(walk) == 8
-    assert ring.walks[position] is walk  # remembered: the next query of the key looks it up
-    assert ring.walk(position) is walk
-    choose = ch.choose(
-        tuple(Candidate(n, 1.0, 0.0) for n in ring.names),
-        Ask(1, 0, random.Random(1), 1.0, 1, position, ring, 1.25),
-    )
-    assert choose[0].name == walk[0]
-    rebuilt = ch.Ring.build([(f"h{i}", 1.0 + i % 3) for i in range(9)])  # a host added
+    assert ring.order(position) == expected and len(expected) == 12
+    walk = ring.walk(position)
+    assert list(walk) == expected[: ch.WALK_PREFIX]  # the first hosts only, whatever the size
+    assert ring.walks[position] is walk and ring.walk(position) is walk  # remembered
+    assert ring.order(position, 3) == expected[:3]
+    everyone = tuple(Candidate(n, 1.0, 0.0) for n in ring.names)
+    ask = Ask(1, 0, random.Random(1), 1.0, 1, position, ring, 1.25)
+    assert ch.choose(everyone, ask)[0].name == expected[0]
+    # The remembered hosts all gone (down, or without the asked family): the walk goes on.
+    rest = tuple(c for c in everyone if c.name not in walk)
+    assert ch.choose(rest, ask)[0].name == expected[ch.WALK_PREFIX]
+    two = Ask(2, 0, random.Random(1), 1.0, 1, position, ring, 1.25)
+    assert [c.name for c in ch.choose(rest, two)] == expected[ch.WALK_PREFIX : ch.WALK_PREFIX + 2]
+    rebuilt = ch.Ring.build([(f"h{i}", 1.0 + i % 3) for i in range(13)])  # a host added
     assert rebuilt.walks == {}  # a new ring: its walks are worked out afresh
 
 

@@ -41,6 +41,7 @@ from lbdns.balance.policy import Ask, Candidate
 POINTS = 200  # ring points of a host of the farm's mean capacity
 MAX_POINTS = 200_000  # for the whole ring: a farm of 1,000 hosts still rebuilds in milliseconds
 WALKS_LIMIT = 50_000  # keys' walks remembered per ring before starting over
+WALK_PREFIX = 8  # hosts of a key's walk remembered (further ones are walked when needed)
 DEFAULT_BALANCE = 1.25  # c: HAProxy's hash-balance-factor 125
 _TIE = 1e-12
 
@@ -68,8 +69,9 @@ class Ring:
     points: tuple[int, ...]
     owners: tuple[int, ...]
     names: tuple[str, ...]
-    # key position -> every host name in the order the key tries them: a key is walked once
-    # per ring, not per query (the ring is rebuilt, with an empty table, when the hosts change).
+    # key position -> the first WALK_PREFIX host names in the order the key tries them: a key
+    # is walked once per ring, not per query (the ring is rebuilt, with an empty table, when the
+    # hosts change); at most WALKS_LIMIT keys of WALK_PREFIX names, whatever the farm's size.
     walks: dict[int, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -91,30 +93,35 @@ class Ring:
 
     def order(self, key: int, limit: int = 0) -> list[str]:
         """Host names in the order ``key`` tries them (all hosts, or the first ``limit``)."""
-        walk = self.walk(key)
-        return list(walk[:limit] if limit else walk)
+        if limit and limit <= WALK_PREFIX:
+            return list(self.walk(key)[:limit])
+        return self._walk(key, limit or len(self.names))
 
     def walk(self, key: int) -> tuple[str, ...]:
-        """Every host name, in the order ``key`` tries them (remembered per key)."""
+        """The first ``WALK_PREFIX`` host names (all, when fewer) in the order ``key`` tries
+        them, remembered per key: the query path's walk."""
         walk = self.walks.get(key)
-        if walk is not None:
-            return walk
+        if walk is None:
+            if len(self.walks) >= WALKS_LIMIT:
+                self.walks.clear()
+            walk = self.walks[key] = tuple(self._walk(key, WALK_PREFIX))
+        return walk
+
+    def _walk(self, key: int, want: int) -> list[str]:
         out: list[str] = []
         size = len(self.points)
-        if size:
-            start = bisect_right(self.points, key)
-            seen = set()
-            for step in range(size):
-                owner = self.owners[(start + step) % size]
-                if owner not in seen:
-                    seen.add(owner)
-                    out.append(self.names[owner])
-                    if len(out) == len(self.names):
-                        break
-        if len(self.walks) >= WALKS_LIMIT:
-            self.walks.clear()
-        walk = self.walks[key] = tuple(out)
-        return walk
+        if not size:
+            return out
+        start = bisect_right(self.points, key)
+        seen = set()
+        for step in range(size):
+            owner = self.owners[(start + step) % size]
+            if owner not in seen:
+                seen.add(owner)
+                out.append(self.names[owner])
+                if len(out) == want:
+                    break
+        return out
 
 
 EMPTY_RING = Ring((), (), ())
@@ -137,7 +144,8 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     limit = ask.balance * (total_load + herd) / total_capacity  # c x mean, this answer counted
     want = min(ask.want, n)
     chosen: list[Candidate] = []
-    for name in ring.walk(ask.key):
+    walk = ring.walk(ask.key)
+    for name in walk:
         c = by_name.get(name)
         if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
             if want == 1:
@@ -145,6 +153,13 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
             chosen.append(c)
             if len(chosen) == want:
                 return tuple(chosen)
+    if len(walk) < len(ring.names):  # past the remembered hosts: walk on (rare)
+        for name in ring.order(ask.key)[len(walk) :]:
+            c = by_name.get(name)
+            if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
+                chosen.append(c)
+                if len(chosen) == want:
+                    return tuple(chosen)
     if chosen:
         return tuple(chosen)
     # Every candidate is at its bound (c = 1 with equal loads) or the ring does not know them
