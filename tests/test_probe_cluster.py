@@ -49,10 +49,13 @@ def test_a_host_only_one_server_cannot_reach_stays_up(tmp_path):
         b = LbdnsProcess(tmp_path, zones, extra=(*options, "--check-source", "127.0.0.3")).start()
 
         def both_see_both_votes() -> bool:
-            # B's own probes fail, and each server has the other's vote (A learns B's through
-            # the store a moment after B sees its own: wait for both, not only B).
+            # B's own probes have failed twice (the first result alone decides, so "down" can
+            # come after one), and each server has the other's vote (A learns B's through the
+            # store a moment after B sees its own: wait for both, not only B).
             check = host(b, "h1")["check"]
             if check["servers"] != 2 or check["verdict_here"] != "down":
+                return False
+            if check["here"]["addresses"]["127.0.0.11"]["failures"] < 2:
                 return False
             check = host(a, "h1")["check"]
             return check["servers"] == 2 and check["down"] == 1

@@ -140,17 +140,21 @@ def test_an_answer_larger_than_a_slot_and_an_oversized_query(batch):
     sock.close()
 
 
+def ask_a_burst_and_a_big_one(sock: socket.socket, served: Served) -> None:
+    for n in range(100):
+        sock.sendto(f"q{n}".encode(), served.address)
+    assert receive_all(sock, 100) == [f"127.0.0.1|q{n}".encode() for n in range(100)]
+    sock.sendto(b"big", served.address)
+    assert sock.recv(65535) == b"B" * 6000
+
+
 def test_answers_are_sent_from_their_own_bytes_not_copied_into_the_ring():
     # On CPython each answer's iovec points into the bytes object itself (held until sendmmsg
     # returns): the send ring's data slots are never written.
     assert udpbatch.ANSWER_OFFSET is not None
     sock = client_socket("127.0.0.1")
     with Served("127.0.0.1", batch=True) as served:
-        for n in range(100):
-            sock.sendto(f"q{n}".encode(), served.address)
-        assert receive_all(sock, 100) == [f"127.0.0.1|q{n}".encode() for n in range(100)]
-        sock.sendto(b"big", served.address)
-        assert sock.recv(65535) == b"B" * 6000  # larger than a slot: in place too
+        ask_a_burst_and_a_big_one(sock, served)  # the big one: larger than a slot, in place too
         sock.sendto(b"array", served.address)
         assert sock.recv(65535) == b"A" * 100  # not a bytes object: made one first
         tx = served.listener.batch.tx
@@ -164,11 +168,7 @@ def test_answers_are_copied_where_they_cannot_be_sent_in_place(monkeypatch):
     monkeypatch.setattr(udpbatch, "ANSWER_OFFSET", None)
     sock = client_socket("127.0.0.1")
     with Served("127.0.0.1", batch=True) as served:
-        for n in range(100):
-            sock.sendto(f"q{n}".encode(), served.address)
-        assert receive_all(sock, 100) == [f"127.0.0.1|q{n}".encode() for n in range(100)]
-        sock.sendto(b"big", served.address)
-        assert sock.recv(65535) == b"B" * 6000  # larger than a slot: sent on its own
+        ask_a_burst_and_a_big_one(sock, served)  # the big one: larger than a slot, on its own
         tx = served.listener.batch.tx
         assert tx.view[: len(b"127.0.0.1|q")].tobytes() == b"127.0.0.1|q"  # copied
     sock.close()
