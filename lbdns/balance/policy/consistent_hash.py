@@ -143,28 +143,31 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     herd = ask.herd
     limit = ask.balance * (total_load + herd) / total_capacity  # c x mean, this answer counted
     want = min(ask.want, n)
-    chosen: list[Candidate] = []
     walk = ring.walk(ask.key)
-    for name in walk:
-        c = by_name.get(name)
-        if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
-            if want == 1:
-                return (c,)
-            chosen.append(c)
-            if len(chosen) == want:
-                return tuple(chosen)
-    if len(walk) < len(ring.names):  # past the remembered hosts: walk on (rare)
-        for name in ring.order(ask.key)[len(walk) :]:
-            c = by_name.get(name)
-            if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
-                chosen.append(c)
-                if len(chosen) == want:
-                    return tuple(chosen)
+    chosen = _within_bound(walk, by_name, limit, herd, want)
+    if len(chosen) < want and len(walk) < len(ring.names):
+        # None of the remembered hosts could take it (rare): along the whole ring.
+        chosen = _within_bound(ring.order(ask.key), by_name, limit, herd, want)
     if chosen:
         return tuple(chosen)
     # Every candidate is at its bound (c = 1 with equal loads) or the ring does not know them
     # (a host added since the ring was built): the least loaded, as least-load would.
     return (_lowest(candidates, ask),)
+
+
+def _within_bound(
+    names: Sequence[str], by_name: dict[str, Candidate], limit: float, herd: float, want: int
+) -> list[Candidate]:
+    """The first ``want`` candidates along ``names`` within the bound (or carrying less than
+    one answer's load)."""
+    chosen: list[Candidate] = []
+    for name in names:
+        c = by_name.get(name)
+        if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
+            chosen.append(c)
+            if len(chosen) == want:
+                break
+    return chosen
 
 
 def _lowest(candidates: Sequence[Candidate], ask: Ask) -> Candidate:
