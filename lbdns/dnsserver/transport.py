@@ -156,7 +156,7 @@ class UdpListener:
         if not n:
             return
         rx, tx = batch.rx, batch.tx
-        received = rx.view
+        received, answers = rx.view, tx.view  # answers: only where they are copied
         # Indexes into the rings' word views: see udpbatch.Ring.
         lengths, answer_iovecs, answer_names = rx.words, tx.iov_words, tx.pointers
         name_size, namelen = udpbatch.NAME, batch.namelen
@@ -165,9 +165,7 @@ class UdpListener:
         names = received[rx.name_offset : rx.name_offset + n * name_size].tobytes()
         clients = batch.clients
         respond = self.respond
-        offset = udpbatch.ANSWER_OFFSET
-        if offset is None:
-            answers = tx.view  # copied where answers cannot be sent in place
+        offset = udpbatch.ANSWER_OFFSET  # None: copied, where they cannot be sent in place
         sent = self._sent  # the answers the send ring points into, alive until they are sent
         j = 0
         for i in range(n):
