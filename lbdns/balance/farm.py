@@ -264,9 +264,14 @@ class Farm:
             ):
                 # The same resolver asked for the other address family a moment ago: the AAAA
                 # after the A (or the reverse) for the same clients. Same host and TTL, no
-                # second charge.
+                # second charge. (The sticky path is half of a farm's queries: _answerable is
+                # inlined here.)
                 names = sticky[1]
-                if self._answerable(names, qtype):
+                positions = self._positions[qtype]
+                for name in names:
+                    if name not in positions:
+                        break
+                else:
                     self._answered(names, now)
                     self._last = (now, client, qtype, 0.0, (), names, "sticky", None, sticky[3])
                     return names, sticky[3]
@@ -327,7 +332,9 @@ class Farm:
             # First-record order: many clients (and resolvers that keep the order) use the
             # first record only, so it is the host that takes this whole herd best.
             chosen = _by_projected_load(chosen, herd * self._herd_unit)
-        names = _names(chosen)
+            names = tuple(c[0] for c in chosen)
+        else:
+            names = (chosen[0][0],)
         before = tuple(candidates)  # the loads before this answer's charge, for explain
         direct = asker == "direct"
         self._charge(accounting, chosen, herd, now, 0.0 if direct else cache_time)
@@ -452,6 +459,7 @@ class Farm:
         charge that was too high; one too low would send the next answers after it."""
         ledgers = accounting.ledgers
         share = herd / len(chosen)
+        slots = self._slots
         share_i = herd  # the first record's
         for candidate in chosen:
             name = candidate[0]
@@ -460,7 +468,10 @@ class Farm:
                 accounting.charge(ledger, share_i, now, name, cache_time)
             else:
                 accounting.charge_direct(ledger, share_i, now)
-            self._lift(name, share_i * ledger.unit / candidate[1])
+            step = share_i * ledger.unit / candidate[1]
+            for live, j in slots.get(name, ()):  # _lift, inline: once per answer
+                old = live[j]
+                live[j] = _new_candidate((old[0], old[1], old[2] + step))
             share_i = share
 
     def _lift(self, name: str, step: float) -> None:
