@@ -149,7 +149,7 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
         # None of the remembered hosts could take it (rare): along the whole ring.
         chosen = _within_bound(ring.order(ask.key), by_name, limit, herd, want)
     if chosen:
-        return tuple(chosen)
+        return chosen
     # Every candidate is at its bound (c = 1 with equal loads) or the ring does not know them
     # (a host added since the ring was built): the least loaded, as least-load would.
     return (_lowest(candidates, ask),)
@@ -157,17 +157,19 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
 
 def _within_bound(
     names: Sequence[str], by_name: dict[str, Candidate], limit: float, herd: float, want: int
-) -> list[Candidate]:
+) -> tuple[Candidate, ...]:
     """The first ``want`` candidates along ``names`` within the bound (or carrying less than
     one answer's load)."""
     chosen: list[Candidate] = []
     for name in names:
         c = by_name.get(name)
         if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
+            if want == 1:
+                return (c,)  # the common case, without the list
             chosen.append(c)
             if len(chosen) == want:
                 break
-    return chosen
+    return tuple(chosen)
 
 
 def _lowest(candidates: Sequence[Candidate], ask: Ask) -> Candidate:
