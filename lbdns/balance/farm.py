@@ -334,7 +334,7 @@ class Farm:
             chosen = _by_projected_load(chosen, herd * self._herd_unit)
             names = tuple(c[0] for c in chosen)
         else:
-            names = (chosen[0][0],)
+            names = (chosen[0][0],)  # _names, inline, as the sticky check and the lift are
         before = tuple(candidates)  # the loads before this answer's charge, for explain
         direct = asker == "direct"
         self._charge(accounting, chosen, herd, now, 0.0 if direct else cache_time)
