@@ -33,8 +33,10 @@ WARM = 3000  # queries answered before counting
 ROUNDS = 100  # times the mix is counted
 
 
-def measure(keyed: bool, rrl: bool = False) -> dict[str, float]:
-    """Instructions per query by category of the mix, and over the whole mix ("mix")."""
+def measure(keyed: bool, rrl: bool = False, compiled: bool = False) -> dict[str, float]:
+    """Instructions per query by category of the mix, and over the whole mix ("mix"). With
+    ``compiled``, those Python runs per query when the compiled UDP loop serves it (over a
+    loopback socket): what is left of ``respond`` once repeated queries are answered in C."""
     import dns.flags
     import dns.message
 
@@ -92,21 +94,62 @@ def measure(keyed: bool, rrl: bool = False) -> dict[str, float]:
             count += 1
         return tracer
 
+    answer = _respond_traced(respond)
+    if compiled:
+        answer = _through_the_compiled_loop(answerer)
+
     totals: dict[str, int] = defaultdict(int)
     seen: dict[str, int] = defaultdict(int)
     for i in range(ROUNDS * len(wires)):
         wire = wires[i % len(wires)]
         query = (WARM + i).to_bytes(4, "big")[-2:] + wire[2:]
         count = 0
-        sys.settrace(tracer)
-        respond(query, "127.0.0.1", False)
-        sys.settrace(None)
+        answer(query, tracer)
         category = categories[i % len(wires)]
         totals[category] += count
         seen[category] += 1
     result = {c: totals[c] / seen[c] for c in sorted(totals, key=lambda c: -totals[c] / seen[c])}
     result["mix"] = sum(totals.values()) / sum(seen.values())
     return result
+
+
+def _respond_traced(respond):
+    def answer(query: bytes, tracer) -> None:
+        sys.settrace(tracer)
+        respond(query, "127.0.0.1", False)
+        sys.settrace(None)
+
+    return answer
+
+
+def _through_the_compiled_loop(answerer):
+    """``answer(query, tracer)``: the query sent over loopback to a socket the compiled loop
+    serves, traced while the loop answers it (the loop's per-batch call, made once for up to
+    64 queries, is left out)."""
+    import select
+    import socket
+
+    from lbdns.dnsserver import _udpfast
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    batch = _udpfast.Batch(server.fileno(), server.family)
+    address = server.getsockname()
+
+    def answer(query: bytes, tracer) -> None:
+        client.sendto(query, address)
+        select.select([server], [], [], 1.0)
+        cache = answerer.udp_cache()
+        sys.settrace(tracer)
+        n, _, _ = batch.serve(answerer.respond, cache)
+        sys.settrace(None)
+        assert n == 1
+        client.recv(65535)
+
+    answer.sockets = (server, client)  # alive as long as the function
+    return answer
 
 
 def main() -> None:
@@ -118,23 +161,32 @@ def main() -> None:
         action="store_true",
         help="rate limiting (never limiting) and cookies on, beside both off in the same tree",
     )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also count what stays in Python when the compiled UDP loop serves each query",
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one tree, JSON
     args = parser.parse_args()
     if args.json:
-        print(json.dumps(measure(args.keyed, args.rrl)))
+        print(json.dumps(measure(args.keyed, args.rrl, args.compiled)))
         return
     if args.rrl and args.baseline_tree:
         parser.error("--rrl compares two setups of this tree: no --baseline-tree with it")
-    runs = [("lbdns", ROOT, args.rrl)]
+    runs = [("lbdns", ROOT, args.rrl, False)]
+    if args.compiled:
+        runs.append(("compiled", ROOT, args.rrl, True))
     if args.baseline_tree or args.rrl:
-        runs.append(("base", (args.baseline_tree or ROOT).resolve(), False))
+        runs.append(("base", (args.baseline_tree or ROOT).resolve(), False, False))
     results = {}
-    for label, tree, rrl in runs:
+    for label, tree, rrl, compiled in runs:
         command = [sys.executable, str(Path(__file__).resolve()), "--json"]
         if args.keyed:
             command.append("--keyed")
         if rrl:
             command.append("--rrl")
+        if compiled:
+            command.append("--compiled")
         # The tree's own package first; this script (and the mix) from here for both.
         env = {**os.environ, "PYTHONPATH": str(tree)}
         done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
@@ -143,7 +195,11 @@ def main() -> None:
         results[label] = json.loads(done.stdout)
     mix = "keyed mix" if args.keyed else "mix"
     print(f"Python bytecode instructions per query, {mix} of benchmarks/dns_speed.py, one client")
+    if args.compiled:
+        print("compiled: what stays in Python when the compiled UDP loop serves the query")
     header = f"{'query':22} {'lbdns':>8}"
+    if "compiled" in results:
+        header += f" {'compiled':>9}"
     if "base" in results:
         header += f" {'base':>8} {'lbdns/base':>11}"
         if args.rrl:
@@ -153,6 +209,8 @@ def main() -> None:
     print(header)
     for category, value in results["lbdns"].items():
         line = f"{category:22} {value:8.1f}"
+        if "compiled" in results:
+            line += f" {results['compiled'].get(category, float('nan')):9.1f}"
         if "base" in results and category in results["base"]:
             base = results["base"][category]
             line += f" {base:8.1f} {value / base:10.3f}x"

@@ -84,6 +84,7 @@ class Config:
     tcp_max_per_address: int = 64  # open TCP connections from one client address at most
     tcp_max_per_network: int = 256  # ... from one /24 (IPv4) or /56 (IPv6) at most
     udp_batch: bool = True  # recvmmsg/sendmmsg where available (lbdns.dnsserver.udpbatch)
+    udp_compiled: bool = True  # that batch loop in C where it was built (dnsserver/_udpfast.c)
     tokens: tuple[Token, ...] = ()
     redis_prefix: str = "lbdns:"
     stale_budget: float = 5.0  # seconds without the shared store before its data counts as stale
@@ -294,6 +295,7 @@ FIELDS: dict[str, Callable[[Any, yamlfile.Where, Fail], Any]] = {
     "http_body_timeout": _number(float, 0.1, 3600),
     "http_max_connections": _number(int, 1, 1_000_000),
     "udp_batch": _bool,
+    "udp_compiled": _bool,
     "tokens": _tokens,
     "redis_prefix": _string,
     "stale_budget": _number(float, 0.1, 3600),

@@ -210,14 +210,18 @@ class Server:
                 continue
             port = bound
             listener = UdpListener(
-                udp_sock, self.answerer.respond, self.stats, batch=self.config.udp_batch
+                udp_sock,
+                self.answerer.respond,
+                self.stats,
+                batch=self.config.udp_batch,
+                compiled=self.config.udp_compiled,
+                cache=self.answerer.udp_cache,
             )
             listener.start(loop)
             self.udp.append(listener)
             await self.tcp.start(tcp_sock)
             self.dns_addresses.append((host, port))
-            how = "batched" if listener.batch is not None else "one datagram per system call"
-            log.info("DNS on %s port %d (UDP %s, and TCP)", host, port, how)
+            log.info("DNS on %s port %d (UDP %s, and TCP)", host, port, listener.kind)
         dns = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.dns_addresses)
         if self.worker:
             gc.freeze()  # as below: what start-up made lives as long as the process

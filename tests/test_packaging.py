@@ -1,6 +1,8 @@
 """Packaging: ``python -m build`` gives a wheel and an sdist that carry the status page, the
-OpenAPI file, the example configs, the systemd units and the monitoring files; the installed
-wheel runs (``lbdns -V``, completion scripts) and finds its assets outside the source tree."""
+OpenAPI file, the example configs, the systemd units and the monitoring files, and the compiled
+UDP loop (its C source in the sdist, built into the wheel: this machine has a C compiler); the
+installed wheel runs (``lbdns -V``, completion scripts) and finds its assets and its extension
+outside the source tree."""
 
 from __future__ import annotations
 
@@ -47,10 +49,11 @@ def dist(tmp_path_factory) -> Path:
 
 
 def test_wheel_carries_assets_examples_and_entry_point(dist):
-    (wheel,) = dist.glob(f"lbdns-{__version__}-py3-none-any.whl")
+    (wheel,) = dist.glob(f"lbdns-{__version__}-cp3*-linux_*.whl")  # it holds an extension
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in PACKAGE_FILES:
         assert name in names
+    assert [n for n in names if n.startswith("lbdns/dnsserver/_udpfast.") and n.endswith(".so")]
     data = f"lbdns-{__version__}.data/data/"
     for name in SHARED_FILES:
         assert data + name in names, name
@@ -65,7 +68,12 @@ def test_sdist_carries_the_same_and_the_docs(dist):
     names = {n.removeprefix(top) for n in tarfile.open(sdist).getnames()}
     for name in PACKAGE_FILES:
         assert name in names
-    for source in ("systemd/lbdns.service", "monitoring/lbdns.rules.yml", "README.md"):
+    for source in (
+        "systemd/lbdns.service",
+        "monitoring/lbdns.rules.yml",
+        "README.md",
+        "lbdns/dnsserver/_udpfast.c",
+    ):
         assert source in names, source
 
 
@@ -98,7 +106,8 @@ def test_installed_wheel_runs_and_finds_its_files(dist, tmp_path):
         [
             sys.executable,
             "-c",
-            "import lbdns.web.status as s, lbdns; print(s.STATIC, lbdns.__file__)",
+            "import lbdns.web.status as s, lbdns, lbdns.dnsserver._udpfast as u;"
+            " print(s.STATIC, lbdns.__file__, u.__file__)",
         ],
         capture_output=True,
         text=True,
@@ -106,6 +115,7 @@ def test_installed_wheel_runs_and_finds_its_files(dist, tmp_path):
         cwd=tmp_path,
     ).stdout.split()
     assert where[1].startswith(str(target)), where
+    assert where[2].startswith(str(target)), where  # the wheel's own compiled loop
     assert (Path(where[0]) / "status.js").is_file()
     bash = lbdns("completion", "bash").stdout
     assert "complete -o bashdefault -F _shtab_lbdns lbdns" in bash
@@ -125,3 +135,35 @@ def test_installed_wheel_runs_and_finds_its_files(dist, tmp_path):
         timeout=30,
     )
     assert done.stdout.split() == ["drain"], done.stderr
+
+
+def test_without_a_c_compiler_the_install_still_works_with_the_python_loop(dist, tmp_path):
+    # The extension is optional: where it cannot be built (here: a compiler that always fails)
+    # the sdist still installs, and the server reads UDP with the same loop in Python.
+    (sdist,) = dist.glob(f"lbdns-{__version__}.tar.gz")
+    target = tmp_path / "site"
+    env = {**os.environ, "CC": "false", "LDSHARED": "false"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+        + [str(sdist)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(target.glob("lbdns/dnsserver/_udpfast*.so"))
+    probe = (
+        "import socket, lbdns.dnsserver.transport as t;"
+        "s = t.bind_udp('127.0.0.1', 0);"
+        "print(t.UdpListener(s, lambda *a: None, t.TransportStats()).kind)"
+    )
+    kind = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert kind.stdout.strip() == "batched", kind.stderr

@@ -1,9 +1,11 @@
-"""The UDP listener, batched (recvmmsg/sendmmsg) and one datagram at a time, over real sockets.
+"""The UDP listener, batched (recvmmsg/sendmmsg, by the compiled loop and by the Python one) and
+one datagram at a time, over real sockets.
 
 The listener is given a plain respond function: these tests are about framing and addressing
 (every answer goes back to the socket its query came from, in bursts larger than one batch,
 around dropped queries, from IPv4 and IPv6), not about DNS. The DNS tests run the real server,
-which uses the batched listener by default; one of them here runs it with ``udp_batch: false``.
+which uses the compiled batched listener by default; the ones here run it with ``udp_batch:
+false`` and ``udp_compiled: false`` (tests/test_udp_compiled.py compares the two loops' DNS).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from support import ROOT, LbdnsProcess
 from lbdns.dnsserver import udpbatch
 from lbdns.dnsserver.transport import TransportStats, UdpListener, bind_udp
 
-MODES = [pytest.param(True, id="batched"), pytest.param(False, id="one-by-one")]
+MODES = ["compiled", "batched", "one-by-one"]
 
 
 def echo(data: bytes, client: str, tcp: bool) -> bytes | None:
@@ -38,11 +40,25 @@ def echo(data: bytes, client: str, tcp: bool) -> bytes | None:
 class Served:
     """A UdpListener on its own event loop thread, bound to ``host`` on a free port."""
 
-    def __init__(self, host: str, batch: bool, respond=echo):
+    def __init__(self, host: str, mode: str, respond=echo):
         self.sock = bind_udp(host, 0)
         self.address = self.sock.getsockname()[:2]
         self.stats = TransportStats()
-        self.listener = UdpListener(self.sock, respond, self.stats, batch=batch)
+        self.listener = UdpListener(
+            self.sock,
+            respond,
+            self.stats,
+            batch=mode != "one-by-one",
+            compiled=mode == "compiled",
+        )
+        assert (
+            self.listener.kind
+            == {
+                "compiled": "batched, compiled loop",
+                "batched": "batched",
+                "one-by-one": "one datagram per system call",
+            }[mode]
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -75,21 +91,22 @@ def receive_all(sock: socket.socket, count: int) -> list[bytes]:
     return [sock.recv(65535) for _ in range(count)]
 
 
-def test_batching_is_available_on_this_platform(tmp_path):
-    # The suite runs on 64-bit Linux, where the batched path is the one users get by default.
+def test_the_compiled_batch_loop_is_what_users_get_on_this_platform(tmp_path):
+    # The suite runs on 64-bit Linux with the extension built (pip install builds it where a
+    # C compiler is found): the compiled batched loop is what users get by default.
     assert udpbatch.available()
     with LbdnsProcess(tmp_path, zones=ROOT / "zones", http=None) as proc:
-        assert "(UDP batched, and TCP)" in proc.log()
-    with Served("127.0.0.1", batch=True) as served:
-        assert served.listener.batch is not None
+        assert "(UDP batched, compiled loop, and TCP)" in proc.log()
+    with Served("127.0.0.1", "compiled") as served:
+        assert served.listener.compiled is not None and served.listener.batch is None
 
 
-@pytest.mark.parametrize("batch", MODES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-def test_bursts_from_several_clients_each_get_their_own_answers(batch, host):
+def test_bursts_from_several_clients_each_get_their_own_answers(mode, host):
     clients = [client_socket(host) for _ in range(3)]
     burst = 150  # more than two batches' worth from each client, sent before any is read
-    with Served(host, batch) as served:
+    with Served(host, mode) as served:
         for n in range(burst):
             for k, sock in enumerate(clients):
                 sock.sendto(f"q{k}-{n}".encode(), served.address)
@@ -104,12 +121,12 @@ def test_bursts_from_several_clients_each_get_their_own_answers(batch, host):
         sock.close()
 
 
-@pytest.mark.parametrize("batch", MODES)
-def test_dropped_queries_do_not_shift_answers_to_other_clients(batch):
+@pytest.mark.parametrize("mode", MODES)
+def test_dropped_queries_do_not_shift_answers_to_other_clients(mode):
     # Every third query of client A is dropped: the answers after a drop must still go to the
     # client that asked (a batch's answer slots no longer line up with its query slots).
     a, b = client_socket("127.0.0.1"), client_socket("127.0.0.1")
-    with Served("127.0.0.1", batch) as served:
+    with Served("127.0.0.1", mode) as served:
         for n in range(90):
             a.sendto(b"drop" if n % 3 == 0 else f"a{n}".encode(), served.address)
             b.sendto(f"b{n}".encode(), served.address)
@@ -125,10 +142,10 @@ def test_dropped_queries_do_not_shift_answers_to_other_clients(batch):
     b.close()
 
 
-@pytest.mark.parametrize("batch", MODES)
-def test_an_answer_larger_than_a_slot_and_an_oversized_query(batch):
+@pytest.mark.parametrize("mode", MODES)
+def test_an_answer_larger_than_a_slot_and_an_oversized_query(mode):
     sock = client_socket("127.0.0.1")
-    with Served("127.0.0.1", batch) as served:
+    with Served("127.0.0.1", mode) as served:
         sock.sendto(b"big", served.address)
         assert sock.recv(65535) == b"B" * 6000  # sent on its own, not lost
         # A query longer than the receive slot is cut to the slot's size, never to more.
@@ -153,7 +170,7 @@ def test_answers_are_sent_from_their_own_bytes_not_copied_into_the_ring():
     # returns): the send ring's data slots are never written.
     assert udpbatch.ANSWER_OFFSET is not None
     sock = client_socket("127.0.0.1")
-    with Served("127.0.0.1", batch=True) as served:
+    with Served("127.0.0.1", "batched") as served:
         ask_a_burst_and_a_big_one(sock, served)  # the big one: larger than a slot, in place too
         sock.sendto(b"array", served.address)
         assert sock.recv(65535) == b"A" * 100  # not a bytes object: made one first
@@ -167,19 +184,19 @@ def test_answers_are_sent_from_their_own_bytes_not_copied_into_the_ring():
 def test_answers_are_copied_where_they_cannot_be_sent_in_place(monkeypatch):
     monkeypatch.setattr(udpbatch, "ANSWER_OFFSET", None)
     sock = client_socket("127.0.0.1")
-    with Served("127.0.0.1", batch=True) as served:
+    with Served("127.0.0.1", "batched") as served:
         ask_a_burst_and_a_big_one(sock, served)  # the big one: larger than a slot, on its own
         tx = served.listener.batch.tx
         assert tx.view[: len(b"127.0.0.1|q")].tobytes() == b"127.0.0.1|q"  # copied
     sock.close()
 
 
-@pytest.mark.parametrize("batch", MODES)
-def test_a_vanished_client_does_not_stop_the_listener(batch):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_vanished_client_does_not_stop_the_listener(mode):
     # An answer to a closed port brings back an ICMP port unreachable, which surfaces as an
     # error on the listener's next receive: it must cost nothing but that one answer.
     gone = client_socket("127.0.0.1")
-    with Served("127.0.0.1", batch) as served:
+    with Served("127.0.0.1", mode) as served:
         gone.sendto(b"one", served.address)
         assert gone.recv(65535) == b"127.0.0.1|one"
         gone.sendto(b"two", served.address)
@@ -191,11 +208,15 @@ def test_a_vanished_client_does_not_stop_the_listener(batch):
         alive.close()
 
 
-def test_the_server_answers_with_udp_batch_off(tmp_path):
+@pytest.mark.parametrize(
+    "setting, kind",
+    [("udp_batch: false", "one datagram per system call"), ("udp_compiled: false", "batched")],
+)
+def test_the_server_answers_with_the_compiled_loop_or_batching_off(tmp_path, setting, kind):
     config = tmp_path / "lbdns.yaml"
-    config.write_text("udp_batch: false\n")
+    config.write_text(setting + "\n")
     with LbdnsProcess(tmp_path, zones=ROOT / "zones", http=None, config=config) as proc:
-        assert "(UDP one datagram per system call, and TCP)" in proc.log()
+        assert f"(UDP {kind}, and TCP)" in proc.log()
         for name in ("chat.example.test.", "mail.example.test."):
             reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=proc.port)
             assert reply.answer, name

@@ -123,6 +123,20 @@ class RateLimiter:
             return charge(bucket_of(response, big), client)  # off the hot path (cookies)
 
         self.charge = charge
+        # The same, for the compiled UDP loop (lbdns/dnsserver/_udpfast.c: gcra), which takes
+        # the step itself for clients whose state exists and calls charge for the others.
+        self.compiled = (
+            charge,
+            clients,
+            clock,
+            interval,
+            tolerance,
+            slip,
+            _SLIP,
+            dropped,
+            slipped,
+            _EXEMPT,
+        )
         return allow
 
     def _state(self, client: str) -> list[float]:

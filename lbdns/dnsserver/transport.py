@@ -26,9 +26,15 @@ from time import perf_counter
 from lbdns.dnsserver import udpbatch
 from lbdns.dnsserver.latency import LatencyHistogram
 
+try:  # the same batch loop compiled (lbdns/dnsserver/_udpfast.c); optional at install time
+    from lbdns.dnsserver import _udpfast
+except ImportError:  # pragma: no cover - built wherever a C compiler was found
+    _udpfast = None
+
 log = logging.getLogger("lbdns.dns")
 
 Respond = Callable[[bytes, str, bool], "bytes | None"]
+UdpCache = Callable[[], "tuple | None"]  # Answerer.udp_cache
 
 UDP_BATCH = 64  # datagrams read per readiness event before yielding to the loop
 UDP_RCVBUF = 4 * 1024 * 1024  # the default 208 KiB drops bursts of queries
@@ -119,25 +125,63 @@ class UdpListener:
 
     With ``batch`` (the default where the platform has them) datagrams are read and answered
     with one ``recvmmsg`` and one ``sendmmsg`` per batch (``lbdns.udpbatch``); otherwise with one
-    ``recvfrom`` and one ``sendto`` each.
+    ``recvfrom`` and one ``sendto`` each. With ``compiled`` too, and where the extension was
+    built, that batch loop runs in C (``_udpfast``) and, given ``cache``, answers repeated
+    queries from the answerer's cache itself; ``kind`` says which loop serves.
     """
 
     def __init__(
-        self, sock: socket.socket, respond: Respond, stats: TransportStats, batch: bool = True
+        self,
+        sock: socket.socket,
+        respond: Respond,
+        stats: TransportStats,
+        batch: bool = True,
+        compiled: bool = True,
+        cache: UdpCache | None = None,
     ):
         self.sock = sock
         self.respond = respond
         self.stats = stats
+        self.cache = cache
         self.loop: asyncio.AbstractEventLoop | None = None
         self._replies: list[tuple[bytes, tuple]] = []  # one batch's answers, reused
         self._sent: list[bytes] = []
         self._recv_errors = 0
-        self.batch = udpbatch.BatchSocket(sock) if batch and udpbatch.available() else None
+        batch = batch and udpbatch.available()
+        self.compiled = None
+        if batch and compiled and _udpfast is not None:
+            self.compiled = _udpfast.Batch(sock.fileno(), sock.family)
+        self.batch = udpbatch.BatchSocket(sock) if batch and self.compiled is None else None
+
+    @property
+    def kind(self) -> str:
+        """How this listener reads and answers: for the start-up log line."""
+        if self.compiled is not None:
+            return "batched, compiled loop"
+        return "batched" if self.batch is not None else "one datagram per system call"
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        reader = self._readable if self.batch is None else self._readable_batch
+        if self.compiled is not None:
+            reader = self._readable_compiled
+        else:
+            reader = self._readable if self.batch is None else self._readable_batch
         loop.add_reader(self.sock.fileno(), reader)
+
+    def _readable_compiled(self) -> None:
+        try:
+            n, unsent, first = self.compiled.serve(
+                self.respond, None if self.cache is None else self.cache()
+            )
+        except OSError as exc:  # e.g. ICMP errors surfacing on the socket
+            if exc.errno not in _TRANSIENT:
+                self._receive_failed(exc)
+            return  # the loop calls again while the socket stays readable
+        if n:
+            stats = self.stats
+            stats.udp_queries += n
+            stats.udp_send_errors += unsent
+            stats.latency.observe(first)
 
     def _receive_failed(self, exc: OSError) -> None:
         self._recv_errors += 1

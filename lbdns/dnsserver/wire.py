@@ -339,6 +339,17 @@ class Answerer:
                 log.exception("internal error answering a query from %s", client)
             return self._header_only(data, RCODE.SERVFAIL) if len(data) >= 12 else None
 
+    def udp_cache(self) -> tuple | None:
+        """What the compiled UDP loop (``lbdns.dnsserver._udpfast``) needs to answer repeated
+        queries itself, as the first branch of ``respond`` does: (seen, qtypes, rcodes,
+        farm_reply, the rate limiter's state, limited); None while every query must come
+        through ``respond`` (the query log is on, or the zones changed since ``seen`` was
+        filled)."""
+        if self.query_log is not None or self.cache_version != self.registry.version:
+            return None
+        rrl = None if self.rrl is None else self.rrl.compiled
+        return (self.seen, self.qtypes, self.rcodes, self._farm_reply, rrl, _limited)
+
     def _respond(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         size = len(data)
         if size < 12:
@@ -470,7 +481,16 @@ class Answerer:
                 )
             template = self._choice_template(entry, choice)
             response = self._assemble(data, template, qflags, question, qend, edns, do, tcp, opt)
-            seen = (entry, qtype, (qflags, question, qend, edns, do), {}, key, opt)
+            # How the compiled UDP loop answers it again (see udp_cache): the farm's own call,
+            # or None where only respond can (a farm keyed by client subnet).
+            if entry.key is None:
+                choose, label = entry.farm.answer, None
+            elif entry.key:
+                choose, label = entry.farm.choose_key, entry.key
+            else:
+                choose = label = None
+            parse = (qflags, question, qend, edns, do)
+            seen = (entry, qtype, parse, {}, key, opt, choose, entry.farm_qtype, label)
         if not tcp and self.cookie_reply is None:  # a cookie's reply is made per query
             if len(self.seen) >= CACHE_LIMIT:
                 self.seen.clear()
@@ -518,7 +538,7 @@ class Answerer:
 
     def _farm_reply(self, hit: tuple, data: bytes, choice: tuple | str) -> tuple:
         """(reply without ID, rcode) to a seen farm question for one choice of hosts."""
-        entry, _, parsed, replies, _, opt = hit
+        entry, parsed, replies, opt = hit[0], hit[2], hit[3], hit[5]
         response = self._assemble(data, self._choice_template(entry, choice), *parsed, False, opt)
         if len(replies) >= CHOICES_LIMIT:
             replies.clear()
