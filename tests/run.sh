@@ -22,6 +22,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   for svc in unbound nsd prometheus prometheus-node-exporter; do $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
 fi
 
+# A C compiler and the Python headers, so that the install builds the compiled UDP loop the
+# tests expect (lbdns itself installs without them, with the loop in Python).
+need=()
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+if ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  need+=(python3-dev)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
 # Python: a virtual environment with lbdns and its test extras.
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

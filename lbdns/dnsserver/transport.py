@@ -152,12 +152,15 @@ class UdpListener:
         if batch and compiled and _udpfast is not None:
             self.compiled = _udpfast.Batch(sock.fileno(), sock.family)
         self.batch = udpbatch.BatchSocket(sock) if batch and self.compiled is None else None
+        self._not_built = batch and compiled and _udpfast is None
 
     @property
     def kind(self) -> str:
         """How this listener reads and answers: for the start-up log line."""
         if self.compiled is not None:
             return "batched, compiled loop"
+        if self._not_built:  # asked for, but the install found no C compiler to build it
+            return "batched, in Python: the compiled loop was not built at install"
         return "batched" if self.batch is not None else "one datagram per system call"
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
