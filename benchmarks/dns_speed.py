@@ -869,7 +869,10 @@ def main(argv: list[str] | None = None) -> int:
         else {k: v for k, v in settings.items() if k != "workers"}
     )
     if knows_workers(base_tree):
-        base_settings["workers"] = args.workers  # as for lbdns: the default may be every CPU
+        # As for lbdns (the default may be every CPU), unless the baseline config sets it:
+        # --workers 2 with a baseline config of workers: 1 compares two workers with one in
+        # the same rounds.
+        base_settings.setdefault("workers", args.workers)
     elif args.workers != 1:
         raise SystemExit(f"dns_speed: --workers {args.workers}: the baseline tree has no workers")
     base_conf.write_text(yaml.safe_dump(base_settings))
