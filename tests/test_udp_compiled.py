@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import select
 import socket
+import sys
 import threading
 
 import dns.edns
@@ -175,3 +177,44 @@ def test_repeated_farm_questions_are_chosen_per_query_without_respond(tmp_path):
     assert twin.responded == 1  # the first one; the 299 others never left the C loop
     addresses = {dns.message.from_wire(r).answer[0][0].address for r in got if r}
     assert len(addresses) == 3, addresses
+
+
+def test_an_error_in_respond_costs_one_answer_and_an_interrupt_goes_up(monkeypatch):
+    # respond never raises; if it did (a bug), the compiled loop reports it as unraisable and
+    # answers the rest of the batch. KeyboardInterrupt and SystemExit still go up.
+    from lbdns.dnsserver import _udpfast
+
+    def respond(data: bytes, client: str, tcp: bool) -> bytes:
+        if data == b"boom":
+            raise ValueError("a bug")
+        if data == b"stop":
+            raise KeyboardInterrupt
+        return b"ok " + data
+
+    server = bind_udp("127.0.0.1", 0)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(1.0)
+    batch = _udpfast.Batch(server.fileno(), server.family)
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    try:
+        for data in (b"one", b"boom", b"two"):
+            client.sendto(data, server.getsockname())
+        read = 0
+        while read < 3:
+            select.select([server], [], [], 1.0)
+            read += batch.serve(respond, None)[0]
+        assert [client.recv(100), client.recv(100)] == [b"ok one", b"ok two"]
+        assert [r.exc_type for r in reported] == [ValueError]
+        client.sendto(b"stop", server.getsockname())
+        select.select([server], [], [], 1.0)
+        with pytest.raises(KeyboardInterrupt):
+            batch.serve(respond, None)
+        client.sendto(b"three", server.getsockname())
+        select.select([server], [], [], 1.0)
+        assert batch.serve(respond, None)[0] == 1
+        assert client.recv(100) == b"ok three"
+    finally:
+        server.close()
+        client.close()

@@ -442,6 +442,10 @@ Batch_serve(Batch *self, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *response = use_cache ? repeated(&cache, query, length, client) : NULL;
         if (response == NULL) {
+            /* An error on the repeated path: respond answers it (or SERVFAILs it and logs);
+             * KeyboardInterrupt, SystemExit and the like go up, as from the Python loop. */
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+                goto failed;
             PyErr_Clear();
             PyObject *data = PyBytes_FromStringAndSize(query, length);
             if (data == NULL)
@@ -449,8 +453,11 @@ Batch_serve(Batch *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject *call[3] = {data, client, Py_False};
             response = PyObject_Vectorcall(respond, call, 3, NULL);
             Py_DECREF(data);
-            if (response == NULL) /* respond never raises: a bug, reported, not fatal */
-                PyErr_WriteUnraisable(respond);
+            if (response == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception))
+                    goto failed;
+                PyErr_WriteUnraisable(respond); /* respond never raises: a bug, not fatal */
+            }
         }
         if (i == 0)
             first = seconds() - started;
