@@ -10,72 +10,17 @@ false`` and ``udp_compiled: false`` (tests/test_udp_compiled.py compares the two
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 
 import dns.message
 import dns.query
 import pytest
 from support import ROOT, LbdnsProcess
+from udp_support import Served
 
 from lbdns.dnsserver import udpbatch
-from lbdns.dnsserver.transport import TransportStats, UdpListener, bind_udp
 
 MODES = ["compiled", "batched", "one-by-one"]
-
-
-def echo(data: bytes, client: str, tcp: bool) -> bytes | None:
-    """Answer b"<client>|<query>", drop queries starting with b"drop", inflate b"big", answer
-    b"array" with a bytearray."""
-    if data.startswith(b"drop"):
-        return None
-    if data.startswith(b"big"):
-        return b"B" * 6000
-    if data.startswith(b"array"):
-        return bytearray(b"A" * 100)  # dnslib packs into a bytearray
-    return client.encode() + b"|" + data
-
-
-class Served:
-    """A UdpListener on its own event loop thread, bound to ``host`` on a free port."""
-
-    def __init__(self, host: str, mode: str, respond=echo):
-        self.sock = bind_udp(host, 0)
-        self.address = self.sock.getsockname()[:2]
-        self.stats = TransportStats()
-        self.listener = UdpListener(
-            self.sock,
-            respond,
-            self.stats,
-            batch=mode != "one-by-one",
-            compiled=mode == "compiled",
-        )
-        assert (
-            self.listener.kind
-            == {
-                "compiled": "batched, compiled loop",
-                "batched": "batched",
-                "one-by-one": "one datagram per system call",
-            }[mode]
-        )
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.listener.start(self.loop)
-        self.loop.run_forever()
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.listener.close()
-        self.loop.close()
 
 
 def client_socket(host: str) -> socket.socket:
@@ -148,6 +93,8 @@ def test_an_answer_larger_than_a_slot_and_an_oversized_query(mode):
     with Served("127.0.0.1", mode) as served:
         sock.sendto(b"big", served.address)
         assert sock.recv(65535) == b"B" * 6000  # sent on its own, not lost
+        sock.sendto(b"array", served.address)
+        assert sock.recv(65535) == b"A" * 100  # a bytearray answer (dnslib's pack) is sent too
         # A query longer than the receive slot is cut to the slot's size, never to more.
         sock.sendto(b"x" * 6000, served.address)
         answer = sock.recv(65535)

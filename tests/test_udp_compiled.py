@@ -9,13 +9,11 @@ the same; and the compiled loop must have answered the repeated queries itself.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import random
 import select
 import socket
 import sys
-import threading
 
 import dns.edns
 import dns.flags
@@ -23,16 +21,17 @@ import dns.message
 import pytest
 from affinity_support import zones as affinity_zones
 from support import ROOT
+from udp_support import Served
 
 from lbdns.dnsserver.cookie import Cookies, CookieSettings
 from lbdns.dnsserver.rrl import RateLimiter, RrlSettings
-from lbdns.dnsserver.transport import TransportStats, UdpListener, bind_udp
+from lbdns.dnsserver.transport import bind_udp
 from lbdns.dnsserver.wire import Answerer
 from lbdns.registry import Registry
 from lbdns.zone.parse import load_folder
 
 
-class Twin:
+class Twin(Served):
     """An answerer on a UDP listener of one kind, on its own event loop thread."""
 
     def __init__(self, folders, compiled: bool, rrl: RrlSettings | None = None):
@@ -51,38 +50,12 @@ class Twin:
                 CookieSettings(secret="00" * 16), clock=lambda: 1_700_000_000.0
             )
         self.responded = 0  # queries that reached Answerer.respond
-        self.sock = bind_udp("127.0.0.1", 0)
-        self.address = self.sock.getsockname()
-        self.stats = TransportStats()
-        self.listener = UdpListener(
-            self.sock,
-            self._respond,
-            self.stats,
-            compiled=compiled,
-            cache=self.answerer.udp_cache,
-        )
-        assert (self.listener.compiled is not None) == compiled
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        mode = "compiled" if compiled else "batched"
+        super().__init__("127.0.0.1", mode, self._respond, cache=self.answerer.udp_cache)
 
     def _respond(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         self.responded += 1
         return self.answerer.respond(data, client, tcp)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.listener.start(self.loop)
-        self.loop.run_forever()
-
-    def __enter__(self) -> Twin:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.listener.close()
-        self.loop.close()
 
 
 def query(name: str, qtype: str, qid: int, edns: bool = True, **kw) -> bytes:
