@@ -7,6 +7,9 @@ allocations to every query). On 64-bit Linux a batch is one ``recvmmsg`` and its
 one ``sendto`` per datagram. Either way the answers of a batch are sent together once it is read:
 back to back, they wake a client waiting on the other CPU once per batch instead of once per
 answer, and that wake-up is the dearest part of a send on a busy server (docs/performance.md).
+Where the extension ``_udpfast`` was built at install (``udp_compiled``, the default), that batch
+loop runs in C and answers repeated queries from the answerer's cache itself; the Python loop
+below is the same loop, used where it was not built or with ``udp_compiled: false``.
 
 TCP (RFC 7766) accepts pipelined queries, answers each as soon as it is read, and closes idle
 connections; caps bound how many are open at once, per client address, per network and in all
