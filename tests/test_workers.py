@@ -14,7 +14,10 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import dns.edns
 import dns.flags
@@ -560,3 +563,29 @@ def test_rate_limit_and_cookie_counters_cover_every_worker(tmp_path):
         assert cookies['{result="client_only"}'] == with_cookie
         assert with_cookie - 2 <= cookies['{result="badcookie"}'] <= with_cookie
         assert metric(process, "lbdns_dns_rrl_networks")[""] == 2  # one table per worker
+
+
+def test_workers_run_the_main_process_code_whatever_the_working_directory_holds(tmp_path):
+    # Started from a folder that holds another lbdns/ (a source checkout, say), a worker must
+    # import the package the main process runs, compiled UDP loop included, not that folder's.
+    shadow = tmp_path / "lbdns"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadow package was imported')\n")
+    log = tmp_path / "serve.log"
+    lbdns_command = Path(sys.executable).parent / "lbdns"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(lbdns_command), "serve", "--zones", str(EXAMPLE_ZONES), "--workers", "2"]
+            + ["--dns", "127.0.0.1:0", "--http", "off", "--data-dir", str(tmp_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        wait_for(lambda: "DNS from 2 worker processes" in log.read_text(), what="two workers")
+        text = log.read_text()
+        assert text.count("(UDP batched, compiled loop, and TCP)") == 2, text
+        assert "shadow" not in text and "Traceback" not in text, text
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -18,8 +18,10 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lbdns
 from lbdns.balance.farm import Farm
 from lbdns.balance.host import DrainOptions, Host, Report
 from lbdns.errors import LbdnsError
@@ -175,10 +177,12 @@ class Hub:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # not the working directory first: an lbdns/ there would shadow ours
                 "-m",
                 "lbdns.workers.worker",
                 str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
+                env=_worker_environment(),
             )
         finally:
             theirs.close()
@@ -407,3 +411,15 @@ class HubStore(Store):
                 "drain": host.drain.to_json() if host.drain is not None else None,
             }
         )
+
+
+def _worker_environment() -> dict[str, str]:
+    """The environment of a worker: this one, with the folder this process imported lbdns
+    from first on PYTHONPATH, so that a worker runs the same code (and the same compiled
+    extension) as the main process, whatever its working directory holds. Started from a
+    source checkout, ``python -m`` would otherwise import the checkout's lbdns/, which has no
+    compiled UDP loop unless it was built in place."""
+    root = str(Path(lbdns.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    return env
