@@ -191,3 +191,16 @@ def test_an_error_in_respond_costs_one_answer_and_an_interrupt_goes_up(monkeypat
     finally:
         server.close()
         client.close()
+
+
+@pytest.mark.parametrize("name", ["room7.chat.aff.test.", "subnet.aff.test."])
+@pytest.mark.parametrize("ecs", [False, True], ids=["resolver-address", "ecs"])
+def test_repeated_keyed_questions_are_answered_without_respond(tmp_path, name, ecs):
+    # A key label, and a farm keyed by the client's subnet (from ECS, else from the resolver's
+    # address): repeats are chosen by the farm's choose_key from the compiled loop.
+    options = [dns.edns.ECSOption("198.51.100.0", 24)] if ecs else []
+    wires = [query(name, "A", n, options=options) for n in range(40)]
+    with Twin([affinity_zones(tmp_path)], compiled=True) as twin:
+        got = ask_all(twin, wires)
+    assert twin.responded == 1
+    assert all(dns.message.from_wire(r).answer for r in got)

@@ -10,12 +10,14 @@
  * ``Answerer.respond`` does first, and answers a repeated query itself:
  *
  *   fixed answer:  (reply without ID: bytes, qtype, rcode, rrl class)
- *   farm question: (entry, qtype, parse, replies, subnet key, opt, choose, farm qtype, label)
- *                  choose is ``farm.answer`` (an unkeyed farm: called with the farm qtype and
- *                  the subnet key or the client) or ``farm.choose_key`` (a key label: called
- *                  with the farm qtype, the label and the client); None for what only
- *                  ``respond`` can answer. ``replies`` maps a choice to (reply without ID,
- *                  rcode, rrl class); a choice not in it is made by ``farm_reply``.
+ *   farm question: (entry, qtype, parse, replies, subnet key, opt, choose, farm qtype, key)
+ *                  choose is ``farm.answer`` (key None, an unkeyed farm: called with the farm
+ *                  qtype and the subnet key or the client) or ``farm.choose_key`` (called with
+ *                  the farm qtype, the key and the client), where key is the label, or (a farm
+ *                  keyed by client subnet) the function that makes the key of the client's
+ *                  address when the query had no ECS key; choose None: only ``respond``.
+ *                  ``replies`` maps a choice to (reply without ID, rcode, rrl class); a
+ *                  choice not in it is made by ``farm_reply``.
  *
  * With rate limiting on, the answer is charged as ``RateLimiter.charge`` would, on the same
  * state (``gcra``): a client not seen yet goes through ``charge`` itself.
@@ -312,9 +314,22 @@ repeated(Cache *cache, const char *query, Py_ssize_t length, PyObject *client)
     PyObject *label = PyTuple_GET_ITEM(hit, 8);
     if (count_in_list(cache->qtypes, PyTuple_GET_ITEM(hit, 1)) < 0)
         goto done;
-    if (label != Py_None) {
+    if (PyUnicode_CheckExact(label)) { /* a key label */
         PyObject *args[3] = {PyTuple_GET_ITEM(hit, 7), label, client};
         choice = PyObject_Vectorcall(choose, args, 3, NULL);
+    } else if (label != Py_None) { /* keyed by client subnet: the ECS key, or the client's */
+        PyObject *subnet = PyTuple_GET_ITEM(hit, 4);
+        int from_ecs = PyObject_IsTrue(subnet);
+        if (from_ecs < 0)
+            goto done;
+        PyObject *key = subnet;
+        if (from_ecs)
+            Py_INCREF(key);
+        else if ((key = PyObject_CallOneArg(label, client)) == NULL)
+            goto done;
+        PyObject *args[3] = {PyTuple_GET_ITEM(hit, 7), key, client};
+        choice = PyObject_Vectorcall(choose, args, 3, NULL);
+        Py_DECREF(key);
     } else {
         PyObject *subnet = PyTuple_GET_ITEM(hit, 4);
         int keyed = PyObject_IsTrue(subnet);

@@ -482,13 +482,12 @@ class Answerer:
             template = self._choice_template(entry, choice)
             response = self._assemble(data, template, qflags, question, qend, edns, do, tcp, opt)
             # How the compiled UDP loop answers it again (see udp_cache): the farm's own call,
-            # or None where only respond can (a farm keyed by client subnet).
+            # and the key: none (least-load), the label, or the function that makes the
+            # client-subnet key of the client's address (a query with ECS has it in ``key``).
             if entry.key is None:
                 choose, label = entry.farm.answer, None
-            elif entry.key:
-                choose, label = entry.farm.choose_key, entry.key
             else:
-                choose = label = None
+                choose, label = entry.farm.choose_key, entry.key or client_subnet
             parse = (qflags, question, qend, edns, do)
             seen = (entry, qtype, parse, {}, key, opt, choose, entry.farm_qtype, label)
         if not tcp and self.cookie_reply is None:  # a cookie's reply is made per query
