@@ -1,8 +1,9 @@
 """Python work per query, counted: bytecode instructions that ``Answerer.respond`` executes for
 each query of the DNS speed mix (``benchmarks/dns_speed.py``), in process, from one client as
-dnsperf asks.
+dnsperf asks; with ``--compiled`` also those that stay in Python when the compiled UDP loop
+serves the query.
 
-    .venv/bin/python benchmarks/query_work.py [--keyed] [--baseline-tree DIR]
+    .venv/bin/python benchmarks/query_work.py [--keyed] [--baseline-tree DIR | --rrl] [--compiled]
 
 A count, not a time: it is the same on a quiet and on a busy machine, so a change to the query
 path can be compared with another tree (``--baseline-tree``, e.g. a ``git worktree`` of an

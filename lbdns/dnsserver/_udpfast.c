@@ -15,7 +15,7 @@
  *                  qtype and the subnet key or the client) or ``farm.choose_key`` (called with
  *                  the farm qtype, the key and the client), where key is the label, or (a farm
  *                  keyed by client subnet) the function that makes the key of the client's
- *                  address when the query had no ECS key; choose None: only ``respond``.
+ *                  address when the query had no ECS key.
  *                  ``replies`` maps a choice to (reply without ID, rcode, rrl class); a
  *                  choice not in it is made by ``farm_reply``.
  *
@@ -308,8 +308,6 @@ repeated(Cache *cache, const char *query, Py_ssize_t length, PyObject *client)
     if (PyTuple_GET_SIZE(hit) < 9)
         goto done;
     PyObject *choose = PyTuple_GET_ITEM(hit, 6);
-    if (choose == Py_None)
-        goto done;
     PyObject *choice;
     PyObject *label = PyTuple_GET_ITEM(hit, 8);
     if (count_in_list(cache->qtypes, PyTuple_GET_ITEM(hit, 1)) < 0)
