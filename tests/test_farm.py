@@ -261,7 +261,7 @@ def test_a_report_supersedes_what_it_counted():
     farm.view()
     for name in ("a", "b"):
         assert farm.accounting.ledgers[name].pending == pytest.approx(2.5, rel=0.05)
-    loads = {c.name: c.load for c in farm._live[A]}
+    loads = {c[0]: c[2] for c in farm._live[A]}
     assert loads == pytest.approx({"a": 4.5, "b": 5.5}, rel=0.05)
     clock.now += 3.0  # past the cache time: every herd has arrived, nothing pending
     report_all(farm, {"a": 5, "b": 5})
@@ -436,7 +436,7 @@ def test_two_servers_charge_each_herd_once_and_do_not_herd_to_one_empty_host():
     exchange(one, two)
     # two counts one's six answers at c: the next answers do not pile onto c as well.
     assert two.accounting.ledgers["c"].pending == pytest.approx(6)
-    assert sorted(c.load for c in two._live[A]) == pytest.approx([10, 10, 10])
+    assert sorted(c[2] for c in two._live[A]) == pytest.approx([10, 10, 10])
     got = Counter(two.choose(A, f"10.8.1.{i}")[0] for i in range(30))
     assert got == {"a": 10, "b": 10, "c": 10}
     exchange(two, one)

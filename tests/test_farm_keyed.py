@@ -11,6 +11,7 @@ import random
 import pytest
 from dnslib import QTYPE
 
+from lbdns.balance.accounting import DIRECT
 from lbdns.balance.explain import farm_explanation
 from lbdns.balance.farm import Assignment, Farm
 from lbdns.balance.host import Report
@@ -56,6 +57,22 @@ def test_a_key_keeps_its_host_and_each_answer_is_charged():
     in_flight = farm.accounting.ledgers[first[0]].pending
     assert in_flight == pytest.approx(2.0)  # two resolvers, a herd of one each (the prior)
     assert farm.last.how == "key" and farm.last.key == "room1"
+
+
+def test_a_direct_askers_keyed_answers_are_charged_at_once_as_least_load_charges_them():
+    farm = make_farm()
+    for _ in range(4):  # re-asks within half the TTL: a direct asker after two of them
+        (host,) = farm.choose_key(A, "room1", "198.51.100.7")
+        farm.clock.advance(0.5)
+    ledger = farm.accounting.ledgers[host]
+    assert farm.accounting.clients["198.51.100.7"].direct
+    # The first three answers over the cache time (new, then caching), the rest at once.
+    assert sum(bucket[2] for bucket in ledger.tracks[DIRECT]) == 2
+    assert sum(bucket[2] for bucket in ledger.tracks[8.0]) == 2
+    assert farm.last.asker == "direct"
+    explained = farm_explanation(farm)["last_answer"]
+    assert explained["asker"] == "direct" and "does not cache" in explained["ttl_reason"]
+    assert explained["candidates"][0]["host"] in HOSTS  # named again from the plain tuples
 
 
 def test_the_other_family_a_moment_later_is_the_same_host_and_not_charged_again():

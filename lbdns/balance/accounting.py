@@ -167,6 +167,14 @@ class Accounting:
             self.clients[client] = ClientStat(now, self.window)
             self._queried(client, now)
             return None
+        if stat.direct:
+            gap = now - stat.last
+            if 0.0 < gap < QUICK * stat.ttl:
+                # A direct asker's next re-ask (what ``_observe`` does with it, without the
+                # call): most queries of a client that does not cache.
+                stat.last = now
+                stat.recent += GAP_ALPHA * (gap - stat.recent)
+                return stat
         if self._observe(stat, now):
             self._queried(client, now)
         return stat
@@ -174,12 +182,17 @@ class Accounting:
     def herd(self, client: str, now: float) -> float:
         """The expected number of new connections one answer of the full cache time to
         ``client`` brings (counts the query, like ``observe``)."""
+        return self.arrival(client, now)[0]
+
+    def arrival(self, client: str, now: float) -> tuple[float, bool]:
+        """``herd``, and whether it comes at once (``client`` is a direct asker: its answer is
+        charged with ``charge_direct``)."""
         stat = self.observe(client, now)
         if stat is None:
-            return self.mean_herd
+            return self.mean_herd, False
         if stat.direct:
-            return self.direct_herd(stat)
-        return self.herd_of(stat, self.window)
+            return self.direct_herd(stat), True
+        return self.herd_of(stat, self.window), False
 
     def direct_herd(self, stat: ClientStat) -> float:
         """What one answer to a direct asker brings: its own share of the arrivals."""

@@ -66,11 +66,10 @@ MIN_BUDGET = 4.0  # connections an answer may always bring at the full TTL (a fe
 STICKY_LIMIT = 50_000  # client keys remembered for A/AAAA stickiness before starting over
 KEY_LIMIT = 50_000  # ring positions of keys remembered before starting over
 _QTYPES = (QTYPE.A, QTYPE.AAAA)
-# Candidate((name, capacity, load)) and Ask((want, seq, rng, herd, split, key, ring, balance))
-# without the Python-level __new__ of a named tuple (a third of a charged answer's own time).
-_new_candidate = partial(tuple.__new__, Candidate)
+# Ask((want, seq, rng, herd, split, key, ring, balance, index)) without the Python-level __new__
+# of a named tuple (a third of a charged answer's own time).
 _new_ask = partial(tuple.__new__, Ask)
-_UNKEYED_BALANCE = Ask._field_defaults["balance"]  # an unkeyed Ask's last field
+_UNKEYED_BALANCE = Ask._field_defaults["balance"]  # an unkeyed Ask's balance field
 
 
 def _by_projected_load(chosen: Sequence[Candidate], herd: float) -> list[Candidate]:
@@ -89,8 +88,8 @@ def _by_projected_load(chosen: Sequence[Candidate], herd: float) -> list[Candida
 
 def _names(chosen: Sequence[Candidate]) -> tuple[str, ...]:
     if len(chosen) == 1:
-        return (chosen[0].name,)
-    return tuple(c.name for c in chosen)
+        return (chosen[0][0],)
+    return tuple(c[0] for c in chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +154,9 @@ class Farm:
         # (when, client, qtype, herd, candidates, chosen, how) of the last answer: ``last``.
         self._last: tuple | None = None
         # qtype -> the candidates answered now, loads including the in-flight estimate; the
-        # charges after each answer replace entries in place (the view itself stays frozen).
+        # charges after each answer replace entries in place (the view itself stays frozen),
+        # with plain (name, capacity, load) tuples, a Candidate's fields: a named tuple costs
+        # four times as much to build, and this is done per answer. Read them by index.
         self._live: dict[int, list[Candidate]] = {}
         self._positions: dict[int, dict[str, int]] = {}
         self._slots: dict[str, list[tuple[list[Candidate], int]]] = {}  # host -> live entries
@@ -279,7 +280,7 @@ class Farm:
         candidates: Sequence[Candidate] = live
         watermark = self.spec.watermark
         if watermark is not None:
-            below = [c for c in live if c.load < watermark]
+            below = [c for c in live if c[2] < watermark]
             if below and len(below) < len(live):
                 candidates, how = below, "watermark"
         spec = self.spec
@@ -325,6 +326,7 @@ class Farm:
                     -1,
                     None,
                     _UNKEYED_BALANCE,
+                    None,
                 )
             ),
         )
@@ -337,9 +339,17 @@ class Farm:
             names = (chosen[0][0],)  # _names, inline, as the sticky check and the lift are
         before = tuple(candidates)  # the loads before this answer's charge, for explain
         direct = asker == "direct"
-        self._charge(accounting, chosen, herd, now, 0.0 if direct else cache_time)
-        accounting.answered(direct)
-        self._answered(names, now)
+        if len(chosen) == 1:
+            self._charge_one(accounting, chosen[0], herd, now, 0.0 if direct else cache_time)
+            host = self.hosts.get(names[0])  # _answered, inline
+            if host is not None:
+                host.answers += 1
+                host.last_answered = now
+        else:
+            self._charge(accounting, chosen, herd, now, 0.0 if direct else cache_time)
+            self._answered(names, now)
+        if not direct:
+            accounting.answered()
         if sticky is None and len(self._sticky) >= STICKY_LIMIT:  # a new client only
             self._sticky.clear()
         self._sticky[client] = (now, names, qtype, ttl)
@@ -350,7 +360,11 @@ class Farm:
     def last(self) -> LastAnswer | None:
         """What the last answer was chosen from (built when asked: the query path keeps a plain
         tuple)."""
-        return None if self._last is None else LastAnswer(*self._last)
+        if self._last is None:
+            return None
+        last = LastAnswer(*self._last)
+        # live entries are plain tuples once charged (see ``_live``): named again here
+        return last._replace(candidates=tuple(Candidate._make(c) for c in last.candidates))
 
     def choose_key(self, qtype: int, key: str, client: str = "") -> tuple[str, ...] | str:
         """Host names to answer ``key`` (a label under the farm, or a client subnet) for a
@@ -367,7 +381,8 @@ class Farm:
         accounting = self.accounting
         if accounting is None:  # pragma: no cover - keyed farms are always accounted
             raise RuntimeError(f"farm {self.name} is keyed but has no accounting")
-        sticky = self._key_sticky.get(key)
+        key_sticky = self._key_sticky
+        sticky = key_sticky.get(key)
         if sticky is not None and sticky[2] != qtype and now - sticky[0] < accounting.window / 4:
             # The other address family of the same key a moment ago: the same host, not charged
             # again (its charge may have lifted it over the bound).
@@ -376,8 +391,10 @@ class Farm:
                 self._answered(names, now)
                 self._last = (now, client, qtype, 0.0, (), names, "sticky", key, self.spec.ttl)
                 return names
-        position = self.key_position(key)
-        herd = accounting.herd(client, now)
+        position = self._key_positions.get(key)
+        if position is None:
+            position = self.key_position(key)
+        herd, direct = accounting.arrival(client, now)
         spec = self.spec
         chosen = self.policy(
             live,
@@ -391,19 +408,34 @@ class Farm:
                     position,
                     self.ring,
                     spec.balance_factor,
+                    self._positions[qtype],
                 )
             ),
         )
-        last = (now, client, qtype, herd, tuple(live))
-        names = _names(chosen)
-        self._charge(accounting, chosen, herd, now, accounting.window)
-        accounting.answered()
-        self._answered(names, now)
-        if len(self._key_sticky) >= STICKY_LIMIT:
-            self._key_sticky.clear()
-        self._key_sticky[key] = (now, names, qtype)
+        before = tuple(live)  # the loads before this answer's charge, for explain
+        # A direct asker's connections come at once, as least-load charges them; a caching
+        # resolver's over the cache time of the answer.
+        cache_time = 0.0 if direct else accounting.window
+        if len(chosen) == 1:
+            self._charge_one(accounting, chosen[0], herd, now, cache_time)
+            names = (chosen[0][0],)
+            host = self.hosts.get(names[0])  # _answered, inline
+            if host is not None:
+                host.answers += 1
+                host.last_answered = now
+        else:
+            self._charge(accounting, chosen, herd, now, cache_time)
+            names = _names(chosen)
+            self._answered(names, now)
+        if not direct:
+            accounting.answered()
+        if len(key_sticky) >= STICKY_LIMIT:
+            key_sticky.clear()
+        key_sticky[key] = (now, names, qtype)
         how = "fail-open" if self._failing_open.get(qtype) else "key"
-        self._last = (*last, names, how, key, self.spec.ttl)
+        # (a keyed answer's TTL is the farm's whatever the herd: only a direct asker is named)
+        asker = "direct" if direct else ""
+        self._last = (now, client, qtype, herd, before, names, how, key, spec.ttl, asker)
         return names
 
     def key_position(self, key: str) -> int:
@@ -424,8 +456,8 @@ class Farm:
         if view is None or now >= view.valid_until:
             view = self._view = self._build_view(now)
         live = list(self._live.get(QTYPE.A, ()))
-        listed = {c.name for c in live}
-        live.extend(c for c in self._live.get(QTYPE.AAAA, ()) if c.name not in listed)
+        listed = {c[0] for c in live}
+        live.extend(c for c in self._live.get(QTYPE.AAAA, ()) if c[0] not in listed)
         if not live:
             return SERVFAIL if self.spec.all_unhealthy == "servfail" else NODATA
         self.seq += 1
@@ -438,7 +470,8 @@ class Farm:
             self._charge(self.accounting, chosen, 1.0, now, self.accounting.window)  # one client
             self.accounting.answered()
         self._answered(names, now)
-        last = self._last = LastAnswer(now, client, 0, 1.0, tuple(live), names, "assign", key)
+        self._last = (now, client, 0, 1.0, tuple(live), names, "assign", key)
+        last = self.last
         return Assignment(names[0], "key" if position >= 0 else "policy", last)
 
     def _charge(
@@ -457,28 +490,35 @@ class Farm:
         use the first record behind resolvers that keep the order bring all of it to the
         first. Which of the two a resolver does is not seen, and the next report corrects the
         charge that was too high; one too low would send the next answers after it."""
-        ledgers = accounting.ledgers
         share = herd / len(chosen)
-        slots = self._slots
-        share_i = herd  # the first record's
-        for candidate in chosen:
-            name = candidate[0]
-            ledger = ledgers.get(name) or accounting.ledger(name)
-            if cache_time:
-                accounting.charge(ledger, share_i, now, name, cache_time)
-            else:
-                accounting.charge_direct(ledger, share_i, now)
-            step = share_i * ledger.unit / candidate[1]
-            for live, j in slots.get(name, ()):  # _lift, inline: once per answer
-                old = live[j]
-                live[j] = _new_candidate((old[0], old[1], old[2] + step))
-            share_i = share
+        for i, candidate in enumerate(chosen):
+            self._charge_one(accounting, candidate, share if i else herd, now, cache_time)
+
+    def _charge_one(
+        self,
+        accounting: Accounting,
+        candidate: Candidate,
+        herd: float,
+        now: float,
+        cache_time: float,
+    ) -> None:
+        """Charge ``herd`` to one host (``_charge`` of one record: most answers)."""
+        name = candidate[0]
+        ledger = accounting.ledgers.get(name) or accounting.ledger(name)
+        if cache_time:
+            accounting.charge(ledger, herd, now, name, cache_time)
+        else:
+            accounting.charge_direct(ledger, herd, now)
+        step = herd * ledger.unit / candidate[1]
+        for live, j in self._slots.get(name, ()):  # _lift, inline: once per answer
+            old = live[j]
+            live[j] = (name, old[1], old[2] + step)
 
     def _lift(self, name: str, step: float) -> None:
         """Add ``step`` to the live load of host ``name`` wherever it is a candidate."""
         for live, i in self._slots.get(name, ()):
             old = live[i]
-            live[i] = _new_candidate((old[0], old[1], old[2] + step))
+            live[i] = (old[0], old[1], old[2] + step)
 
     # -- other servers' answers (the shared store's exchange) -------------------------------
 
@@ -721,8 +761,8 @@ class Farm:
         """The load each answerable host is chosen by now, its in-flight charges included."""
         loads = {}
         for qtype in _QTYPES:
-            for candidate in self._live.get(qtype, ()):
-                loads[candidate.name] = candidate.load
+            for name, _, load in self._live.get(qtype, ()):
+                loads[name] = load
         return loads
 
     def settle(self, now: float) -> None:

@@ -10,7 +10,8 @@ that load already includes the farm's in-flight estimate (connections its recent
 expected to bring that no report has shown yet); the others see the last reported score only.
 ``ask`` says how many records are wanted and carries the per-farm sequence number, the random
 source, and the expected herd of the asking resolver; for a keyed farm (``consistent-hash``) also
-the key's ring position, the farm's ring (built when its hosts change) and its balance factor.
+the key's ring position, the farm's ring (built when its hosts change), its balance factor and,
+optionally, the candidates' positions by name.
 The policy returns the chosen candidates
 (at most ``max(ask.want, ask.split)``, at least one when ``candidates`` is not empty) and never
 changes its inputs. Policies are found by name in ``POLICIES`` and bound when a zone loads.
@@ -42,6 +43,9 @@ class Ask(NamedTuple):
     key: int = -1  # a keyed answer: the key's 64-bit ring position (-1: no key)
     ring: Any = None  # the farm's consistent_hash.Ring, for keyed farms
     balance: float = 1.25  # c: a keyed host may carry up to c x the mean load
+    # The candidates' positions by name, when the caller keeps them (a farm does, per view):
+    # a keyed answer then finds its ring's hosts among the candidates without building a map.
+    index: Mapping[str, int] | None = None
 
 
 Policy = Callable[[Sequence[Candidate], Ask], Sequence[Candidate]]

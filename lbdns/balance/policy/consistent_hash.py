@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -131,23 +131,34 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     n = len(candidates)
     if not n:
         return ()
-    ring: Ring = ask.ring if ask.ring is not None else EMPTY_RING
-    if ask.key < 0 or not ring.points:
+    want, _, _, herd, _, key, ring, balance, index = ask  # once: a field read costs as much
+    if ring is None:
+        ring = EMPTY_RING
+    if key < 0 or not ring.points:
         return (_lowest(candidates, ask),)
-    by_name = {}
+    if index is None:
+        index = {c[0]: i for i, c in enumerate(candidates)}
     total_load = total_capacity = 0.0
-    for c in candidates:
-        by_name[c[0]] = c
-        total_capacity += c[1]
-        total_load += c[2] * c[1]
-    herd = ask.herd
-    limit = ask.balance * (total_load + herd) / total_capacity  # c x mean, this answer counted
-    want = min(ask.want, n)
-    walk = ring.walk(ask.key)
-    chosen = _within_bound(walk, by_name, limit, herd, want)
+    for _, capacity, load in candidates:
+        total_capacity += capacity
+        total_load += load * capacity
+    limit = balance * (total_load + herd) / total_capacity  # c x mean, this answer counted
+    walk = ring.walks.get(key) or ring.walk(key)
+    if want == 1:
+        # One record, the common case: the first host of the walk within its bound.
+        for name in walk:
+            i = index.get(name)
+            if i is not None:
+                c = candidates[i]
+                if c[2] <= limit or c[2] * c[1] < herd:
+                    return (c,)
+        chosen: tuple[Candidate, ...] = ()
+    else:
+        want = min(want, n)
+        chosen = _within_bound(walk, candidates, index, limit, herd, want)
     if len(chosen) < want and len(walk) < len(ring.names):
         # None of the remembered hosts could take it (rare): along the whole ring.
-        chosen = _within_bound(ring.order(ask.key), by_name, limit, herd, want)
+        chosen = _within_bound(ring.order(key), candidates, index, limit, herd, want)
     if chosen:
         return chosen
     # Every candidate is at its bound (c = 1 with equal loads) or the ring does not know them
@@ -156,16 +167,22 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
 
 
 def _within_bound(
-    names: Sequence[str], by_name: dict[str, Candidate], limit: float, herd: float, want: int
+    names: Sequence[str],
+    candidates: Sequence[Candidate],
+    index: Mapping[str, int],
+    limit: float,
+    herd: float,
+    want: int,
 ) -> tuple[Candidate, ...]:
     """The first ``want`` candidates along ``names`` within the bound (or carrying less than
     one answer's load)."""
     chosen: list[Candidate] = []
     for name in names:
-        c = by_name.get(name)
-        if c is not None and (c[2] <= limit or c[2] * c[1] < herd):
-            if want == 1:
-                return (c,)  # the common case, without the list
+        i = index.get(name)
+        if i is None:
+            continue
+        c = candidates[i]
+        if c[2] <= limit or c[2] * c[1] < herd:
             chosen.append(c)
             if len(chosen) == want:
                 break
