@@ -52,6 +52,28 @@ def test_want_two_gives_the_next_within_bound_along_the_ring():
     assert [c.name for c in chosen] == ["b", "c"]
 
 
+def test_the_callers_index_of_candidates_gives_the_same_choice_as_none():
+    # A farm hands in its positions by name (Ask.index) and plain (name, capacity, load)
+    # tuples once charged: the same hosts as the policy's own map of Candidates.
+    rng = random.Random(7)
+    hosts = [f"h{i}" for i in range(12)]
+    ring = ch.Ring.build([(h, 1.0 + i % 3) for i, h in enumerate(hosts)])
+    differ = 0
+    for trial in range(2000):
+        live = [h for h in hosts if rng.random() < 0.8] or hosts[:1]
+        candidates = [(h, 1.0 + hosts.index(h) % 3, rng.random() * 3) for h in live]
+        index = {c[0]: i for i, c in enumerate(candidates)}
+        key, want = ch.key_hash(f"k{trial % 300}"), 1 + trial % 3
+        herd, c = rng.choice([0.5, 1.0, 4.0]), rng.choice([1.0, 1.25, 2.0])
+        own = ch.choose(
+            [Candidate(*x) for x in candidates], Ask(want, 0, rng, herd, 1, key, ring, c)
+        )
+        given = ch.choose(candidates, Ask(want, 0, rng, herd, 1, key, ring, c, index))
+        assert [x[0] for x in given] == [x.name for x in own]
+        differ += [x.name for x in own] != [ring.order(key)[0]]
+    assert differ > 100  # the bound sent many keys past their first host
+
+
 def test_key_hash_is_the_same_in_every_process_and_case():
     # BLAKE2b of the case-folded key, a fixed value, not Python's per-process salted hash().
     assert ch.key_hash("Room42") == ch.key_hash("room42") == 0x43E092108E4E918E

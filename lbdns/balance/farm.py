@@ -341,13 +341,9 @@ class Farm:
         direct = asker == "direct"
         if len(chosen) == 1:
             self._charge_one(accounting, chosen[0], herd, now, 0.0 if direct else cache_time)
-            host = self.hosts.get(names[0])  # _answered, inline
-            if host is not None:
-                host.answers += 1
-                host.last_answered = now
         else:
             self._charge(accounting, chosen, herd, now, 0.0 if direct else cache_time)
-            self._answered(names, now)
+        self._answered(names, now)
         if not direct:
             accounting.answered()
         if sticky is None and len(self._sticky) >= STICKY_LIMIT:  # a new client only
@@ -419,14 +415,10 @@ class Farm:
         if len(chosen) == 1:
             self._charge_one(accounting, chosen[0], herd, now, cache_time)
             names = (chosen[0][0],)
-            host = self.hosts.get(names[0])  # _answered, inline
-            if host is not None:
-                host.answers += 1
-                host.last_answered = now
         else:
             self._charge(accounting, chosen, herd, now, cache_time)
             names = _names(chosen)
-            self._answered(names, now)
+        self._answered(names, now)
         if not direct:
             accounting.answered()
         if len(key_sticky) >= STICKY_LIMIT:

@@ -131,7 +131,7 @@ def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
     n = len(candidates)
     if not n:
         return ()
-    want, _, _, herd, _, key, ring, balance, index = ask  # once: a field read costs as much
+    want, _, _, herd, _, key, ring, balance, index = ask  # each field read is a lookup: once
     if ring is None:
         ring = EMPTY_RING
     if key < 0 or not ring.points:
