@@ -22,6 +22,7 @@ class Registry:
     def __init__(self, clock: Clock = time.time, rng: random.Random | None = None):
         self.clock = clock
         self.rng = rng or random.Random()
+        self.compiled = True  # keyed farms answer in C where it was built (``udp_compiled``)
         self.zones: Mapping[str, Zone] = {}
         self.farms: dict[str, Farm] = {}
         self.version = 0
@@ -43,7 +44,7 @@ class Registry:
         farms: dict[str, Farm] = {}
         for zone in zones.values():
             for farm_name, spec in zone.farms.items():
-                farm = Farm(spec, clock=self.clock, rng=self.rng)
+                farm = Farm(spec, clock=self.clock, rng=self.rng, compiled=self.compiled)
                 previous = old_farms.get(farm_name)
                 if previous is not None:
                     for host_name, host in farm.hosts.items():

@@ -82,6 +82,7 @@ class Server:
         self.config = config
         self.worker = worker
         self.registry = registry or Registry()
+        self.registry.compiled = config.udp_compiled
         self.answerer = Answerer(self.registry)
         self.answerer.explain_queries = config.explain_queries
         if config.rrl.enabled:

@@ -22,8 +22,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   for svc in unbound nsd prometheus prometheus-node-exporter; do $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
 fi
 
-# A C compiler and the Python headers, so that the install builds the compiled UDP loop the
-# tests expect (lbdns itself installs without them, with the loop in Python).
+# A C compiler and the Python headers, so that the install builds the compiled parts the tests
+# expect, the UDP loop and the farms' answers to direct askers (lbdns itself installs without
+# them, with the same code in Python).
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 if ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then

@@ -53,7 +53,8 @@ def test_wheel_carries_assets_examples_and_entry_point(dist):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in PACKAGE_FILES:
         assert name in names
-    assert [n for n in names if n.startswith("lbdns/dnsserver/_udpfast.") and n.endswith(".so")]
+    for extension in ("lbdns/dnsserver/_udpfast.", "lbdns/balance/_direct."):
+        assert [n for n in names if n.startswith(extension) and n.endswith(".so")], extension
     data = f"lbdns-{__version__}.data/data/"
     for name in SHARED_FILES:
         assert data + name in names, name
@@ -73,6 +74,7 @@ def test_sdist_carries_the_same_and_the_docs(dist):
         "monitoring/lbdns.rules.yml",
         "README.md",
         "lbdns/dnsserver/_udpfast.c",
+        "lbdns/balance/_direct.c",
     ):
         assert source in names, source
 
@@ -107,7 +109,8 @@ def test_installed_wheel_runs_and_finds_its_files(dist, tmp_path):
             sys.executable,
             "-c",
             "import lbdns.web.status as s, lbdns, lbdns.dnsserver._udpfast as u;"
-            " print(s.STATIC, lbdns.__file__, u.__file__)",
+            "import lbdns.balance._direct as d;"
+            " print(s.STATIC, lbdns.__file__, u.__file__, d.__file__)",
         ],
         capture_output=True,
         text=True,
@@ -116,6 +119,7 @@ def test_installed_wheel_runs_and_finds_its_files(dist, tmp_path):
     ).stdout.split()
     assert where[1].startswith(str(target)), where
     assert where[2].startswith(str(target)), where  # the wheel's own compiled loop
+    assert where[3].startswith(str(target)), where  # and its compiled farm answers
     assert (Path(where[0]) / "status.js").is_file()
     bash = lbdns("completion", "bash").stdout
     assert "complete -o bashdefault -F _shtab_lbdns lbdns" in bash
@@ -153,10 +157,12 @@ def test_without_a_c_compiler_the_install_still_works_with_the_python_loop(dist,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not list(target.glob("lbdns/dnsserver/_udpfast*.so"))
+    assert not list(target.glob("lbdns/balance/_direct*.so"))
     probe = (
-        "import socket, lbdns.dnsserver.transport as t;"
+        "import socket, lbdns.dnsserver.transport as t, lbdns.balance.farm as f;"
         "s = t.bind_udp('127.0.0.1', 0);"
-        "print(t.UdpListener(s, lambda *a: None, t.TransportStats()).kind)"
+        "print(t.UdpListener(s, lambda *a: None, t.TransportStats()).kind);"
+        "print(f._direct)"
     )
     kind = subprocess.run(
         [sys.executable, "-c", probe],
@@ -166,6 +172,7 @@ def test_without_a_c_compiler_the_install_still_works_with_the_python_loop(dist,
         cwd=tmp_path,
         timeout=60,
     )
-    assert kind.stdout.strip() == (
-        "batched, in Python: the compiled loop was not built at install"
-    ), kind.stderr
+    assert kind.stdout.splitlines() == [
+        "batched, in Python: the compiled loop was not built at install",
+        "None",  # and farms answer in Python (the same answers, tests/test_direct_compiled.py)
+    ], kind.stderr

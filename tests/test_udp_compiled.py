@@ -2,9 +2,10 @@
 
 Two twin servers (the same zones, a clock that steps the same way per reading, the same seeded
 random source) each get the same queries over real UDP sockets, one at a time: one served by
-the compiled loop (``_udpfast``) with the answerer's repeated-query cache, the other by the
-Python batch loop. Every response, and the answerers' per-type and per-rcode counters, must be
-the same; and the compiled loop must have answered the repeated queries itself.
+the compiled loop (``_udpfast``) with the answerer's repeated-query cache and the farms'
+compiled answers (``lbdns.balance._direct``), the other by the Python batch loop and the farms'
+Python. Every response, the answerers' per-type and per-rcode counters and the farms' charges
+must be the same; and the compiled loop must have answered the repeated queries itself.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Twin(Served):
         ticks = itertools.count()
         self.clock = lambda: 1_000_000.0 + next(ticks) * 1e-4
         self.registry = Registry(clock=self.clock, rng=random.Random(7))
+        self.registry.compiled = compiled  # the farms' answers too (lbdns/balance/_direct.c)
         zones = {}
         for folder in folders:
             zones.update(load_folder(folder))
@@ -125,6 +127,17 @@ def test_the_compiled_loop_answers_as_the_python_loop(tmp_path, rrl):
     for n, (a, b) in enumerate(zip(got_compiled, got_python, strict=True)):
         assert a == b, f"query {n}: {wires[n]!r}"
     assert compiled.answerer.qtypes == python.answerer.qtypes
+    # The farms answered alike: the same charges, answer counts and last answers.
+    for name, farm in compiled.registry.farms.items():
+        twin = python.registry.farms[name]
+        assert farm._last == twin._last, name
+        assert {h: x.answers for h, x in farm.hosts.items()} == {
+            h: x.answers for h, x in twin.hosts.items()
+        }, name
+        if farm.accounting is not None:
+            assert {h: x.pending for h, x in farm.accounting.ledgers.items()} == {
+                h: x.pending for h, x in twin.accounting.ledgers.items()
+            }, name
     assert compiled.answerer.rcodes == python.answerer.rcodes
     assert compiled.stats.udp_queries == python.stats.udp_queries == len(wires)
     answered = [r for r in got_compiled if r is not None]

@@ -19,6 +19,11 @@ Keyed farms (policy ``consistent-hash``): ``choose_key`` answers a key (a label 
 or the client's subnet) from the farm's ring (``lbdns.balance.policy.consistent_hash``), rebuilt
 when a view is built after the set of hosts or their capacities changed. ``assign`` is the
 assignment API's choice: one host, charged exactly one connection.
+
+The DNS path calls ``query_answer`` and ``key_answer``: ``answer`` and ``choose_key``, or where
+the extension ``_direct`` was built the same answers made in C for a direct asker's repeated
+query (``lbdns/balance/_direct.c``), which hands every other query to ``answer_at`` or
+``choose_key_at`` before it changes anything.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import random
 import time
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,7 +39,7 @@ from typing import Any, NamedTuple
 
 from dnslib import QTYPE
 
-from lbdns.balance.accounting import Accounting, Ledger
+from lbdns.balance.accounting import GAP_ALPHA, MAX_BUCKETS, QUICK, Accounting, Ledger
 from lbdns.balance.check import combine
 from lbdns.balance.drain import drain_status
 from lbdns.balance.host import (
@@ -48,9 +54,14 @@ from lbdns.balance.host import (
     raw_score,
     score,
 )
-from lbdns.balance.policy import ACCOUNTED, POLICIES, Ask, Candidate
+from lbdns.balance.policy import ACCOUNTED, POLICIES, Ask, Candidate, least_load
 from lbdns.balance.policy.consistent_hash import EMPTY_RING, Ring, key_hash
 from lbdns.zone.model import FarmSpec
+
+try:  # a direct asker's repeated query answered in C (lbdns/balance/_direct.c); optional
+    from lbdns.balance import _direct
+except ImportError:  # pragma: no cover - built wherever the tests run
+    _direct = None
 
 Clock = Callable[[], float]
 
@@ -140,6 +151,7 @@ class Farm:
     rng: random.Random = field(default_factory=random.Random)
     seq: int = 0
     _view: FarmView | None = None
+    compiled: bool = True  # query_answer and key_answer in C where built (``udp_compiled``)
 
     def __post_init__(self) -> None:
         self.policy = POLICIES[self.spec.policy]
@@ -176,6 +188,38 @@ class Farm:
         spec = self.spec
         self._cache_per_ttl = (
             spec.cache_time / spec.ttl if spec.cache_time is not None and spec.ttl else 1.0
+        )
+        # What the DNS path calls for a farm name (``answer``) and for a key (``choose_key``):
+        # those, or the same in C for the commonest case, a direct asker's repeated query
+        # answered with one record, which hands every other case to ``answer_at`` or
+        # ``choose_key_at`` before it changes anything.
+        self.query_answer: Callable[..., tuple[tuple[str, ...] | str, int]] = self.answer
+        self.key_answer: Callable[..., tuple[str, ...] | str] = self.choose_key
+        compiled = self.compiled and _direct is not None and spec.answers == 1
+        if compiled and (spec.keyed or (spec.policy == "least-load" and spec.watermark is None)):
+            chooser = self._direct_chooser(self.choose_key_at if spec.keyed else self.answer_at)
+            if spec.keyed:
+                self.key_answer = chooser
+            else:
+                self.query_answer = chooser
+
+    def _direct_chooser(self, fallback: Callable[..., Any]) -> Any:
+        """The compiled answer of this farm (``lbdns/balance/_direct.c``), handing what it does
+        not answer itself to ``fallback``."""
+        spec = self.spec
+        return _direct.Chooser(
+            self,
+            fallback,
+            keyed=spec.keyed,
+            new_track=partial(deque, maxlen=MAX_BUCKETS),
+            ttl=spec.ttl,
+            balance=spec.balance_factor,
+            quick=QUICK,
+            gap_alpha=GAP_ALPHA,
+            split=spec.split,
+            split_herd=2 * least_load.MIN_PER_RECORD,
+            tie=least_load.TIE,
+            sticky_limit=STICKY_LIMIT,
         )
 
     @property
@@ -245,9 +289,12 @@ class Farm:
     def answer(self, qtype: int, client: str = "") -> tuple[tuple[str, ...] | str, int]:
         """``choose`` and the TTL of the answer: the farm's ``ttl``, or shorter (down to
         ``min_ttl``) for a client whose learned herd is bigger than the herd budget."""
+        return self.answer_at(qtype, client, self.clock())
+
+    def answer_at(self, qtype: int, client: str, now: float) -> tuple[tuple[str, ...] | str, int]:
+        """``answer`` at ``now`` (the compiled ``query_answer`` has read the clock)."""
         # The query path: a third of the queries of a busy farm come here, so it avoids what a
         # plain rendering would cost per call (named tuples, generators, helper calls).
-        now = self.clock()
         view = self._view
         if view is None or now >= view.valid_until:
             view = self._view = self._build_view(now)
@@ -366,7 +413,10 @@ class Farm:
         """Host names to answer ``key`` (a label under the farm, or a client subnet) for a
         query of ``qtype`` from ``client``: the key's host on the ring unless it is over its
         bound (``consistent_hash``), charged the resolver's herd like a least-load answer."""
-        now = self.clock()
+        return self.choose_key_at(qtype, key, client, self.clock())
+
+    def choose_key_at(self, qtype: int, key: str, client: str, now: float) -> tuple[str, ...] | str:
+        """``choose_key`` at ``now`` (the compiled ``key_answer`` has read the clock)."""
         view = self._view
         if view is None or now >= view.valid_until:
             view = self._view = self._build_view(now)

@@ -302,9 +302,9 @@ class Answerer:
                         # The herd is the client subnet's when the answer is scoped to one;
                         # a big herd's TTL is shortened: (hosts, TTL) is the choice (a few
                         # templates per choice of hosts at most).
-                        choice = entry.farm.answer(entry.farm_qtype, hit[4] or client)
+                        choice = entry.farm.query_answer(entry.farm_qtype, hit[4] or client)
                     else:
-                        choice = entry.farm.choose_key(
+                        choice = entry.farm.key_answer(
                             entry.farm_qtype, entry.key or hit[4] or client_subnet(client), client
                         )
                     reply = hit[3].get(choice)
@@ -474,9 +474,9 @@ class Answerer:
                         key = subnet.key(scope)
                 opt = _opt_with(do, subnet.option(scope))
             if entry.key is None:
-                choice = entry.farm.answer(entry.farm_qtype, key or client)  # (hosts, TTL)
+                choice = entry.farm.query_answer(entry.farm_qtype, key or client)  # (hosts, TTL)
             else:
-                choice = entry.farm.choose_key(
+                choice = entry.farm.key_answer(
                     entry.farm_qtype, entry.key or key or client_subnet(client), client
                 )
             template = self._choice_template(entry, choice)
@@ -485,9 +485,9 @@ class Answerer:
             # and the key: none (least-load), the label, or the function that makes the
             # client-subnet key of the client's address (a query with ECS has it in ``key``).
             if entry.key is None:
-                choose, label = entry.farm.answer, None
+                choose, label = entry.farm.query_answer, None
             else:
-                choose, label = entry.farm.choose_key, entry.key or client_subnet
+                choose, label = entry.farm.key_answer, entry.key or client_subnet
             parse = (qflags, question, qend, edns, do)
             seen = (entry, qtype, parse, {}, key, opt, choose, entry.farm_qtype, label)
         if not tcp and self.cookie_reply is None:  # a cookie's reply is made per query

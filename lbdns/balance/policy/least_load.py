@@ -35,7 +35,7 @@ from lbdns.balance.policy.rank import lowest
 
 MIN_PER_RECORD = 1.0  # a record must be worth at least one expected connection
 SPLIT_GAIN = 0.001  # split only when the highest projected load drops by more than 0.1 %
-_TIE = 1e-12
+TIE = 1e-12  # loads this close are equal (exact ties, less float noise)
 
 
 def choose(candidates: Sequence[Candidate], ask: Ask) -> Sequence[Candidate]:
@@ -106,9 +106,9 @@ def _lowest(candidates: Sequence[Candidate], herd: float, ask: Ask) -> tuple[flo
     for i in range(1, len(candidates)):
         c = candidates[i]
         key = c[2] + herd / c[1]  # load + herd / capacity
-        if key < best_key - _TIE:
+        if key < best_key - TIE:
             best, best_key, ties = c, key, 1
-        elif key <= best_key + _TIE:
+        elif key <= best_key + TIE:
             ties += 1
             if ask.rng.random() * ties < 1.0:  # each of the tied kept with chance 1/ties
                 best = c
