@@ -22,7 +22,7 @@ class Registry:
     def __init__(self, clock: Clock = time.time, rng: random.Random | None = None):
         self.clock = clock
         self.rng = rng or random.Random()
-        self.compiled = True  # keyed farms answer in C where it was built (``udp_compiled``)
+        self.compiled = True  # farms answer direct askers in C where built (``udp_compiled``)
         self.zones: Mapping[str, Zone] = {}
         self.farms: dict[str, Farm] = {}
         self.version = 0

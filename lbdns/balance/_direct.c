@@ -99,6 +99,7 @@ static PyObject *s_append, *s_random, *s_ledger;
 /* Values. */
 static PyObject *v_direct_track, *v_zero, *v_one, *v_key, *v_policy, *v_fail_open, *v_sticky, *v_asker;
 
+/* Where ``attr`` lives on instances of ``type`` (remembered until another type is seen). */
 static int
 resolve(Attr *attr, PyTypeObject *type)
 {
@@ -173,16 +174,23 @@ attr_set(Attr *attr, PyObject *obj, PyObject *value)
     return PyObject_SetAttr(obj, attr->name, value);
 }
 
-/* getattr as a double; -1 with an error set on failure (check PyErr_Occurred). */
+/* ``value`` (a new reference, taken; NULL after a failed call) as a double: 0, or -1 with an
+ * error. */
 static int
-get_double(PyObject *obj, Attr *name, double *out)
+to_double(PyObject *value, double *out)
 {
-    PyObject *value = attr_get(name, obj);
     if (value == NULL)
         return -1;
     *out = PyFloat_AsDouble(value);
     Py_DECREF(value);
     return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* getattr as a double */
+static int
+get_double(PyObject *obj, Attr *name, double *out)
+{
+    return to_double(attr_get(name, obj), out);
 }
 
 static int
@@ -216,12 +224,7 @@ increment(PyObject *obj, Attr *name)
 static int
 item_double(PyObject *seq, Py_ssize_t i, double *out)
 {
-    PyObject *value = PySequence_GetItem(seq, i);
-    if (value == NULL)
-        return -1;
-    *out = PyFloat_AsDouble(value);
-    Py_DECREF(value);
-    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    return to_double(PySequence_GetItem(seq, i), out);
 }
 
 /* Whether every name of a sticky answer is a candidate for the qtype (Farm._answerable). */
@@ -253,6 +256,19 @@ answered(PyObject *hosts, PyObject *names, PyObject *now)
             return -1;
     }
     return 0;
+}
+
+/* A borrowed value of dict ``table`` (an attribute of ``obj``) at ``key``; NULL without an
+ * error when there is none. */
+static PyObject *
+lookup(PyObject *obj, Attr *table, PyObject *key)
+{
+    PyObject *dict = attr_get(table, obj);
+    if (dict == NULL)
+        return NULL;
+    PyObject *value = PyDict_Check(dict) ? PyDict_GetItemWithError(dict, key) : NULL;
+    Py_DECREF(dict); /* obj keeps it, and so the value */
+    return value;
 }
 
 /* Accounting.charge_direct on the planned ledger and track. */
@@ -290,8 +306,9 @@ charge_direct(PyObject *accounting, PyObject *ledger, PyObject *track, double he
     }
     int failed = same < 0;
     if (same > 0) {
-        double sum = PyFloat_AsDouble(PyList_GET_ITEM(newest, 1));
-        PyObject *herds = (sum == -1.0 && PyErr_Occurred()) ? NULL : PyFloat_FromDouble(sum + herd);
+        double sum;
+        int unread = item_double(newest, 1, &sum);
+        PyObject *herds = unread ? NULL : PyFloat_FromDouble(sum + herd);
         PyObject *answers = PyNumber_Add(PyList_GET_ITEM(newest, 2), v_one);
         if (herds == NULL || answers == NULL) {
             Py_XDECREF(herds);
@@ -317,11 +334,7 @@ charge_direct(PyObject *accounting, PyObject *ledger, PyObject *track, double he
 static int
 lift(PyObject *farm, PyObject *name, double step)
 {
-    PyObject *slots = attr_get(&a_slots, farm);
-    if (slots == NULL)
-        return -1;
-    PyObject *entries = PyDict_GetItemWithError(slots, name);
-    Py_DECREF(slots); /* the farm keeps it */
+    PyObject *entries = lookup(farm, &a_slots, name);
     if (entries == NULL)
         return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(entries);
@@ -331,8 +344,7 @@ lift(PyObject *farm, PyObject *name, double step)
         PyObject *slot = PySequence_GetItem(entries, k);
         PyObject *live = slot ? PySequence_GetItem(slot, 0) : NULL;
         PyObject *at = slot ? PySequence_GetItem(slot, 1) : NULL;
-        Py_ssize_t j = at ? PyLong_AsSsize_t(at) : -1;
-        PyObject *old = (live && !(j == -1 && PyErr_Occurred())) ? PyObject_GetItem(live, at) : NULL;
+        PyObject *old = live && at ? PyObject_GetItem(live, at) : NULL;
         double load;
         if (old == NULL || item_double(old, 2, &load) < 0) {
             failed = 1;
@@ -370,7 +382,7 @@ typedef struct {
     PyObject *live, *accounting, *sticky_table, *sticky_entry, *positions;
     PyObject *sticky;  /* the names of the other family's answer a moment ago, if they stand */
     PyObject *stat, *chosen; /* chosen: a keyed farm's, found while planning */
-    double now, gap, recent, herd, herd_unit;
+    double now, recent, herd, herd_unit;
 } Plan;
 
 static void
@@ -384,19 +396,6 @@ plan_clear(Plan *plan)
     Py_CLEAR(plan->sticky);
     Py_CLEAR(plan->stat);
     Py_CLEAR(plan->chosen);
-}
-
-/* A borrowed value of dict ``table`` (an attribute of ``obj``) at ``key``; NULL without an
- * error when there is none. */
-static PyObject *
-lookup(PyObject *obj, Attr *table, PyObject *key)
-{
-    PyObject *dict = attr_get(table, obj);
-    if (dict == NULL)
-        return NULL;
-    PyObject *value = PyDict_Check(dict) ? PyDict_GetItemWithError(dict, key) : NULL;
-    Py_DECREF(dict); /* obj keeps it, and so the value */
-    return value;
 }
 
 /* The answer to the same client (least-load) or key a moment ago, for the other address
@@ -441,30 +440,28 @@ plan_direct(Chooser *self, Plan *plan)
     double last, ttl;
     if (is_direct < 0 || get_double(stat, &a_last, &last) < 0 || get_double(stat, &a_ttl, &ttl) < 0)
         return -1;
-    plan->gap = plan->now - last;
-    if (!is_direct || !(0.0 < plan->gap && plan->gap < self->quick * ttl))
+    double gap = plan->now - last;
+    if (!is_direct || !(0.0 < gap && gap < self->quick * ttl))
         return 0;
     double recent, mean_herd;
     if (get_double(stat, &a_recent, &recent) < 0
         || get_double(plan->accounting, &a_mean_herd, &mean_herd) < 0
         || get_double(self->farm, &a_herd_unit, &plan->herd_unit) < 0)
         return -1;
-    plan->recent = recent + self->gap_alpha * (plan->gap - recent);
+    plan->recent = recent + self->gap_alpha * (gap - recent);
     PyObject *arrival_rate = attr_get(&a_arrival_rate, plan->accounting);
     if (arrival_rate == NULL)
         return -1;
     if (arrival_rate == Py_None) {
+        Py_DECREF(arrival_rate);
         plan->herd = mean_herd < 1.0 ? mean_herd : 1.0; /* min(1.0, mean_herd) */
-    } else {
-        double rate = PyFloat_AsDouble(arrival_rate);
-        if (rate == -1.0 && PyErr_Occurred()) {
-            Py_DECREF(arrival_rate);
-            return -1;
-        }
-        double per_query = plan->recent > 0.0 ? rate * plan->recent : mean_herd;
-        plan->herd = per_query < mean_herd ? per_query : mean_herd; /* min(mean, per_query) */
+        return 1;
     }
-    Py_DECREF(arrival_rate);
+    double rate;
+    if (to_double(arrival_rate, &rate) < 0)
+        return -1;
+    double per_query = plan->recent > 0.0 ? rate * plan->recent : mean_herd;
+    plan->herd = per_query < mean_herd ? per_query : mean_herd; /* min(mean, per_query) */
     return 1;
 }
 
@@ -598,10 +595,8 @@ lowest(Chooser *self, PyObject *live, double herd)
             if (rng == NULL && (rng = attr_get(&a_rng, self->farm)) == NULL)
                 goto error;
             Py_INCREF(c); /* held: the draw runs Python */
-            PyObject *drawn = PyObject_CallMethodNoArgs(rng, s_random);
-            double draw = drawn == NULL ? -1.0 : PyFloat_AsDouble(drawn);
-            Py_XDECREF(drawn);
-            if (draw == -1.0 && PyErr_Occurred()) {
+            double draw;
+            if (to_double(PyObject_CallMethodNoArgs(rng, s_random), &draw) < 0) {
                 Py_DECREF(c);
                 goto error;
             }

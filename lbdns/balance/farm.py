@@ -196,17 +196,17 @@ class Farm:
         self.query_answer: Callable[..., tuple[tuple[str, ...] | str, int]] = self.answer
         self.key_answer: Callable[..., tuple[str, ...] | str] = self.choose_key
         compiled = self.compiled and _direct is not None and spec.answers == 1
-        if compiled and (spec.keyed or (spec.policy == "least-load" and spec.watermark is None)):
-            chooser = self._direct_chooser(self.choose_key_at if spec.keyed else self.answer_at)
-            if spec.keyed:
-                self.key_answer = chooser
-            else:
-                self.query_answer = chooser
+        if compiled and spec.keyed:
+            self.key_answer = self._direct_chooser()
+        elif compiled and spec.policy == "least-load" and spec.watermark is None:
+            self.query_answer = self._direct_chooser()
 
-    def _direct_chooser(self, fallback: Callable[..., Any]) -> Any:
+    def _direct_chooser(self, fallback: Callable[..., Any] | None = None) -> Any:
         """The compiled answer of this farm (``lbdns/balance/_direct.c``), handing what it does
-        not answer itself to ``fallback``."""
+        not answer itself to ``fallback`` (default: ``choose_key_at`` or ``answer_at``)."""
         spec = self.spec
+        if fallback is None:
+            fallback = self.choose_key_at if spec.keyed else self.answer_at
         return _direct.Chooser(
             self,
             fallback,
